@@ -1,0 +1,1 @@
+"""Data: manifests, synchronized A/V decoding, the ClipDataModule."""
