@@ -64,7 +64,7 @@ def run_extra(argv: Sequence[str]) -> Any:
         return CLI(_load(spec), args=rest, prog=f"ecr {argv[0]}", as_positional=False)
     if not rest or rest[0] in ("-h", "--help"):
         print(f"usage: ecr {argv[0]} {{{','.join(spec)}}} [options]   (ecr {argv[0]} SUB --help)")
-        return 0
+        return 0 if rest else 2
     if rest[0] not in spec:
         print(f"ecr {argv[0]}: unknown subcommand {rest[0]!r}; choose one of {sorted(spec)}", file=sys.stderr)
         return 2

@@ -183,7 +183,7 @@ def resolve_verifier_mapping(
     `mapping` is keyed by any word of a task label's synonym group (e.g. "happiness" or "happy") and names a
     verifier class. With `mapping=None` the identity is used (task label -> same-named verifier class, synonyms
     allowed), which is right for a verifier trained on the task's own labels; pass `GOEMOTIONS_MAPPING` for the
-    28-class GoEmotions verifier.
+    28-class GoEmotions verifier. A label missing from `mapping` falls back to a same-named verifier class.
     """
     vlabels = [clean_text(v) for v in verifier_labels]
     vset = LabelSet("verifier", tuple(vlabels))
@@ -196,12 +196,12 @@ def resolve_verifier_mapping(
             if word in keyed:
                 target = keyed[word]
                 break
-        if target is None and mapping is None:
+        if target is None:  # not in the mapping: a same-named verifier class (synonyms allowed)
             target = vset.normalize(label)
         if target is None or target not in vlabels:
             raise LabelError(
                 f"task label {label!r} of {task.name!r} does not map into the verifier's label space "
-                f"{vlabels}: add it to the verifier mapping (got mapping={dict(mapping or {})})"
+                f"{vlabels}: add it to the verifier mapping (mapped keys: {sorted(keyed)})"
             )
         out[label] = vlabels.index(target)
     return out
