@@ -54,12 +54,20 @@ def _load(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
+def _underscore_option(arg: str) -> str:
+    """`--num-clips=3` -> `--num_clips=3`: jsonargparse only knows the parameter names (with underscores)."""
+    if not arg.startswith("--"):
+        return arg
+    name, eq, value = arg.partition("=")
+    return "--" + name[2:].replace("-", "_") + eq + value
+
+
 def run_extra(argv: Sequence[str]) -> Any:
     """Run a utility command (`argv[0]` in EXTRA_COMMANDS) through jsonargparse and return its result."""
     from jsonargparse import CLI
 
     spec = EXTRA_COMMANDS[argv[0]]
-    rest = list(argv[1:])
+    rest = [_underscore_option(a) for a in argv[1:]]
     if isinstance(spec, str):
         return CLI(_load(spec), args=rest, prog=f"ecr {argv[0]}", as_positional=False)
     if not rest or rest[0] in ("-h", "--help"):
