@@ -219,6 +219,33 @@ def build_tiny_omni(
     return out
 
 
+def build_tiny_causal_lm(out_dir: str | Path, hidden_size: int = 64, num_layers: int = 2, vocab_size: int = 1024, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2 causal LM with the same tokenizer (for the text-only backbone)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = build_tiny_tokenizer(out, vocab_size=vocab_size)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    return out
+
+
 def tiny_command(out: Path, hidden_size: int = 64, num_layers: int = 2, vocab_size: int = 1024, seed: int = 0) -> int:
     """Write a tiny random Qwen2.5-Omni thinker + tokenizer + processor folder (offline test/demo model).
 
@@ -230,27 +257,12 @@ def tiny_command(out: Path, hidden_size: int = 64, num_layers: int = 2, vocab_si
         seed: Seed of the random initialisation.
     """
     path = build_tiny_omni(out, hidden_size=hidden_size, num_layers=num_layers, vocab_size=vocab_size, seed=seed)
-    from transformers import Qwen2_5OmniThinkerConfig
-
-    n = _count_params(path)
-    print(f"tiny Qwen2.5-Omni thinker ({n:,} parameters) written to {path}")
-    del Qwen2_5OmniThinkerConfig
+    print(f"tiny Qwen2.5-Omni thinker ({count_parameters(path):,} parameters) written to {path}")
     return 0
 
 
-def _count_params(path: Path) -> int:
-    from safetensors import safe_open
+def count_parameters(folder: str | Path) -> int:
+    """Parameters stored in a model folder's safetensors files."""
+    from safetensors.torch import load_file
 
-    total = 0
-    for file in sorted(path.glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                total += f.get_slice(key).get_shape().numel() if hasattr(f.get_slice(key).get_shape(), "numel") else _prod(f.get_slice(key).get_shape())
-    return total
-
-
-def _prod(shape: list[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
+    return sum(t.numel() for f in sorted(Path(folder).glob("*.safetensors")) for t in load_file(f).values())

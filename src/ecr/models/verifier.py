@@ -46,7 +46,7 @@ class Verifier(Protocol):
     label_names: list[str]
 
     def probs(self, sentences: list[str]) -> torch.Tensor:
-        """Sigmoid probabilities, float [N, C] in input order (N = len(sentences), C = len(label_names))."""
+        """Sigmoid (or softmax, for a single-label teacher) probabilities, float [N, C] in input order (N = len(sentences), C = len(label_names))."""
         ...
 
 
@@ -147,8 +147,12 @@ class HFVerifier(nn.Module):
         task: str | Sequence[str] | None = None,
         max_length: int = 128,
         batch_size: int = 64,
+        activation: str = "sigmoid",
     ) -> None:
         super().__init__()
+        if activation not in ("sigmoid", "softmax"):
+            raise ConfigError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
+        self.activation = activation
         num_out = int(getattr(getattr(model, "config", None), "num_labels", len(label_names)))
         if num_out != len(label_names):
             raise ConfigError(f"verifier head has {num_out} outputs but {len(label_names)} label names were given")
@@ -178,7 +182,7 @@ class HFVerifier(nn.Module):
         return self.model(**self.encode(texts)).logits
 
     def probs(self, sentences: list[str]) -> torch.Tensor:
-        """Sigmoid probabilities float [N, C] (CPU, input order); batches sorted by length to limit padding."""
+        """Sigmoid (or softmax, for a single-label teacher) probabilities float [N, C] (CPU, input order); batches sorted by length to limit padding."""
         c = len(self.label_names)
         if not sentences:
             return torch.zeros(0, c)
@@ -191,7 +195,8 @@ class HFVerifier(nn.Module):
                 for start in range(0, len(order), self.batch_size):
                     idx = order[start : start + self.batch_size]
                     logits = self.forward([sentences[i] for i in idx])  # [b, C]
-                    out[torch.tensor(idx)] = torch.sigmoid(logits.float()).cpu()
+                    act = torch.sigmoid if self.activation == "sigmoid" else lambda x: x.softmax(-1)
+                    out[torch.tensor(idx)] = act(logits.float()).cpu()
         finally:
             self.train(was_training)
         return out

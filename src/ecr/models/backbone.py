@@ -1,0 +1,118 @@
+"""The policy backbone interface: what every model family (Qwen2.5-Omni, text LMs, later HumanOmni/R1-Omni or
+Qwen3-Omni) provides to the training stages.
+
+A stage never touches a family's internals; it asks the backbone to
+- `load()` the weights (heavy: called from `configure_model`),
+- `collator(mode)` to turn `ClipSample`s into model inputs ("train": prompt + target with assistant-only
+  labels, right padding; "generate": prompt only, left padding),
+- `loss(batch)` for supervised training,
+- `encode_prompt(batch)` ONCE per prompt: media features merged into the prompt embeddings + positions, the
+  cacheable `EncodedPrompt` that GRPO reuses for G rollouts and for policy and reference log-probs,
+- `generate(encoded, …)` and `token_logprobs(encoded, completion_ids, completion_mask)` on that encoding.
+Adding a family = a new module implementing this Protocol + `register_backbone`, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+
+CollateMode = Literal["train", "generate"]
+
+
+@dataclass
+class EncodedPrompt:
+    """A left-padded prompt batch with media already encoded: reusable for rollouts and log-probs.
+
+    `generate_kwargs` holds what `generate` needs besides the embeddings (e.g. Omni grid sizes for its
+    3-D rotary positions); media tensors themselves are NOT kept, so the encoders never run again.
+    """
+
+    input_ids: torch.Tensor  # [B, P] prompt token ids (placeholders included)
+    inputs_embeds: torch.Tensor  # [B, P, H] token embeddings with media features scattered in
+    attention_mask: torch.Tensor  # [B, P] 1 = real token, 0 = left padding
+    position_ids: torch.Tensor  # [D, B, P] rotary positions (D = 3 for Omni m-RoPE, 1 for plain LMs)
+    next_position: torch.Tensor  # [B] position id of the first completion token
+    generate_kwargs: dict[str, torch.Tensor] = field(default_factory=dict)  # per-sample tensors, batch dim 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.input_ids.shape[0]
+
+    def repeat_interleave(self, repeats: int) -> EncodedPrompt:
+        """Each prompt `repeats` times in a row (B → B·G), e.g. for G rollouts per prompt. No re-encoding."""
+        rep = lambda t, dim=0: t.repeat_interleave(repeats, dim=dim)  # noqa: E731
+        return replace(
+            self,
+            input_ids=rep(self.input_ids),
+            inputs_embeds=rep(self.inputs_embeds),
+            attention_mask=rep(self.attention_mask),
+            position_ids=rep(self.position_ids, 1),
+            next_position=rep(self.next_position),
+            generate_kwargs={k: rep(v) for k, v in self.generate_kwargs.items()},
+        )
+
+    def detach(self) -> EncodedPrompt:
+        """The same encoding cut from the graph (frozen towers: nothing to back-propagate into)."""
+        return replace(self, inputs_embeds=self.inputs_embeds.detach())
+
+
+def completion_positions(next_position: torch.Tensor, length: int, dims: int) -> torch.Tensor:
+    """Positions of appended text tokens: they continue after the prompt's largest position on every axis.
+
+    next_position [B] → [dims, B, length]
+    """
+    steps = torch.arange(length, device=next_position.device)
+    pos = next_position[:, None] + steps[None, :]  # [B, C]
+    return pos[None].expand(dims, -1, -1)
+
+
+def gather_logprobs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each chosen token. logits [B, C, V], token_ids [B, C] → [B, C] (float32)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return logp.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1)
+
+
+@runtime_checkable
+class PolicyBackbone(Protocol):
+    """What a model family provides to the stages (see module docstring)."""
+
+    name: str
+    model: torch.nn.Module | None  # set by load(); a PeftModel when LoRA is on
+
+    def load(self, device: torch.device | str | None = None) -> torch.nn.Module:
+        """Load weights (+ quantisation, LoRA, freezing). Idempotent."""
+        ...
+
+    def collator(self, mode: CollateMode) -> Callable[[list[Any]], dict[str, Any]]:
+        """A picklable collate function for DataLoader workers."""
+        ...
+
+    def loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, int]:
+        """Mean token cross-entropy on the assistant tokens and the number of those tokens."""
+        ...
+
+    def encode_prompt(self, batch: Mapping[str, Any]) -> EncodedPrompt:
+        """Run the media encoders once and merge them into the prompt embeddings."""
+        ...
+
+    def generate(self, prompt: EncodedPrompt, **generation_kwargs: Any) -> torch.Tensor:
+        """Completion token ids [B, C] (prompt stripped; padded with the pad id after EOS)."""
+        ...
+
+    def token_logprobs(
+        self, prompt: EncodedPrompt, completion_ids: torch.Tensor, completion_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Log-prob [B, C] of each completion token given the encoded prompt (grad flows to trainable params)."""
+        ...
+
+    def decode(self, token_ids: torch.Tensor) -> list[str]:
+        """Completion texts (special tokens dropped, format tags kept)."""
+        ...
+
+    def save_pretrained(self, out_dir: str, *, merged: bool = False) -> None:
+        """Adapters in PEFT format (or, merged=True, a full HF model folder + processor)."""
+        ...

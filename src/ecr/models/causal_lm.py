@@ -1,0 +1,74 @@
+"""Text-only backbone: any `AutoModelForCausalLM`, so the SFT/GRPO stages also run on text emotion tasks.
+
+Samples carry a `text` field (e.g. a subtitle or utterance) that precedes the same instruction; the target
+format and the label masking are those of the Omni backbone. LoRA defaults to peft's "all-linear" (every
+linear layer except the output head): a text LM has no towers to protect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecr.data.collate import CollateMode, TextCollator
+from ecr.models.backbone import EncodedPrompt
+from ecr.models.hf import HFBackbone
+from ecr.models.registry import register_backbone
+
+
+@register_backbone("causal_lm")
+class CausalLMBackbone(HFBackbone):
+    """A decoder-only language model loaded with `AutoModelForCausalLM`."""
+
+    name = "causal_lm"
+    tower_prefixes: dict[str, str] = {}
+    default_lora_targets = "all-linear"
+
+    @property
+    def model_class(self) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    def load_processor(self, path: Path) -> Any:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return tok
+
+    def collator(self, mode: CollateMode) -> TextCollator:
+        inp = self.config.inputs
+        end = self.tokenizer.eos_token if "<|im_end|>" not in self.tokenizer.get_vocab() else "<|im_end|>"
+        return TextCollator(
+            processor=self.processor,
+            mode=mode,
+            instruction=inp.instruction,
+            system=inp.system,
+            max_length=inp.max_length,
+            truncation=inp.truncation,
+            end_of_turn=end,
+        )
+
+    def encode_prompt(self, batch: Mapping[str, Any]) -> EncodedPrompt:
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        embeds = self.base_model.get_input_embeddings()(ids)  # [B, P, H]
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, P], left padding aware
+        return EncodedPrompt(
+            input_ids=ids,
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions[None],
+            next_position=positions[:, -1] + 1,
+        )
+
+    def _hidden_states(
+        self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> torch.Tensor:
+        body = self.base_model.get_decoder()
+        out = body(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids[0], use_cache=False)
+        return out.last_hidden_state

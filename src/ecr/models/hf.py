@@ -1,0 +1,253 @@
+"""Shared loading and scoring for backbones built on Hugging Face `PreTrainedModel`s.
+
+One place does what every family needs: resolve the weights offline, pick dtype/attention, quantise with
+bitsandbytes (8-bit, or 4-bit QLoRA), freeze, turn on gradient checkpointing, wrap in peft LoRA (or load an
+existing adapter), and score completions from an `EncodedPrompt`. A family subclass says which model class
+and processor to load, which modules are media towers, and how media become embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecr.errors import ConfigError
+from ecr.models.backbone import EncodedPrompt, completion_positions, gather_logprobs
+from ecr.models.config import PolicyConfig
+from ecr.models.hub import resolve_pretrained
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+# Keys of a collated batch that are bookkeeping, not model inputs.
+META_KEYS = ("meta", "labels")
+
+
+def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The tensors of a collated batch that the model's forward takes."""
+    return {k: v for k, v in batch.items() if k not in META_KEYS}
+
+
+def quantization_config(cfg: PolicyConfig, skip_modules: list[str]) -> Any | None:
+    """bitsandbytes config for `cfg.quantization`; `skip_modules` stay unquantised (heads, towers)."""
+    if cfg.quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
+    compute = torch.bfloat16 if cfg.dtype in ("auto", "bfloat16") else _DTYPES[cfg.dtype]
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+        llm_int8_skip_modules=skip_modules,
+    )
+
+
+class HFBackbone:
+    """Base of the Hugging Face backbones (implements `PolicyBackbone` except the family-specific parts)."""
+
+    name = "hf"
+    model_class: Any = None  # e.g. transformers.AutoModelForCausalLM
+    tower_prefixes: dict[str, str] = {}  # {"vision": "model.visual", ...} module names of the media towers
+    default_lora_targets: str | list[str] = "all-linear"
+    always_skip_quantization: tuple[str, ...] = ("lm_head",)
+
+    def __init__(self, config: PolicyConfig) -> None:
+        self.config = config
+        self.model: torch.nn.Module | None = None
+        self._processor: Any = None
+        self._path: Path | None = None
+
+    # ----------------------------------------------------------------------------------------- loading
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = resolve_pretrained(self.config.model, self.config.revision)
+        return self._path
+
+    @property
+    def processor(self) -> Any:
+        """Tokenizer or multimodal processor (cheap; loaded on first use)."""
+        if self._processor is None:
+            self._processor = self.load_processor(self.path)
+        return self._processor
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def load_processor(self, path: Path) -> Any:
+        raise NotImplementedError
+
+    def frozen_towers(self) -> list[str]:
+        """Module prefixes of the towers that stay frozen under this config."""
+        frozen = {"vision": self.config.freeze_vision, "audio": self.config.freeze_audio}
+        return [p for kind, p in self.tower_prefixes.items() if frozen.get(kind, True)]
+
+    def trainable_towers(self) -> list[str]:
+        return [p for p in self.tower_prefixes.values() if p not in self.frozen_towers()]
+
+    def _skip_quantization(self) -> list[str]:
+        skip = list(self.always_skip_quantization)
+        if not self.config.quantize_towers:
+            skip += [p.rsplit(".", 1)[-1] for p in self.tower_prefixes.values()]
+        return skip
+
+    def load(self, device: torch.device | str | None = None) -> torch.nn.Module:
+        """Load weights, quantise, freeze, add LoRA. Idempotent: a second call returns the same module."""
+        if self.model is not None:
+            return self.model
+        cfg = self.config
+        kwargs: dict[str, Any] = {"dtype": _DTYPES[cfg.dtype], "local_files_only": True}
+        if cfg.attn_implementation:
+            kwargs["attn_implementation"] = cfg.attn_implementation
+        qconfig = quantization_config(cfg, self._skip_quantization())
+        if qconfig is not None:
+            kwargs["quantization_config"] = qconfig
+            # bitsandbytes warns on every 8-bit matmul that fp32 inputs are cast to fp16 (expected, not news).
+            warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+            # bitsandbytes places weights at load time; the Trainer's later `.to()` is then a no-op.
+            kwargs["device_map"] = {"": torch.device(device) if device is not None else "cpu"}
+        model = self.model_class.from_pretrained(self.path, **kwargs)
+        model.config.use_cache = False
+        for prefix in self.frozen_towers():
+            model.get_submodule(prefix).requires_grad_(False)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = self._adapt(model)
+        self.model = model
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        n_all = sum(p.numel() for p in model.parameters())
+        log.info("loaded %s from %s: %s / %s parameters trainable", self.name, self.path, f"{n_train:,}", f"{n_all:,}")
+        return model
+
+    def lora_targets(self) -> str | list[str]:
+        return self.config.lora.target_modules or self.default_lora_targets
+
+    def _adapt(self, model: torch.nn.Module) -> torch.nn.Module:
+        cfg = self.config
+        if cfg.adapter is not None:
+            from peft import PeftModel
+
+            adapter = resolve_pretrained(cfg.adapter)
+            return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+        if not cfg.lora.enabled:
+            return model
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(
+            r=cfg.lora.r,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=self.lora_targets(),
+            modules_to_save=list(cfg.lora.modules_to_save) + self.trainable_towers() or None,
+            bias="none",
+        )
+        peft_model = get_peft_model(model, lcfg)
+        if not any("lora_" in n for n, _ in peft_model.named_parameters()):
+            raise ConfigError(f"policy.lora.target_modules={lcfg.target_modules!r} matched no module of {self.path}")
+        return peft_model
+
+    @property
+    def base_model(self) -> torch.nn.Module:
+        """The underlying transformers model (LoRA layers, if any, are injected in place)."""
+        model = self._require_model()
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _require_model(self) -> torch.nn.Module:
+        if self.model is None:
+            raise ConfigError(f"backbone {self.name}: call load() (LightningModule.configure_model) before use")
+        return self.model
+
+    # ----------------------------------------------------------------------------------------- training
+    def loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy over the assistant tokens (labels != -100) and their count."""
+        labels = batch["labels"]
+        out = self._require_model()(**model_inputs(batch), labels=labels, use_cache=False)
+        return out.loss, int((labels[:, 1:] != -100).sum())
+
+    # ----------------------------------------------------------------------------- encode-once scoring
+    def encode_prompt(self, batch: Mapping[str, Any]) -> EncodedPrompt:
+        raise NotImplementedError
+
+    def _hidden_states(
+        self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Final hidden states [B, L, H] of the language model for given embeddings and positions."""
+        raise NotImplementedError
+
+    def _lm_head(self) -> torch.nn.Module:
+        return self.base_model.get_output_embeddings()
+
+    def token_logprobs(
+        self, prompt: EncodedPrompt, completion_ids: torch.Tensor, completion_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """log p(completion_ids[:, t] | prompt, completion[:, :t]) → [B, C]; masked positions hold 0.
+
+        Only the completion slice goes through the LM head (a full-vocab prompt slice would cost
+        B·P·V floats for nothing).
+        """
+        embed = self.base_model.get_input_embeddings()
+        comp_embeds = embed(completion_ids).to(prompt.inputs_embeds.dtype)  # [B, C, H]
+        embeds = torch.cat([prompt.inputs_embeds, comp_embeds], dim=1)  # [B, P+C, H]
+        mask = torch.cat([prompt.attention_mask, completion_mask.to(prompt.attention_mask.dtype)], dim=1)
+        dims = prompt.position_ids.shape[0]
+        comp_pos = completion_positions(prompt.next_position, completion_ids.shape[1], dims)
+        positions = torch.cat([prompt.position_ids, comp_pos], dim=2)  # [D, B, P+C]
+        hidden = self._hidden_states(embeds, mask, positions)  # [B, P+C, H]
+        p = prompt.input_ids.shape[1]
+        logits = self._lm_head()(hidden[:, p - 1 : -1])  # [B, C, V]: position t predicts token t+1
+        return gather_logprobs(logits, completion_ids) * completion_mask
+
+    def generate(self, prompt: EncodedPrompt, **generation_kwargs: Any) -> torch.Tensor:
+        """Completion ids [B, C] generated from the cached prompt encoding (media encoders do not run)."""
+        model = self._require_model()
+        tok = self.tokenizer
+        generation_kwargs.setdefault("pad_token_id", tok.pad_token_id)
+        generation_kwargs.setdefault("eos_token_id", tok.eos_token_id)
+        out = model.generate(
+            input_ids=prompt.input_ids,
+            inputs_embeds=prompt.inputs_embeds,
+            attention_mask=prompt.attention_mask,
+            use_cache=True,
+            **prompt.generate_kwargs,
+            **generation_kwargs,
+        )
+        return out[:, prompt.input_ids.shape[1] :]
+
+    def decode(self, token_ids: torch.Tensor) -> list[str]:
+        return self.tokenizer.batch_decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    # ----------------------------------------------------------------------------------------- saving
+    def trainable_parameter_names(self) -> list[str]:
+        return [n for n, p in self._require_model().named_parameters() if p.requires_grad]
+
+    def save_pretrained(self, out_dir: str | Path, *, merged: bool = False) -> Path:
+        """Adapters in PEFT format (LoRA) or the full model folder (full fine-tune); + processor.
+
+        merged=True folds LoRA into the weights (needs an unquantised model: see `ecr.export`).
+        """
+        out = Path(out_dir)
+        model = self._require_model()
+        if merged and hasattr(model, "merge_and_unload"):
+            if self.config.quantization != "none":
+                raise ConfigError("merging LoRA into quantised weights is lossy: reload with quantization=none")
+            model = model.merge_and_unload()
+            self.model = model
+        model.save_pretrained(out)
+        self.processor.save_pretrained(out)
+        return out
+
+
+def module_regex(prefix: str, names: list[str]) -> str:
+    """Full-match regex for `names` (e.g. q_proj) inside the numbered layers under `prefix`."""
+    return rf"^{re.escape(prefix)}\.\d+\.(?:\w+\.)*(?:{'|'.join(map(re.escape, names))})$"

@@ -1,0 +1,50 @@
+"""Backbone registry: the `backbone:` name in a config selects the family that loads the policy.
+
+A family registers itself with `@register_backbone("name")`; `load_policy` builds one (cheap) and, unless
+told otherwise, loads its weights. Built-in families are imported on first lookup so that importing
+`ecr.models` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ecr.errors import ConfigError
+from ecr.models.config import PolicyConfig
+
+BACKBONES: dict[str, type] = {}
+_BUILTIN = {"qwen2_5_omni": "ecr.models.qwen2_5_omni", "causal_lm": "ecr.models.causal_lm"}
+T = TypeVar("T", bound=type)
+
+
+def register_backbone(name: str) -> Callable[[T], T]:
+    """Class decorator registering a backbone family under `name`."""
+
+    def wrap(cls: T) -> T:
+        BACKBONES[name] = cls
+        return cls
+
+    return wrap
+
+
+def backbone_class(name: str) -> type:
+    if name not in BACKBONES and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+    if name not in BACKBONES:
+        raise ConfigError(f"policy.backbone: unknown backbone {name!r}; known: {sorted(set(BACKBONES) | set(_BUILTIN))}")
+    return BACKBONES[name]
+
+
+def build_backbone(config: PolicyConfig | dict[str, Any]) -> Any:
+    """The backbone object for `config`, weights not loaded yet (cheap)."""
+    config = PolicyConfig.from_dict(config)
+    return backbone_class(config.backbone)(config)
+
+
+def load_policy(config: PolicyConfig | dict[str, Any], device: Any = None) -> Any:
+    """Build the backbone of `config` and load its weights (quantisation, LoRA, freezing included)."""
+    backbone = build_backbone(config)
+    backbone.load(device)
+    return backbone
