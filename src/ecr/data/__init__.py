@@ -1,12 +1,24 @@
-"""Data: manifests, synchronized A/V decoding, the ClipDataModule, the synthetic dataset.
-
-Importing `ecr.data` is cheap: torchcodec and Lightning load on first use of the objects that need them.
-"""
+"""Data: manifests, synchronized A/V decoding, the ClipDataModule, the synthetic dataset."""
 
 from __future__ import annotations
 
+from ecr.data.cache import ClipCache
+from ecr.data.datamodule import ClipDataModule, assign_splits
+from ecr.data.dataset import ClipDataLoader, ClipDataset, ClipFailure, default_collate
 from ecr.data.decode import decode_clip
+from ecr.data.manifests import (
+    read_custom_manifest,
+    read_dataset,
+    read_dfew,
+    read_emer,
+    read_mafw,
+    read_mafw_xlsx,
+)
 from ecr.data.synth import synthesize
 from ecr.data.types import ClipRecord, ClipSample, DecodedClip
 
-__all__ = ["ClipRecord", "ClipSample", "DecodedClip", "decode_clip", "synthesize"]
+__all__ = [
+    "ClipCache", "ClipDataLoader", "ClipDataModule", "ClipDataset", "ClipFailure", "ClipRecord", "ClipSample",
+    "DecodedClip", "assign_splits", "decode_clip", "default_collate", "read_custom_manifest", "read_dataset",
+    "read_dfew", "read_emer", "read_mafw", "read_mafw_xlsx", "synthesize",
+]  # fmt: skip

@@ -7,9 +7,9 @@ evaluation) receives as a list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import torch
 
@@ -27,6 +27,8 @@ class ClipRecord:
     explanation: str | None = None
     split: str | None = None
     source: str = ""  # "file:line" of the manifest row, for error messages
+    # extra manifest columns (e.g. the synthetic set's `explanation_consistent`), kept for analysis
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass

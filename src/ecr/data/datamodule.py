@@ -1,0 +1,238 @@
+"""`ClipDataModule`: the one LightningDataModule that feeds every stage (SFT, verifier data, GRPO, evaluation).
+
+Built from config (`data: class_path: ecr.data.ClipDataModule`), it reads the manifest in `setup()`, splits it
+into train/val/test deterministically, and serves DataLoaders whose workers decode clips (optionally through
+the on-disk cache). It does not know any task: a LightningModule plugs its own collator into the public
+`collate_fn` attribute in its `setup()` hook, e.g.::
+
+    def setup(self, stage):
+        self.trainer.datamodule.collate_fn = self.collator   # list[ClipSample] -> model batch
+
+Clips that fail to decode follow `on_error`: "raise" stops training with the `ClipError`; "skip" drops them
+from their batch, and at the end of each epoch the skipped clips are printed, logged (`data/skipped_<stage>`)
+and kept in `skipped` (so nothing fails silently).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
+
+from ecr.data.cache import ClipCache
+from ecr.data.dataset import ClipDataLoader, ClipDataset, ClipFailure, Collator, OnError, default_collate
+from ecr.data.manifests import DatasetFormat, read_dataset
+from ecr.data.types import ClipRecord, ClipSample
+from ecr.errors import ConfigError
+from ecr.labels import LabelSet, get_label_set
+
+Stage = Literal["train", "val", "test"]
+
+
+def assign_splits(
+    records: Sequence[ClipRecord], *, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[ClipRecord]]:
+    """Group records by split; rows without one get a seeded random split; carve val out of train if absent.
+
+    Deterministic: the permutation comes from a `torch.Generator` seeded with `seed` over records in manifest
+    order, so the same manifest and seed give the same split on every machine.
+    """
+    out: dict[str, list[ClipRecord]] = {"train": [], "val": [], "test": []}
+    unassigned: list[ClipRecord] = []
+    for r in records:
+        (out[r.split] if r.split in out else unassigned).append(r)
+    gen = torch.Generator().manual_seed(seed)
+    if unassigned:
+        perm = torch.randperm(len(unassigned), generator=gen).tolist()
+        n_val = int(round(val_fraction * len(unassigned)))
+        n_test = int(round(test_fraction * len(unassigned)))
+        for rank, i in enumerate(perm):
+            split = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
+            out[split].append(unassigned[i])
+    elif not out["val"] and val_fraction > 0 and len(out["train"]) > 1:
+        perm = torch.randperm(len(out["train"]), generator=gen).tolist()
+        n_val = max(1, int(round(val_fraction * len(out["train"]))))
+        held = set(perm[:n_val])
+        out["val"] = [r for i, r in enumerate(out["train"]) if i in held]
+        out["train"] = [r for i, r in enumerate(out["train"]) if i not in held]
+    return out
+
+
+class ClipDataModule(LightningDataModule):
+    """Synchronised video+audio clips of a DFEW/MAFW/EMER/custom dataset, decoded in DataLoader workers.
+
+    Args:
+        root: dataset root; every clip path must stay inside it.
+        format: manifest format: "custom" (JSONL/CSV), "dfew", "mafw" or "emer".
+        manifest: manifest file for "custom"/"emer" (relative to the working dir or to `root`).
+        labels: label set: "dfew", "mafw" or a list of label names; defaults to the dataset's own set for
+            DFEW/MAFW and is required for custom/EMER manifests.
+        fold: DFEW/MAFW fold (1..5); its train file gives train (+ val), its test file gives test.
+        val_fraction: share of clips held out for validation when the source has no validation split.
+        test_fraction: share of clips for testing among rows that carry no split.
+        num_frames: frames per clip, at the midpoints of equal segments.
+        sample_rate: audio sample rate (Hz) after mono down-mix and resampling.
+        batch_size: clips per batch.
+        num_workers: DataLoader worker processes that decode clips.
+        seed: seed of the split assignment and of the shuffling order.
+        cache_dir: folder of the on-disk cache of decoded clips (None: no cache).
+        on_error: "skip" a clip that cannot be decoded (counted, reported each epoch) or "raise".
+        collate_fn: task collator `list[ClipSample] -> batch` (default: `default_collate`, a dict).
+        shuffle: shuffle the training set each epoch (seeded).
+        drop_last: drop the last incomplete training batch.
+        pin_memory: pin batches in page-locked memory (for GPU training).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        format: DatasetFormat = "custom",
+        manifest: str | Path | None = None,
+        labels: str | list[str] | None = None,
+        fold: int = 1,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
+        num_frames: int = 8,
+        sample_rate: int = 16000,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+        on_error: OnError = "skip",
+        collate_fn: Callable[[list[ClipSample]], Any] | None = None,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if format not in ("custom", "dfew", "mafw", "emer"):
+            raise ConfigError(f"data.format: {format!r} is not one of custom, dfew, mafw, emer")
+        if format in ("custom", "emer") and manifest is None:
+            raise ConfigError(f"data.manifest: format {format!r} needs a manifest file")
+        if on_error not in ("skip", "raise"):
+            raise ConfigError(f"data.on_error: {on_error!r} is not 'skip' or 'raise'")
+        if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+            raise ConfigError(f"data.val_fraction/test_fraction: {val_fraction}/{test_fraction} must be in [0, 1)")
+        if num_frames < 1 or batch_size < 1 or num_workers < 0 or sample_rate <= 0:
+            raise ConfigError("data: num_frames, batch_size and sample_rate must be positive, num_workers >= 0")
+        self.save_hyperparameters(ignore=["collate_fn"])
+        self.root = Path(root)
+        self.format = format
+        self.manifest = manifest
+        self.labels = labels
+        self.fold = fold
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.num_frames = num_frames
+        self.sample_rate = sample_rate
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.on_error: OnError = on_error
+        self._collate_fn = collate_fn
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.pin_memory = pin_memory
+        if labels is None and format in ("custom", "emer"):
+            raise ConfigError(f"data.labels: format {format!r} needs a label set (dfew, mafw or a list)")
+        self._label_set = get_label_set(labels if labels is not None else format)
+        self.splits: dict[str, list[ClipRecord]] | None = None
+        self.datasets: dict[str, ClipDataset] = {}
+        self.skipped: dict[str, list[ClipFailure]] = {"train": [], "val": [], "test": [], "predict": []}
+        self._epoch_counter: dict[str, int] = {}
+
+    # -------------------------------------------------------------------------------------- properties
+    @property
+    def label_set(self) -> LabelSet:
+        """The active label set (from config), shared by every stage that consumes this data."""
+        return self._label_set
+
+    @property
+    def collate_fn(self) -> Collator:
+        """The task collator used by the next DataLoader built (`default_collate` unless one was set)."""
+        return self._collate_fn or default_collate
+
+    @collate_fn.setter
+    def collate_fn(self, fn: Collator | None) -> None:
+        self._collate_fn = fn
+
+    # ----------------------------------------------------------------------------------------- set-up
+    def read_records(self, errors: list | None = None) -> list[ClipRecord]:
+        """Every manifest row of the configured dataset (DFEW/MAFW: train + test files of the fold)."""
+        return read_dataset(self.format, self.root, self.manifest, self._label_set, self.fold, errors=errors)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the manifest and build the split datasets (no decoding happens here); idempotent."""
+        if self.splits is not None:
+            return
+        self.splits = assign_splits(
+            self.read_records(), val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed
+        )
+        cache = ClipCache(self.cache_dir) if self.cache_dir is not None else None
+        self.datasets = {
+            name: ClipDataset(
+                recs, self._label_set, num_frames=self.num_frames, sample_rate=self.sample_rate, cache=cache
+            )
+            for name, recs in self.splits.items()
+        }
+        sizes = {k: len(v) for k, v in self.splits.items()}
+        rank_zero_info(f"[ecr.data] {self.format} dataset at {self.root}: {sizes} clips, labels {list(self._label_set)}")
+
+    def _dataset(self, split: str) -> ClipDataset:
+        if self.splits is None:
+            self.setup()
+        ds = self.datasets[split]
+        if len(ds) == 0:
+            raise ConfigError(f"data: the {split!r} split of {self.root} is empty (check the manifest's split column)")
+        return ds
+
+    # ------------------------------------------------------------------------------------ dataloaders
+    def _loader(self, split: str, stage: str, *, train: bool) -> ClipDataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return ClipDataLoader(
+            self._dataset(split),
+            batch_size=self.batch_size,
+            shuffle=self.shuffle and train,
+            drop_last=self.drop_last and train,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            generator=generator,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+            on_error=self.on_error,
+            reporter=lambda failures, batches: self._report(stage, failures, batches),
+        )
+
+    def train_dataloader(self) -> ClipDataLoader:
+        return self._loader("train", "train", train=True)
+
+    def val_dataloader(self) -> ClipDataLoader:
+        return self._loader("val", "val", train=False)
+
+    def test_dataloader(self) -> ClipDataLoader:
+        return self._loader("test", "test", train=False)
+
+    def predict_dataloader(self) -> ClipDataLoader:
+        return self._loader("test", "predict", train=False)
+
+    # -------------------------------------------------------------------------------------- reporting
+    def _report(self, stage: str, failures: list[ClipFailure], batches: int) -> None:
+        """End of a pass over a split: remember, print and log the clips that were skipped."""
+        epoch = self._epoch_counter.get(stage, 0)
+        self._epoch_counter[stage] = epoch + 1
+        self.skipped[stage] = list(failures)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.logger is not None and not trainer.sanity_checking:
+            trainer.logger.log_metrics({f"data/skipped_{stage}": float(len(failures))}, step=trainer.global_step)
+        if not failures or (trainer is not None and not trainer.is_global_zero):
+            return
+        lines = [f"[ecr.data] {stage} pass {epoch}: skipped {len(failures)} clip(s) that could not be decoded "
+                 f"({batches} batches used):"]  # fmt: skip
+        lines += [f"  {f.path}: {f.reason}: {f.detail}" + (f" [{f.source}]" if f.source else "") for f in failures]
+        print("\n".join(lines), file=sys.stderr, flush=True)

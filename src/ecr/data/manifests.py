@@ -1,0 +1,383 @@
+"""Manifest readers: DFEW, MAFW, EMER and the custom JSONL/CSV format, all returning `list[ClipRecord]`.
+
+Each reader knows one dataset's release layout (DESIGN §6) and nothing else: it resolves clip paths under the
+dataset root, normalises labels through the active `LabelSet`, and turns every bad row into a
+`ManifestError` naming `file:line`. Readers never touch the media (that is `decode_clip`'s job), so reading a
+manifest is fast and happens in `ClipDataModule.setup()`.
+
+Every reader takes `errors`: with `None` the first bad row raises; with a list, bad rows are appended to it and
+skipped, which is how `ecr data check` reports all problems of a manifest at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from ecr.data.types import ClipRecord
+from ecr.errors import LabelError, ManifestError
+from ecr.labels import DFEW, MAFW, LabelSet, get_label_set
+
+Split = Literal["train", "val", "test"]
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+VIDEO_EXTS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _fail(err: ManifestError, errors: list[ManifestError] | None) -> None:
+    if errors is None:
+        raise err
+    errors.append(err)
+
+
+def resolve_under_root(root: Path, rel: str, where: str) -> Path:
+    """`root / rel`, normalised; a path that escapes `root` (via `..` or an outside absolute path) is an error."""
+    if not rel or not str(rel).strip():
+        raise ManifestError(f"{where}: empty path")
+    root_n = Path(os.path.normpath(os.path.abspath(root)))
+    full = Path(os.path.normpath(root_n / Path(rel).expanduser()))
+    if full != root_n and root_n not in full.parents:
+        raise ManifestError(f"{where}: path {rel!r} escapes the dataset root {str(root_n)!r}")
+    return full
+
+
+def _canonical_label(label_set: LabelSet, text: str, where: str) -> str:
+    try:
+        return label_set.canonical(text, where=where)
+    except LabelError as err:
+        raise ManifestError(
+            f"{where}: unknown label {text!r}; the label set {label_set.name!r} is {list(label_set.labels)}"
+        ) from err
+
+
+def _find_clip(root: Path, subdirs: Sequence[str], stems: Sequence[str], where: str) -> Path:
+    """First existing `root/sub/stem.ext`; else the first candidate (so the decoder reports it missing)."""
+    candidates = [
+        resolve_under_root(root, os.path.join(sub, stem + ext) if sub else stem + ext, where)
+        for sub in subdirs
+        for stem in stems
+        for ext in VIDEO_EXTS
+    ]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+def _opt_float(value: Any, field_name: str, where: str) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise ManifestError(f"{where}: field {field_name!r} must be a number of seconds, got {value!r}") from err
+
+
+def _norm_split(value: Any, where: str) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    key = str(value).strip().lower()
+    if key not in SPLIT_ALIASES:
+        raise ManifestError(f"{where}: unknown split {value!r}; expected one of train/val/test")
+    return SPLIT_ALIASES[key]
+
+
+# ------------------------------------------------------------------------------------------------- custom
+_FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "video": ("video", "video_path", "path", "file"),
+    "audio": ("audio", "audio_path"),
+    "label": ("label", "emotion", "emotions"),
+    "explanation": ("explanation", "reason", "reasons", "rationale"),
+    "start": ("start", "start_s", "start_time"),
+    "end": ("end", "end_s", "end_time"),
+    "split": ("split",),
+    "id": ("id", "name", "names"),
+}
+
+
+def _iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row dict) of a JSONL or CSV/TSV manifest."""
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    yield lineno, {"__error__": f"invalid JSON ({err.msg})"}
+                    continue
+                yield lineno, row if isinstance(row, dict) else {"__error__": "a row must be a JSON object"}
+        return
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter=delimiter)
+        for row in reader:
+            yield reader.line_num, {k.strip().lower(): v for k, v in row.items() if k is not None}
+
+
+def _pick(row: dict[str, Any], key: str) -> Any:
+    for alias in _FIELD_ALIASES[key]:
+        if alias in row and row[alias] not in (None, ""):
+            return row[alias]
+    return None
+
+
+def read_custom_manifest(
+    manifest: str | Path,
+    root: str | Path | None = None,
+    labels: str | Sequence[str] | LabelSet = "dfew",
+    *,
+    errors: list[ManifestError] | None = None,
+) -> list[ClipRecord]:
+    """Read a custom JSONL/CSV manifest (DESIGN §6); paths are relative to `root` (default: its folder).
+
+    Columns: `video` (required), `label` (required), optional `audio`, `start`, `end` (seconds), `explanation`,
+    `split` (train/val/test), `id`. Other columns are kept in `ClipRecord.meta`.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest}: manifest file does not exist")
+    root_p = Path(root) if root is not None else manifest.parent
+    label_set = get_label_set(labels)
+    known = {a for aliases in _FIELD_ALIASES.values() for a in aliases}
+    records: list[ClipRecord] = []
+    for lineno, row in _iter_rows(manifest):
+        where = f"{manifest}:{lineno}"
+        try:
+            if "__error__" in row:
+                raise ManifestError(f"{where}: {row['__error__']}")
+            video_rel, label_text = _pick(row, "video"), _pick(row, "label")
+            if video_rel is None:
+                raise ManifestError(f"{where}: missing the video path (column 'video')")
+            if label_text is None:
+                raise ManifestError(f"{where}: missing the label (column 'label')")
+            video = resolve_under_root(root_p, str(video_rel), where)
+            audio_rel = _pick(row, "audio")
+            audio = resolve_under_root(root_p, str(audio_rel), where) if audio_rel is not None else None
+            start, end = _opt_float(_pick(row, "start"), "start", where), _opt_float(_pick(row, "end"), "end", where)
+            if start is not None and start < 0:
+                raise ManifestError(f"{where}: start must be >= 0, got {start}")
+            if start is not None and end is not None and end <= start:
+                raise ManifestError(f"{where}: end ({end}) must be greater than start ({start})")
+            rid = _pick(row, "id")
+            if rid is None:
+                rid = Path(str(video_rel)).stem + (f"@{start or 0:g}-{end:g}" if end is not None else "")
+            expl = _pick(row, "explanation")
+            records.append(
+                ClipRecord(
+                    id=str(rid), video=video, label=_canonical_label(label_set, str(label_text), where),
+                    audio=audio, start=start, end=end, explanation=None if expl is None else str(expl),
+                    split=_norm_split(_pick(row, "split"), where), source=where,
+                    meta={k: v for k, v in row.items() if k not in known},
+                )  # fmt: skip
+            )
+        except ManifestError as err:
+            _fail(err, errors)
+    return records
+
+
+# --------------------------------------------------------------------------------------------------- DFEW
+def read_dfew(
+    root: str | Path,
+    fold: int = 1,
+    split: Literal["train", "test"] = "train",
+    labels: str | Sequence[str] | LabelSet = DFEW,
+    *,
+    errors: list[ManifestError] | None = None,
+) -> list[ClipRecord]:
+    """DFEW fold `fold` (1..5): `label/single_{split}set_{fold}.csv` (header; video id, label id 1..7).
+
+    Clips are looked up as `clip/{id}.mp4` (also .avi and 5-digit zero-padded ids).
+    """
+    root = Path(root)
+    label_set = get_label_set(labels)
+    csv_path = root / "label" / f"single_{split}set_{fold}.csv"
+    if not csv_path.is_file():
+        raise ManifestError(f"{csv_path}: DFEW label file not found (fold {fold}, split {split!r})")
+    records = []
+    with csv_path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)  # header
+        for row in reader:
+            where = f"{csv_path}:{reader.line_num}"
+            if not row or not "".join(row).strip():
+                continue
+            try:
+                if len(row) < 2:
+                    raise ManifestError(f"{where}: expected 'video id, label id', got {row}")
+                vid, lab = row[0].strip(), row[1].strip()
+                if not lab.isdigit() or not 1 <= int(lab) <= len(DFEW.labels):
+                    raise ManifestError(
+                        f"{where}: unknown label id {lab!r}; DFEW ids are 1..7 = {list(DFEW.labels)}"
+                    )
+                stems = [vid] + ([f"{int(vid):05d}"] if vid.isdigit() else [])
+                video = _find_clip(root, ["clip", "clips"], stems, where)
+                label = _canonical_label(label_set, DFEW.labels[int(lab) - 1], where)
+                records.append(ClipRecord(id=vid, video=video, label=label, split=split, source=where))
+            except ManifestError as err:
+                _fail(err, errors)
+    return records
+
+
+# --------------------------------------------------------------------------------------------------- MAFW
+def read_mafw_xlsx(path: str | Path, label_column: int = 12) -> dict[str, str]:
+    """Clip name -> MAFW label name from `Labels/single-set.xlsx` (column 0 name, `label_column` id 1..11).
+
+    Header/title rows (anything whose label cell is not an integer id) are skipped, so the number of header
+    rows does not matter. Names are stored without extension.
+    """
+    import openpyxl
+
+    path = Path(path)
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as err:  # openpyxl raises several unrelated types for a broken file
+        raise ManifestError(f"{path}: cannot read the MAFW label workbook: {err}") from err
+    out: dict[str, str] = {}
+    try:
+        sheet = book.worksheets[0]
+        for r, row in enumerate(sheet.iter_rows(values_only=True), 1):
+            if row is None or len(row) <= label_column or row[0] is None:
+                continue
+            cell = row[label_column]
+            try:
+                lab = int(str(cell).strip())
+            except (TypeError, ValueError):
+                continue  # a header row
+            if not 1 <= lab <= len(MAFW.labels):
+                raise ManifestError(f"{path}:{r}: label id {cell!r} outside 1..11 {list(MAFW.labels)}")
+            out[Path(str(row[0]).strip()).stem] = MAFW.labels[lab - 1]
+    finally:
+        book.close()
+    return out
+
+
+def read_mafw(
+    root: str | Path,
+    fold: int = 1,
+    split: Literal["train", "test"] = "train",
+    labels: str | Sequence[str] | LabelSet = MAFW,
+    *,
+    errors: list[ManifestError] | None = None,
+) -> list[ClipRecord]:
+    """MAFW single-label fold `fold` (1..5): `Train & Test Set/single/no_caption/set_{fold}/{split}.txt`.
+
+    Lines are `<name>.mp4 <label name>`; a line with only a name takes its label from `Labels/single-set.xlsx`.
+    When both give a label they must agree. Clips are `clips/{name}.mp4`.
+    """
+    root = Path(root)
+    label_set = get_label_set(labels)
+    txt = root / "Train & Test Set" / "single" / "no_caption" / f"set_{fold}" / f"{split}.txt"
+    if not txt.is_file():
+        raise ManifestError(f"{txt}: MAFW split file not found (fold {fold}, split {split!r})")
+    xlsx = root / "Labels" / "single-set.xlsx"
+    table = read_mafw_xlsx(xlsx) if xlsx.is_file() else None
+    records = []
+    for lineno, line in enumerate(txt.read_text(encoding="utf-8-sig").splitlines(), 1):
+        where = f"{txt}:{lineno}"
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            name = Path(parts[0]).stem
+            text_label = " ".join(parts[1:]) or None
+            xlsx_label = table.get(name) if table is not None else None
+            if text_label is None and xlsx_label is None:
+                raise ManifestError(
+                    f"{where}: no label for {name!r} (not on the line"
+                    + (f", not in {xlsx})" if table is not None else f", and {xlsx} does not exist)")
+                )
+            if text_label is not None and xlsx_label is not None and MAFW.normalize(text_label) != xlsx_label:
+                raise ManifestError(f"{where}: label {text_label!r} disagrees with {xlsx} ({xlsx_label!r})")
+            label = _canonical_label(label_set, text_label or str(xlsx_label), where)
+            video = _find_clip(root, ["clips", "clip"], [name], where)
+            records.append(ClipRecord(id=name, video=video, label=label, split=split, source=where))
+        except ManifestError as err:
+            _fail(err, errors)
+    return records
+
+
+# --------------------------------------------------------------------------------------------------- EMER
+def read_emer(
+    manifest: str | Path,
+    root: str | Path | None = None,
+    labels: str | Sequence[str] | LabelSet = MAFW,
+    *,
+    errors: list[ManifestError] | None = None,
+) -> list[ClipRecord]:
+    """EMER CSV with columns `names, emotions, subtitles, reasons`; clips `{root}/{name}.avi` (or video/).
+
+    The reasons become `explanation` (the SFT targets); subtitles are kept in `meta`.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest}: EMER CSV does not exist")
+    root_p = Path(root) if root is not None else manifest.parent
+    label_set = get_label_set(labels)
+    records = []
+    with manifest.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = {c.strip().lower() for c in reader.fieldnames or []}
+        missing = {"names", "emotions"} - cols
+        if missing:
+            raise ManifestError(f"{manifest}:1: EMER CSV lacks columns {sorted(missing)} (has {sorted(cols)})")
+        for row in reader:
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+            where = f"{manifest}:{reader.line_num}"
+            try:
+                name = row["names"]
+                if not name:
+                    raise ManifestError(f"{where}: empty clip name")
+                video = _find_clip(root_p, ["", "video", "videos"], [Path(name).stem], where)
+                records.append(
+                    ClipRecord(
+                        id=Path(name).stem, video=video,
+                        label=_canonical_label(label_set, row["emotions"], where),
+                        explanation=row.get("reasons") or None, source=where,
+                        meta={"subtitles": row["subtitles"]} if row.get("subtitles") else {},
+                    )  # fmt: skip
+                )
+            except ManifestError as err:
+                _fail(err, errors)
+    return records
+
+
+# ------------------------------------------------------------------------------------------------- any
+DatasetFormat = Literal["custom", "dfew", "mafw", "emer"]
+
+
+def read_dataset(
+    format: DatasetFormat,
+    root: str | Path,
+    manifest: str | Path | None = None,
+    labels: str | Sequence[str] | LabelSet | None = None,
+    fold: int = 1,
+    *,
+    errors: list[ManifestError] | None = None,
+) -> list[ClipRecord]:
+    """All records of a dataset in one of the supported formats (DFEW/MAFW: train + test of `fold`).
+
+    `manifest` is required for "custom" and "emer" (relative paths are taken relative to `root` when they
+    do not exist as given). `labels` defaults to the dataset's own set (DFEW/MAFW) or "dfew".
+    """
+    root = Path(root)
+    if format in ("dfew", "mafw"):
+        reader = read_dfew if format == "dfew" else read_mafw
+        lset = labels if labels is not None else (DFEW if format == "dfew" else MAFW)
+        return [r for split in ("train", "test") for r in reader(root, fold, split, lset, errors=errors)]  # type: ignore[arg-type]
+    if format not in ("custom", "emer"):
+        raise ManifestError(f"unknown dataset format {format!r}; expected custom, dfew, mafw or emer")
+    if manifest is None:
+        raise ManifestError(f"format {format!r} needs a manifest file (data.manifest)")
+    mpath = Path(manifest)
+    if not mpath.is_absolute() and not mpath.exists() and (root / mpath).exists():
+        mpath = root / mpath
+    if format == "emer":
+        return read_emer(mpath, root, labels if labels is not None else MAFW, errors=errors)
+    return read_custom_manifest(mpath, root, labels if labels is not None else "dfew", errors=errors)
