@@ -1,0 +1,254 @@
+"""`ecr data check`: validate every row of a dataset before spending a training run on it.
+
+For each manifest row: the label is known and the path stays inside the root (manifest stage), the file
+exists and decodes, it has an audio stream, the window has positive duration, and the audio and video
+durations agree within a tolerance. All problems are collected (not just the first), printed as a summary
+table, and written as JSON lines (`row, id, path, reason, detail`) so they can be fixed or filtered.
+Decoding runs in DataLoader worker processes, like training does.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
+
+from ecr.data.decode import decode_clip
+from ecr.data.manifests import DatasetFormat, read_dataset
+from ecr.data.types import ClipRecord
+from ecr.errors import ClipError, ConfigError, ManifestError
+from ecr.labels import LabelSet, get_label_set
+
+
+@dataclass(frozen=True)
+class CheckProblem:
+    """One bad row: where it is (`row` = manifest file:line), the media path, a reason tag and details."""
+
+    row: str
+    id: str
+    path: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class CheckReport:
+    """Outcome of `check_dataset`."""
+
+    total: int = 0
+    problems: list[CheckProblem] = field(default_factory=list)
+    label_counts: dict[str, int] = field(default_factory=dict)
+    split_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0  # total duration of the good clips
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def num_bad(self) -> int:
+        return len({p.row for p in self.problems})
+
+    def summary(self) -> str:
+        """A plain-text table: totals, problems by reason, good clips by label and split."""
+        reasons = Counter(p.reason for p in self.problems)
+        rows = [("rows", str(self.total)), ("good", str(self.total - self.num_bad)), ("bad", str(self.num_bad))]
+        rows += [(f"  {r}", str(n)) for r, n in sorted(reasons.items())]
+        rows += [("good duration (s)", f"{self.seconds:.1f}")]
+        rows += [(f"label {k}", str(v)) for k, v in self.label_counts.items()]
+        rows += [(f"split {k}", str(v)) for k, v in self.split_counts.items()]
+        width = max(len(k) for k, _ in rows)
+        lines = [f"{'item':<{width}}  count", f"{'-' * width}  -----"] + [f"{k:<{width}}  {v}" for k, v in rows]
+        return "\n".join(lines)
+
+    def write_bad_rows(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(asdict(p)) + "\n" for p in self.problems))
+        return path
+
+
+class _CheckRows(Dataset):
+    """Decodes one record per item and returns the problems found (decoding happens in the workers)."""
+
+    def __init__(self, records: Sequence[ClipRecord], num_frames: int, sample_rate: int, tolerance: float) -> None:
+        self.records, self.num_frames, self.sample_rate, self.tolerance = records, num_frames, sample_rate, tolerance
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[int, list[CheckProblem], float]:
+        return (i, *check_record(self.records[i], self.num_frames, self.sample_rate, self.tolerance))
+
+
+def _stream_durations(record: ClipRecord) -> tuple[float | None, float | None]:
+    """(video, audio) stream durations in seconds from the container headers."""
+    from torchcodec.decoders import get_container_metadata
+
+    vmeta = get_container_metadata(str(record.video))
+    amedia = get_container_metadata(str(record.audio)) if record.audio is not None else vmeta
+    v = vmeta.streams[vmeta.best_video_stream_index] if vmeta.best_video_stream_index is not None else None
+    a = amedia.streams[amedia.best_audio_stream_index] if amedia.best_audio_stream_index is not None else None
+    return (v.duration_seconds_from_header if v else None, a.duration_seconds_from_header if a else None)
+
+
+def check_record(
+    record: ClipRecord, num_frames: int = 8, sample_rate: int = 16000, tolerance: float = 0.3
+) -> tuple[list[CheckProblem], float]:
+    """Problems of one row (empty when it is usable) and the duration of its window in seconds."""
+
+    def problem(path: object, reason: str, detail: str) -> CheckProblem:
+        return CheckProblem(record.source, record.id, str(path), reason, detail)
+
+    try:
+        clip = decode_clip(
+            record.video, num_frames=num_frames, start=record.start, end=record.end,
+            sample_rate=sample_rate, audio_path=record.audio,
+        )  # fmt: skip
+    except ClipError as err:
+        return [problem(err.path, err.reason, err.detail)], 0.0
+    problems = []
+    audio_s = clip.audio.numel() / clip.sample_rate
+    if clip.duration - audio_s > tolerance:
+        problems.append(
+            problem(record.audio or record.video, "duration_mismatch",
+                    f"audio covers {audio_s:.3f} s of the {clip.duration:.3f} s window (tolerance {tolerance} s)")
+        )  # fmt: skip
+    elif record.start is None and record.end is None:
+        v_s, a_s = _stream_durations(record)
+        if v_s is not None and a_s is not None and abs(v_s - a_s) > tolerance:
+            problems.append(
+                problem(record.video, "duration_mismatch",
+                        f"video stream {v_s:.3f} s vs audio stream {a_s:.3f} s (tolerance {tolerance} s)")
+            )  # fmt: skip
+    return problems, clip.duration
+
+
+def check_dataset(
+    records: Sequence[ClipRecord],
+    *,
+    manifest_errors: Sequence[ManifestError] = (),
+    num_frames: int = 8,
+    sample_rate: int = 16000,
+    tolerance: float = 0.3,
+    num_workers: int = 0,
+) -> CheckReport:
+    """Decode every record (in `num_workers` processes) and collect all problems into a `CheckReport`.
+
+    `manifest_errors` are rows that already failed while reading the manifest (unknown label, path escaping
+    the root, bad fields); they are part of the report as reason "manifest".
+    """
+    report = CheckReport(total=len(records) + len(manifest_errors))
+    for err in manifest_errors:
+        where, _, detail = str(err).partition(": ")
+        report.problems.append(CheckProblem(where, "", "", "manifest", detail or str(err)))
+    loader = DataLoader(
+        _CheckRows(records, num_frames, sample_rate, tolerance),
+        batch_size=None, num_workers=num_workers, shuffle=False,
+    )  # fmt: skip
+    labels: Counter[str] = Counter()
+    splits: Counter[str] = Counter()
+    for i, problems, seconds in loader:
+        report.problems.extend(problems)
+        if not problems:
+            labels[records[i].label] += 1
+            splits[records[i].split or "unassigned"] += 1
+            report.seconds += seconds
+    report.label_counts = dict(labels.most_common())
+    report.split_counts = dict(sorted(splits.items()))
+    return report
+
+
+def _data_init_args(data: dict[str, Any] | None) -> dict[str, Any]:
+    """init_args of a `data:` section (`{class_path, init_args}` or the init args themselves)."""
+    if not data:
+        return {}
+    if "class_path" in data:
+        return dict(data.get("init_args") or {})
+    return dict(data)
+
+
+def check_command(
+    manifest: Path | None = None,
+    root: Path | None = None,
+    format: DatasetFormat | None = None,
+    labels: str | list[str] | None = None,
+    fold: int | None = None,
+    num_frames: int | None = None,
+    sample_rate: int | None = None,
+    tolerance: float = 0.3,
+    num_workers: int = 0,
+    bad_rows: Path | None = None,
+    data: dict[str, Any] | None = None,
+    trainer: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+    seed_everything: int | bool | None = None,
+    optimizer: dict[str, Any] | str | None = None,
+    lr_scheduler: dict[str, Any] | str | None = None,
+    ckpt_path: str | None = None,
+) -> int:
+    """Validate every row of a dataset: file exists, decodes, has audio, positive duration, A/V durations agree,
+    label known. Prints a summary table, writes the bad rows as JSON lines, returns 1 if any row is bad.
+
+    Use `--config stage.yaml` (its `data:` section is read; other stage sections are ignored) or give the
+    dataset directly with --manifest/--root/--format/--labels. Explicit options override the config.
+
+    Args:
+        manifest: manifest file (custom JSONL/CSV, EMER CSV).
+        root: dataset root.
+        format: custom, dfew, mafw or emer.
+        labels: label set name (dfew, mafw) or list of labels.
+        fold: DFEW/MAFW fold.
+        num_frames: frames decoded per clip (as in training).
+        sample_rate: audio sample rate (as in training).
+        tolerance: allowed difference (s) between the audio and video durations.
+        num_workers: decoding worker processes.
+        bad_rows: where to write the bad rows (JSONL); default `<root>/data_check_bad_rows.jsonl`.
+        data: the `data:` section of a stage config (set by --config).
+        trainer: ignored (a stage config's section).
+        model: ignored (a stage config's section).
+        seed_everything: ignored (a stage config's section).
+        optimizer: ignored (a stage config's section).
+        lr_scheduler: ignored (a stage config's section).
+        ckpt_path: ignored (a stage config's section).
+    """
+    args = _data_init_args(data)
+    overrides = {"manifest": manifest, "root": root, "format": format, "labels": labels, "fold": fold,
+                 "num_frames": num_frames, "sample_rate": sample_rate}  # fmt: skip
+    args.update({k: v for k, v in overrides.items() if v is not None})
+    if args.get("root") is None:
+        raise ConfigError("ecr data check: give --root (or --config with a data section that has root)")
+    fmt = args.get("format", "custom")
+    if fmt in ("custom", "emer") and args.get("labels") is None:
+        raise ConfigError(f"ecr data check: format {fmt!r} needs --labels (dfew, mafw or a list)")
+    label_set: LabelSet = get_label_set(args.get("labels") or fmt)
+    errors: list[ManifestError] = []
+    try:
+        records = read_dataset(
+            fmt, args["root"], args.get("manifest"), label_set, int(args.get("fold", 1)), errors=errors
+        )
+    except ManifestError as err:  # the manifest itself is unusable (missing file, missing columns)
+        print(f"ecr data check: {err}", file=sys.stderr)
+        return 1
+    report = check_dataset(
+        records, manifest_errors=errors, num_frames=int(args.get("num_frames", 8)),
+        sample_rate=int(args.get("sample_rate", 16000)), tolerance=tolerance, num_workers=num_workers,
+    )  # fmt: skip
+    print(f"ecr data check: {fmt} dataset at {args['root']} (labels {label_set.name}: {list(label_set.labels)})")
+    print(report.summary())
+    out = report.write_bad_rows(bad_rows or Path(args["root"]) / "data_check_bad_rows.jsonl")
+    if report.ok:
+        print(f"all {report.total} rows are usable")
+        return 0
+    print(f"\n{report.num_bad} bad row(s) (written to {out}):", file=sys.stderr)
+    for p in report.problems[:50]:
+        print(f"  {p.row}: {p.path or p.id}: {p.reason}: {p.detail}", file=sys.stderr)
+    if len(report.problems) > 50:
+        print(f"  ... and {len(report.problems) - 50} more", file=sys.stderr)
+    return 1
