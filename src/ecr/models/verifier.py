@@ -219,7 +219,7 @@ class HFVerifier(nn.Module):
         meta = {
             "format_version": META_VERSION,
             "label_names": self.label_names,
-            "threshold": self.threshold,
+            "threshold": round(float(self.threshold), 6),
             "max_labels": self.max_labels,
             "task": self.task,
             "mapping": self.mapping,
@@ -271,3 +271,42 @@ def load_verifier(
     if device is not None:
         verifier.to(device)
     return verifier.eval()
+
+
+def build_tiny_classifier(
+    folder: str | os.PathLike[str],
+    label_names: Sequence[str],
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    seed: int = 0,
+    problem_type: str = "multi_label_classification",
+) -> Path:
+    """Save a randomly initialised tiny BERT classifier (MiniLM's tokenizer) as a plain HF folder.
+
+    For tests, benchmarks and demos of code paths that take "any local HF classification checkpoint"
+    (classifier teacher, `load_verifier` on a plain folder) without real weights.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    names = [clean_text(n) for n in label_names]
+    tokenizer = AutoTokenizer.from_pretrained(resolve_student(MINILM), local_files_only=True)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+        problem_type=problem_type,
+        initializer_range=0.5,  # large random weights, so different sentences get visibly different outputs
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    out = Path(folder)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,342 @@
+"""`ecr label`: turn descriptions into the ERV's training set with a teacher.
+
+Input: JSONL or CSV rows with a text field — reasoning texts (EMER-style `explanation`, the synthetic
+dataset's manifest), plain `text`, or the evaluation stage's predictions (a `completion` field; its `<think>`
+block is used, rows without one are counted and skipped). Texts are split into sentences (the verifier scores
+sentences), de-duplicated, labelled by a teacher (lexicon | openai | classifier) and written as JSONL rows
+`{"text", "labels", "probs", "source", "group"}` that `ecr.data.sentences.SentenceDataModule` reads.
+
+Missing teacher answers are counted per reason, excluded and reported — never turned into a label. A summary
+(counts, missing, label distribution before/after balancing) is printed and saved next to the output as
+`<output>.summary.json`. Balancing (`balance`) raises every class to `balance_ratio` x the largest class:
+"oversample" repeats rows of rare classes, "paraphrase" asks the LLM teacher for paraphrases of them (they
+keep the source row's labels). Augmented rows are marked `augmented: true` and share the source's `group`, so
+they never leak into validation.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ecr.errors import ConfigError, ECRError, ManifestError
+from ecr.labels import label_distribution
+from ecr.prompts import extract_think
+from ecr.rl.sentences import get_splitter
+from ecr.teachers.base import Missing, Teacher, TeacherLabel
+from ecr.teachers.openai_chat import OpenAIConfig
+
+TeacherName = Literal["lexicon", "openai", "classifier"]
+BalanceMode = Literal["none", "oversample", "paraphrase"]
+_AUTO_FIELDS = ("text", "explanation", "reason", "reasons", "completion")
+
+
+@dataclass
+class LabelReport:
+    """Counts of one labelling run (what was read, labelled, missing and written)."""
+
+    rows_read: int = 0
+    rows_skipped: dict[str, int] = field(default_factory=dict)
+    texts: int = 0
+    sentences: int = 0
+    unique_sentences: int = 0
+    labelled: int = 0
+    missing: dict[str, int] = field(default_factory=dict)
+    augmented: int = 0
+    augment_missing: dict[str, int] = field(default_factory=dict)
+    written: int = 0
+    distribution: dict[str, int] = field(default_factory=dict)
+    distribution_after_balance: dict[str, int] = field(default_factory=dict)
+    teacher: dict[str, Any] = field(default_factory=dict)
+
+
+def read_texts(
+    path: str | Path, *, text_field: str = "auto", splits: Sequence[str] | None = None, report: LabelReport | None = None
+) -> list[str]:
+    """Texts of a JSONL/CSV file. text_field "auto": the first of text, explanation, reason(s), completion.
+
+    A `completion` field yields its `<think>` block. `splits` keeps only rows whose `split` field is listed.
+    """
+    path = Path(path)
+    report = report if report is not None else LabelReport()
+    if not path.is_file():
+        raise ManifestError(f"{path}: input file not found")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows: list[Any] = list(csv.DictReader(fh))
+    else:
+        rows = []
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise ManifestError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+    skipped: Counter[str] = Counter()
+    texts = []
+    for i, row in enumerate(rows):
+        where = f"{path}:{i + 1}" if path.suffix.lower() != ".csv" else f"{path} row {i + 1}"
+        if not isinstance(row, dict):
+            raise ManifestError(f"{where}: expected an object")
+        name = text_field
+        if text_field == "auto":
+            name = next((f for f in _AUTO_FIELDS if f in row), "")
+            if not name:
+                raise ManifestError(f"{where}: none of the fields {list(_AUTO_FIELDS)} present; set text_field")
+        if name not in row:
+            raise ManifestError(f"{where}: missing field {name!r}")
+        if splits is not None and row.get("split") is not None and row["split"] not in splits:
+            skipped["split"] += 1
+            continue
+        value = row[name]
+        if not isinstance(value, str):
+            raise ManifestError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
+        if name == "completion":
+            think = extract_think(value)
+            if think is None:
+                skipped["no_think"] += 1
+                continue
+            value = think
+        if not value.strip():
+            skipped["empty"] += 1
+            continue
+        texts.append(value.strip())
+    report.rows_read += len(rows)
+    for k, v in skipped.items():
+        report.rows_skipped[k] = report.rows_skipped.get(k, 0) + v
+    report.texts += len(texts)
+    return texts
+
+
+def _group(text: str) -> str:
+    return hashlib.sha1(" ".join(text.lower().split()).encode()).hexdigest()[:16]
+
+
+def _source(teacher: Teacher) -> str:
+    s = teacher.settings()
+    return f"{teacher.name}:{s['model']}" if "model" in s else teacher.name
+
+
+def label_sentences(
+    texts: Sequence[str],
+    teacher: Teacher,
+    *,
+    split_sentences: bool = True,
+    splitter: str = "official",
+    dedupe: bool = True,
+    report: LabelReport | None = None,
+) -> list[dict[str, Any]]:
+    """Split, de-duplicate and label texts; return training rows (missing answers counted and dropped)."""
+    report = report if report is not None else LabelReport()
+    split = get_splitter(splitter)
+    pieces = [s for t in texts for s in (split(t) if split_sentences else [t.strip()])]
+    report.sentences += len(pieces)
+    if dedupe:
+        seen: dict[str, str] = {}
+        for p in pieces:
+            seen.setdefault(_group(p), p)
+        pieces = list(seen.values())
+    report.unique_sentences += len(pieces)
+    source = _source(teacher)
+    rows = []
+    missing: Counter[str] = Counter()
+    for text, result in zip(pieces, teacher.label(pieces), strict=True):
+        if isinstance(result, Missing):
+            missing[result.reason] += 1
+            continue
+        assert isinstance(result, TeacherLabel)
+        rows.append({"text": text, "labels": list(result.labels), "probs": result.probs, "source": source,
+                     "group": _group(text)})  # fmt: skip
+    report.labelled += len(rows)
+    for k, v in missing.items():
+        report.missing[k] = report.missing.get(k, 0) + v
+    report.teacher = teacher.settings()
+    return rows
+
+
+def balance_rows(
+    rows: list[dict[str, Any]],
+    *,
+    mode: BalanceMode,
+    ratio: float = 0.5,
+    seed: int = 0,
+    teacher: Teacher | None = None,
+    paraphrases_per_call: int = 3,
+    report: LabelReport | None = None,
+) -> list[dict[str, Any]]:
+    """Raise each class to at least `ratio` x the largest class by oversampling or LLM paraphrases."""
+    report = report if report is not None else LabelReport()
+    if mode == "none" or not rows:
+        return rows
+    if not 0.0 < ratio <= 1.0:
+        raise ConfigError(f"balance_ratio must be in (0, 1], got {ratio}")
+    paraphrase = getattr(teacher, "paraphrase", None)
+    if mode == "paraphrase" and not callable(paraphrase):
+        raise ConfigError("balance='paraphrase' needs an LLM teacher (teacher=openai); use 'oversample' otherwise")
+    rng = np.random.default_rng(seed)
+    counts = Counter(lbl for r in rows for lbl in r["labels"])
+    target = math.ceil(ratio * max(counts.values()))
+    out = list(rows)
+    missing: Counter[str] = Counter()
+    for label in sorted(counts, key=lambda k: (counts[k], k)):
+        need = target - counts[label]
+        pool = [r for r in rows if label in r["labels"] and not r.get("augmented")]
+        pool = [pool[i] for i in rng.permutation(len(pool))]
+        new: list[dict[str, Any]] = []
+        if mode == "oversample" and need > 0:
+            new = [{**pool[i % len(pool)], "augmented": True, "source": f"{pool[i % len(pool)]['source']}+oversample"}
+                   for i in range(need)]  # fmt: skip
+        for src in pool if mode == "paraphrase" else []:
+            if len(new) >= need:
+                break
+            got = paraphrase(src["text"], paraphrases_per_call)  # type: ignore[misc]  # each source asked once
+            if isinstance(got, Missing):
+                missing[got.reason] += 1
+                continue
+            new += [{**src, "text": t, "augmented": True, "source": f"{src['source']}+paraphrase"} for t in got]
+        new = new[: max(need, 0)]
+        out.extend(new)
+        for r in new:
+            counts.update(r["labels"])
+    report.augmented += len(out) - len(rows)
+    for k, v in missing.items():
+        report.augment_missing[k] = report.augment_missing.get(k, 0) + v
+    return out
+
+
+def make_teacher(
+    teacher: TeacherName,
+    labels: str | Sequence[str],
+    *,
+    openai: OpenAIConfig | None = None,
+    cache: str | Path | None = None,
+    classifier_path: str | None = None,
+    classifier_threshold: float = 0.5,
+) -> Teacher:
+    """Build a teacher by name (imports are local so the lexicon path never loads the API client)."""
+    if teacher == "lexicon":
+        from ecr.teachers.lexicon import LexiconTeacher
+
+        return LexiconTeacher(labels)
+    if teacher == "openai":
+        from ecr.teachers.openai_chat import OpenAITeacher
+
+        if cache is None:
+            raise ConfigError("teacher=openai needs a cache path (every answer is stored before use)")
+        return OpenAITeacher(labels, config=openai or OpenAIConfig(), cache_path=cache)
+    if teacher == "classifier":
+        from ecr.teachers.classifier import ClassifierTeacher
+
+        if not classifier_path:
+            raise ConfigError("teacher=classifier needs classifier_path (a local HF classification folder)")
+        return ClassifierTeacher(classifier_path, labels, threshold=classifier_threshold)
+    raise ConfigError(f"unknown teacher {teacher!r}; choose lexicon, openai or classifier")
+
+
+def write_rows(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write JSONL atomically (temp file + rename), so a crash never leaves half a training set."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
+def format_report(report: LabelReport) -> str:
+    lines = [
+        f"rows read {report.rows_read} (skipped {report.rows_skipped or 0}); texts {report.texts}; "
+        f"sentences {report.sentences} ({report.unique_sentences} unique)",
+        f"labelled {report.labelled}; missing {sum(report.missing.values())} {report.missing or ''}".rstrip(),
+        f"augmented {report.augmented}" + (f" (paraphrase failures {report.augment_missing})" if report.augment_missing else ""),
+        f"written {report.written}",
+        "label distribution:",
+    ]
+    dist = report.distribution_after_balance or report.distribution
+    total = sum(dist.values()) or 1
+    for label, n in dist.items():
+        before = report.distribution.get(label, 0)
+        lines.append(f"  {label:<16} {n:6d}  {100 * n / total:5.1f}%" + (f"  (before balancing {before})" if report.distribution_after_balance else ""))
+    return "\n".join(lines)
+
+
+def label_command(
+    input: Path,  # noqa: A002 - CLI option name
+    output: Path,
+    teacher: TeacherName = "lexicon",
+    labels: str | list[str] = "dfew",
+    text_field: str = "auto",
+    splits: list[str] | None = None,
+    split_sentences: bool = True,
+    splitter: str = "official",
+    dedupe: bool = True,
+    balance: BalanceMode = "none",
+    balance_ratio: float = 0.5,
+    seed: int = 0,
+    openai: OpenAIConfig = OpenAIConfig(),  # noqa: B008 - a frozen-by-convention default for jsonargparse
+    cache: Path | None = None,
+    classifier_path: str | None = None,
+    classifier_threshold: float = 0.5,
+) -> int:
+    """Pseudo-label descriptions into the ERV training set (JSONL: text, labels, probs, source, group).
+
+    Args:
+        input: JSONL/CSV with a text field, or a predictions JSONL with `completion` (its <think> is used).
+        output: labelled-sentence JSONL to write; `<output>.summary.json` gets the counts.
+        teacher: lexicon (offline NRC lexicon) | openai (chat-completions API) | classifier (local HF model).
+        labels: verifier label space: goemotions, dfew, mafw or a list (neutral is added to task sets).
+        text_field: field holding the text; auto = first of text, explanation, reason, reasons, completion.
+        splits: keep only input rows whose `split` field is one of these (e.g. [train]); rows without it stay.
+        split_sentences: split texts into sentences (the verifier scores sentences).
+        splitter: official (paper regex, matches the reward's default) or pysbd.
+        dedupe: label each distinct sentence once.
+        balance: none | oversample | paraphrase (LLM teacher only) for rare classes.
+        balance_ratio: raise every class to this share of the largest class.
+        seed: seed of the balancing draw.
+        openai: chat teacher settings (model, base_url, api_key_env, concurrency, retries, timeout).
+        cache: teacher answer cache (JSONL); default `<output>.cache.jsonl`.
+        classifier_path: local HF classification folder for teacher=classifier.
+        classifier_threshold: probability above which a classifier class is a label.
+
+    Returns 0 on success, 1 when nothing could be labelled, 2 on a configuration or input error.
+    """
+    try:
+        report = LabelReport()
+        cache_path = cache if cache is not None else output.with_name(output.name + ".cache.jsonl")
+        t = make_teacher(
+            teacher, labels, openai=openai, cache=cache_path, classifier_path=classifier_path,
+            classifier_threshold=classifier_threshold,
+        )  # fmt: skip
+        texts = read_texts(input, text_field=text_field, splits=splits, report=report)
+        rows = label_sentences(texts, t, split_sentences=split_sentences, splitter=splitter, dedupe=dedupe, report=report)
+        report.distribution = label_distribution(lbl for r in rows for lbl in r["labels"])
+        rows = balance_rows(rows, mode=balance, ratio=balance_ratio, seed=seed, teacher=t, report=report)
+        if balance != "none":
+            report.distribution_after_balance = label_distribution(lbl for r in rows for lbl in r["labels"])
+        report.written = len(rows)
+        if counts := getattr(t, "counts", None):
+            report.teacher = {**report.teacher, "calls": dict(counts)}
+    except ECRError as exc:
+        print(f"ecr label: error: {exc}", file=sys.stderr)
+        return 2
+    if rows:
+        write_rows(output, rows)
+    summary = output.with_name(output.name + ".summary.json")
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(json.dumps({"input": str(input), "output": str(output), **report.__dict__}, indent=2) + "\n")
+    print(format_report(report))
+    if not rows:
+        print(f"ecr label: nothing labelled from {input} (see {summary})", file=sys.stderr)
+        return 1
+    print(f"wrote {len(rows)} rows to {output} (summary {summary.name})")
+    return 0
