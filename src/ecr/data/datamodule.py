@@ -86,6 +86,7 @@ class ClipDataModule(LightningDataModule):
         shuffle: shuffle the training set each epoch (seeded).
         drop_last: drop the last incomplete training batch.
         pin_memory: pin batches in page-locked memory (for GPU training).
+        persistent_workers: keep decoding workers alive between epochs (saves their start-up each epoch).
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class ClipDataModule(LightningDataModule):
         shuffle: bool = True,
         drop_last: bool = False,
         pin_memory: bool = False,
+        persistent_workers: bool = True,
     ) -> None:
         super().__init__()
         if format not in ("custom", "dfew", "mafw", "emer"):
@@ -139,6 +141,7 @@ class ClipDataModule(LightningDataModule):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
         if labels is None and format in ("custom", "emer"):
             raise ConfigError(f"data.labels: format {format!r} needs a label set (dfew, mafw or a list)")
         self._label_set = get_label_set(labels if labels is not None else format)
@@ -204,7 +207,7 @@ class ClipDataModule(LightningDataModule):
             collate_fn=self.collate_fn,
             generator=generator,
             pin_memory=self.pin_memory,
-            persistent_workers=False,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
             on_error=self.on_error,
             reporter=lambda failures, batches: self._report(stage, failures, batches),
         )

@@ -184,8 +184,11 @@ class ClipDataLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         failures: list[ClipFailure] = []
-        batches = 0
+        batches = received = 0
+        expected = len(self)  # Lightning stops after len() batches without exhausting the iterator
+        reported = False
         for item in super().__iter__():
+            received += 1
             if not isinstance(item, CollatedBatch):  # a foreign collate_fn was swapped in
                 batches += 1
                 yield item
@@ -195,7 +198,15 @@ class ClipDataLoader(DataLoader):
             failures.extend(item.failures)
             if item.batch is not None:
                 batches += 1
+            if received == expected:  # the pass is complete: report before handing out its last batch
+                self._end_of_pass(failures, batches)
+                reported = True
+            if item.batch is not None:
                 yield item.batch
+        if not reported:
+            self._end_of_pass(failures, batches)
+
+    def _end_of_pass(self, failures: list[ClipFailure], batches: int) -> None:
         if failures and batches == 0:
             first = failures[0]
             raise ClipError(
