@@ -124,6 +124,7 @@ class HFBackbone:
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model = self._adapt(model)
+        model.train()  # from_pretrained returns eval mode; Lightning switches modes per loop from here
         self.model = model
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())

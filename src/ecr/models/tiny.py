@@ -68,10 +68,14 @@ _EXPLANATION_SENTENCES = (
 
 def tokenizer_corpus() -> list[str]:
     """Texts the tiny BPE is trained on: everything a prompt or target is made of."""
+    from ecr.data.synth import FILLER_SENTENCES, PROFILES  # the synthetic dataset's explanation phrases
+
     labels = sorted(set(DFEW_LABELS) | set(MAFW_LABELS))
-    corpus = [DEFAULT_INSTRUCTION, "system user assistant", "You are a helpful assistant."]
-    corpus += list(_EXPLANATION_SENTENCES)
-    corpus += [format_target(s, lbl) for s in _EXPLANATION_SENTENCES for lbl in labels]
+    corpus = [DEFAULT_INSTRUCTION, "<|im_start|>system", "<|im_start|>user", "<|im_start|>assistant"] * 4
+    sentences = list(_EXPLANATION_SENTENCES) + list(FILLER_SENTENCES)
+    sentences += [s for prof in PROFILES for s in (*prof.visual, *prof.audio, *prof.conclusion)]
+    corpus += sentences
+    corpus += [format_target(s, lbl) for s in sentences for lbl in labels]
     corpus += [" ".join(labels), ", ".join(lbl.capitalize() for lbl in labels)]
     return corpus * 4
 

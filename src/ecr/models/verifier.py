@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from ecr.errors import ConfigError
-from ecr.labels import GOEMOTIONS_LABELS, clean_text, get_label_set, verifier_label_space
+from ecr.labels import clean_text
+from ecr.teachers.base import resolve_label_space  # noqa: F401 - re-exported (kept torch-free for `ecr label`)
 
 META_FILE = "erv.json"
 META_VERSION = 1
@@ -48,16 +49,6 @@ class Verifier(Protocol):
     def probs(self, sentences: list[str]) -> torch.Tensor:
         """Sigmoid (or softmax, for a single-label teacher) probabilities, float [N, C] in input order (N = len(sentences), C = len(label_names))."""
         ...
-
-
-def resolve_label_space(spec: str | Sequence[str], *, add_neutral: bool = True) -> tuple[str, ...]:
-    """Verifier classes from config: "goemotions" (28 classes), a task set name ("dfew", "mafw") or a list.
-
-    Task sets get neutral appended when absent, because the reward needs a neutral class to filter sentences.
-    """
-    if isinstance(spec, str) and spec.lower() == "goemotions":
-        return GOEMOTIONS_LABELS
-    return verifier_label_space(get_label_set(spec), add_neutral=add_neutral)
 
 
 def resolve_student(student: str) -> str:

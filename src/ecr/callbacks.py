@@ -1,0 +1,116 @@
+"""Lightning callbacks shared by the stages: sampled generations in TensorBoard, token throughput.
+
+`GenerationSampleLogger` tracks a FIXED handful of validation clips through training: every N validation
+runs it generates for them (greedy by default) and writes a markdown table (clip, label, completion) with
+`add_text`, so one can watch the format and the explanations form. It needs a TensorBoardLogger and a module
+with `generate_texts(samples)` (the SFT and GRPO modules have it).
+
+`TokenThroughputMonitor` is Lightning's `ThroughputMonitor` told how to count samples and tokens of a
+collated batch (attention-mask sum), so `train/device/items_per_sec` is tokens per second.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from ecr.errors import ConfigError
+from ecr.prompts import parse_completion
+
+
+def batch_size_of(batch: dict[str, Any]) -> int:
+    return int(batch["input_ids"].shape[0])
+
+
+def tokens_of(batch: dict[str, Any]) -> int:
+    """Real (non-padding) tokens of a collated batch, media placeholders included."""
+    return int(batch["attention_mask"].sum())
+
+
+class TokenThroughputMonitor(ThroughputMonitor):
+    """Samples/s and tokens/s of training batches (logged every `log_every_n_steps`)."""
+
+    def __init__(self, window_size: int = 20) -> None:
+        super().__init__(batch_size_fn=batch_size_of, length_fn=tokens_of, window_size=window_size)
+
+
+def _markdown_table(rows: list[tuple[str, str, str]]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", "<br>")
+
+    lines = ["| clip | label | completion |", "|---|---|---|"]
+    lines += [f"| {cell(a)} | {cell(b)} | {cell(c)} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+class GenerationSampleLogger(Callback):
+    """Generate for a few fixed validation clips every `every_n_validations` validation runs; log the texts."""
+
+    def __init__(
+        self,
+        num_samples: int = 4,
+        every_n_validations: int = 1,
+        max_new_tokens: int = 128,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        tag: str = "samples",
+    ) -> None:
+        """
+        Args:
+            num_samples: Validation clips (the first ones of the validation set) followed through training.
+            every_n_validations: Generate on every N-th validation run.
+            max_new_tokens: Generation length limit.
+            do_sample: Sample instead of greedy decoding.
+            temperature: Sampling temperature (with do_sample).
+            tag: TensorBoard text tag.
+        """
+        if num_samples < 1 or every_n_validations < 1:
+            raise ConfigError("GenerationSampleLogger: num_samples and every_n_validations must be >= 1")
+        self.num_samples = num_samples
+        self.every = every_n_validations
+        self.gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+        if do_sample:
+            self.gen_kwargs["temperature"] = temperature
+        self.tag = tag
+        self._samples: list[Any] | None = None
+        self._runs = 0
+        self.history: list[dict[str, Any]] = []
+
+    def _tensorboard(self, trainer: Trainer) -> TensorBoardLogger:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger
+        raise ConfigError("GenerationSampleLogger needs a TensorBoardLogger in trainer.logger")
+
+    def _pick_samples(self, trainer: Trainer) -> list[Any]:
+        loaders = trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        if loader is None:
+            raise ConfigError("GenerationSampleLogger: the datamodule has no validation dataloader")
+        dataset = loader.dataset
+        return [dataset[i] for i in range(min(self.num_samples, len(dataset)))]
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        self._runs += 1
+        if (self._runs - 1) % self.every:
+            return
+        if not hasattr(pl_module, "generate_texts"):
+            raise ConfigError(f"{type(pl_module).__name__} has no generate_texts(samples) for GenerationSampleLogger")
+        logger = self._tensorboard(trainer)
+        if self._samples is None:
+            self._samples = self._pick_samples(trainer)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            texts = pl_module.generate_texts(self._samples, **self.gen_kwargs)
+        finally:
+            pl_module.train(was_training)
+        rows = [(str(s["id"]), str(s["label"]), t) for s, t in zip(self._samples, texts, strict=True)]
+        logger.experiment.add_text(self.tag, _markdown_table(rows), global_step=trainer.global_step)
+        answers = [parse_completion(t).answer for t in texts]
+        self.history.append({"step": trainer.global_step, "texts": texts, "answers": answers})
