@@ -1,0 +1,87 @@
+"""The synthetic dataset: real files, deterministic, cues present in pixels and sound, explanations as documented."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ecr.cli import main
+from ecr.data import decode_clip, synthesize
+from ecr.data.synth import FILLER_SENTENCES, PROFILES, profile_for
+from ecr.data.testing import peak_frequency
+
+
+def _rows(d: Path) -> list[dict]:
+    return [json.loads(line) for line in (d / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_manifest_rows_and_files(synth_dir: Path) -> None:
+    rows = _rows(synth_dir)
+    assert len(rows) == 16
+    assert {r["label"] for r in rows} == {"happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"}
+    assert {Path(r["video"]).suffix for r in rows} == {".mp4", ".avi"}
+    assert {r["split"] for r in rows} <= {"train", "val", "test"}
+    assert all((synth_dir / r["video"]).is_file() for r in rows)
+    assert sum(not r["explanation_consistent"] for r in rows) == 4  # inconsistent_fraction=0.25
+    for r in rows:
+        sentences = r["explanation"].split(". ")
+        assert len(sentences) >= 3
+        emo = profile_for(r["explanation_emotion"], 0, 7)
+        assert any(c in r["explanation"] for c in emo.conclusion)  # ends by naming the described emotion
+        assert (r["explanation_emotion"] == r["label"]) == r["explanation_consistent"]
+
+
+def test_inconsistent_rows_describe_another_emotion(synth_dir: Path) -> None:
+    for r in _rows(synth_dir):
+        if r["explanation_consistent"]:
+            continue
+        own = profile_for(r["label"], 0, 7)
+        other = profile_for(r["explanation_emotion"], 0, 7)
+        phrases = set(other.visual) | set(other.audio) | set(other.conclusion)
+        assert any(p in r["explanation"] for p in phrases)
+        assert not any(p in r["explanation"] for p in set(own.visual) | set(own.audio) | set(own.conclusion))
+
+
+def test_cues_are_in_the_pixels_and_the_sound(synth_dir: Path) -> None:
+    for r in _rows(synth_dir)[:7]:
+        prof = profile_for(r["label"], 0, 7)
+        clip = decode_clip(synth_dir / r["video"], num_frames=4)
+        assert clip.frames.shape == (4, 3, 64, 64) and clip.duration == pytest.approx(2.0)
+        corner = clip.frames[:, :, :4, :4].float().mean(dim=(0, 2, 3))  # background colour
+        assert torch.allclose(corner, torch.tensor(prof.background, dtype=torch.float32), atol=25)
+        if prof.contour == "flat":
+            assert peak_frequency(clip.audio, 16000) == pytest.approx(prof.pitch, rel=0.06)
+
+
+def test_deterministic_given_seed(tmp_path: Path) -> None:
+    a = synthesize(tmp_path / "a", num_clips=4, labels="mafw", seed=3, inconsistent_fraction=0.5)
+    b = synthesize(tmp_path / "b", num_clips=4, labels="mafw", seed=3, inconsistent_fraction=0.5)
+    assert a.read_text() == b.read_text()
+    for r in _rows(tmp_path / "a"):
+        x, y = decode_clip(tmp_path / "a" / r["video"]), decode_clip(tmp_path / "b" / r["video"])
+        assert torch.equal(x.frames, y.frames) and torch.equal(x.audio, y.audio)
+    c = synthesize(tmp_path / "c", num_clips=4, labels="mafw", seed=4)
+    assert c.read_text() != a.read_text()
+
+
+def test_every_builtin_label_has_a_profile_and_custom_labels_work(tmp_path: Path) -> None:
+    from ecr.labels import DFEW_LABELS, MAFW_LABELS
+
+    for label in DFEW_LABELS + MAFW_LABELS:
+        assert profile_for(label, 0, 1) in PROFILES
+    assert len({p.background for p in PROFILES}) == len(PROFILES) and len({p.pitch for p in PROFILES}) == len(PROFILES)
+    assert len(FILLER_SENTENCES) >= 5
+    synthesize(tmp_path, num_clips=3, labels=["calm", "excited", "bored"], seed=0)
+    assert {r["label"] for r in _rows(tmp_path)} == {"calm", "excited", "bored"}
+    assert profile_for("calm", 0, 3).adjective == "neutral"  # a known emotion word gets its built-in cues
+    assert "bored" in profile_for("bored", 2, 3).conclusion[0]  # others get generated cues and phrases
+
+
+def test_synth_command_line(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["data", "synth", "--out", str(tmp_path / "s"), "--num-clips", "3", "--labels", "dfew", "--size", "32"])
+    assert info.value.code == 0 and len(_rows(tmp_path / "s")) == 3
+    assert "wrote 3 clips" in capsys.readouterr().out
