@@ -72,6 +72,8 @@ class ERVModule(LightningModule):
         max_labels: labels per sentence in the decision rule (2 in the paper).
         threshold_grid: candidate τ values tried on validation.
         max_length: tokens per sentence.
+        freeze_embeddings: keep the token-embedding matrix fixed (about half of MiniLM's parameters): a
+            cheaper step on CPU, little effect on short-sentence classification.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class ERVModule(LightningModule):
         max_labels: int = DEFAULT_MAX_LABELS,
         threshold_grid: list[float] | None = None,
         max_length: int = 128,
+        freeze_embeddings: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -134,6 +137,8 @@ class ERVModule(LightningModule):
         if self.label_names is None:
             raise ConfigError("ERVModule.configure_model: the label space is unknown (run setup first or set label_space)")
         model, tokenizer = build_student(self.hparams.student, self.label_names)
+        if self.hparams.freeze_embeddings:
+            model.get_input_embeddings().requires_grad_(False)
         self.verifier = HFVerifier(
             model,
             tokenizer,

@@ -29,8 +29,7 @@ from typing import Any
 
 from ecr.errors import ConfigError
 from ecr.labels import NEUTRAL, LabelSet
-from ecr.models.verifier import resolve_label_space
-from ecr.teachers.base import TeacherLabel, TeacherResult, map_into_space
+from ecr.teachers.base import TeacherLabel, TeacherResult, map_into_space, resolve_label_space
 
 NRC_DEFAULT_MAP: dict[str, str | None] = {
     "anger": "anger",
@@ -78,11 +77,9 @@ class LexiconTeacher:
         negation_window: int = 3,
         ignore_words: Sequence[str] = tuple(sorted(DESCRIPTIVE_WORDS)),
     ) -> None:
-        self.label_names = resolve_label_space(labels)
-        if NEUTRAL not in self.label_names:
-            raise ConfigError(f"lexicon teacher needs a 'neutral' class in the label space {self.label_names}")
+        self.label_names = resolve_label_space(labels)  # always holds neutral (task sets gain it)
         self.space = LabelSet("space", self.label_names)
-        self.emotion_to_label = self._resolve_map({**NRC_DEFAULT_MAP, **dict(emotion_map or {})})
+        self.emotion_to_label = self._resolve_map(dict(emotion_map or {}))
         self.direct_weight = direct_weight
         self.second_ratio = second_ratio
         self.max_labels = max_labels
@@ -90,15 +87,15 @@ class LexiconTeacher:
         self.ignore_words = frozenset(w.lower() for w in ignore_words)
         self.lexicon = {w: c for w, c in load_nrc().items() if w not in self.ignore_words}
 
-    def _resolve_map(self, emap: Mapping[str, str | None]) -> dict[str, str]:
+    def _resolve_map(self, given: Mapping[str, str | None]) -> dict[str, str]:
+        """NRC emotion -> label. Defaults the space cannot express are dropped; explicit entries must map."""
         out = {}
-        for emotion, concept in emap.items():
-            if concept is None:
-                continue
-            target = map_into_space(concept, self.space)
-            if target is None:
+        for emotion, concept in {**NRC_DEFAULT_MAP, **given}.items():
+            target = map_into_space(concept, self.space) if concept is not None else None
+            if target is None and concept is not None and emotion in given:
                 raise ConfigError(f"lexicon emotion_map: {emotion!r}->{concept!r} is not in {self.label_names}")
-            out[emotion] = target
+            if target is not None:
+                out[emotion] = target
         return out
 
     def settings(self) -> dict[str, Any]:

@@ -1,0 +1,124 @@
+"""A real local HTTP server speaking the chat-completions protocol, with scripted faults.
+
+The description sent by the teacher ends the user message ("Description: <text>"); markers inside it choose
+the behaviour:
+  FAIL500xN   -> HTTP 500 for the first N attempts, then an answer
+  RATE429xN   -> HTTP 429 (Retry-After-Ms: 5) for the first N attempts, then an answer
+  SLOWxN      -> sleep past the client timeout for the first N attempts, then an answer
+  ALWAYS500   -> HTTP 500 forever
+  GARBAGE     -> a 200 reply whose content is prose, not JSON
+  OFFLIST     -> a 200 reply naming a label outside the label space
+  BROKENBODY  -> a 200 response whose body is not JSON at all
+Otherwise the answer names the first DFEW emotion word found in the text (neutral if none).
+A paraphrase request gets three variants "<text> (variant i)". Model "forbidden-model" gets HTTP 401. Every request is recorded (text, attempt number, auth header).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+KEY = "sk-test-SECRET-value-0123456789"
+WORDS = ["happy", "sad", "angry", "surprise", "disgust", "fear"]
+
+
+@dataclass
+class ChatServer:
+    url: str
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (text, authorization header)
+    attempts: Counter = field(default_factory=Counter)
+    delay: float = 0.0
+    slow_seconds: float = 1.5
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def texts(self) -> Counter:
+        with self.lock:
+            return Counter(t for t, _ in self.requests)
+
+
+def _answer(text: str) -> str:
+    if "OFFLIST" in text:
+        return json.dumps({"labels": ["jealousy"]})
+    if "GARBAGE" in text:
+        return "I think the person is quite happy, honestly."
+    found = [w for w in WORDS if w in text.lower()]
+    if "PAIR" in text and len(found) >= 2:
+        return "```json\n" + json.dumps({"labels": found[:2]}) + "\n```"
+    return json.dumps({"labels": found[:1] or ["neutral"]})
+
+
+def _make_handler(state: ChatServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:  # keep test output quiet
+            return
+
+        def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            try:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+                pass
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            content = body["messages"][-1]["content"]
+            text = content.rsplit("Description: ", 1)[-1]
+            paraphrase = content.startswith("Rewrite the following")
+            with state.lock:
+                state.requests.append((text, self.headers.get("Authorization", "")))
+                state.attempts[text] += 1
+                attempt = state.attempts[text]
+            if state.delay:
+                time.sleep(state.delay)
+            if body.get("model") == "forbidden-model":
+                return self._send(401, json.dumps({"error": {"message": "bad key", "type": "auth"}}).encode())
+            for marker, code in (("FAIL500", 500), ("RATE429", 429), ("SLOW", 0)):
+                m = re.search(marker + r"x(\d+)", text)
+                if m and attempt <= int(m.group(1)):
+                    if code == 0:
+                        time.sleep(state.slow_seconds)
+                        break
+                    headers = {"Retry-After-Ms": "5"} if code == 429 else {}
+                    return self._send(code, json.dumps({"error": {"message": marker}}).encode(), headers)
+            if "ALWAYS500" in text:
+                return self._send(500, b'{"error": {"message": "down"}}')
+            if "BROKENBODY" in text:
+                return self._send(200, b"<html>not json</html>")
+            answer = json.dumps({"paraphrases": [f"{text} (variant {i})" for i in range(3)]}) if paraphrase else _answer(text)
+            reply = {
+                "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": answer}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }  # fmt: skip
+            return self._send(200, json.dumps(reply).encode())
+
+    return Handler
+
+
+@pytest.fixture
+def chat_server() -> Iterator[ChatServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), None)  # type: ignore[arg-type]
+    state = ChatServer(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+    httpd.RequestHandlerClass = _make_handler(state)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
