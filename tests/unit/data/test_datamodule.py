@@ -150,3 +150,33 @@ def test_assign_splits_is_deterministic_for_rows_without_split() -> None:
     only_train = [ClipRecord(id=str(i), video=Path("x.mp4"), label="sad", split="train") for i in range(10)]
     c = assign_splits(only_train, val_fraction=0.2, test_fraction=0.0, seed=0)
     assert len(c["val"]) == 2 and len(c["train"]) == 8  # val carved out of train
+
+
+def test_loader_survives_lightnings_distributed_sampler_swap(synth_dir: Path) -> None:
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    dm = _dm(synth_dir, on_error="raise")
+    dm.setup("fit")
+    with _replace_dunder_methods(DataLoader, "dataset"):  # what Lightning does around *_dataloader() hooks
+        loader = dm.train_dataloader()
+    sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=True, seed=0)
+    ddp_loader = _update_dataloader(loader, sampler)
+    assert type(ddp_loader) is type(loader) and ddp_loader.on_error == "raise"
+    ids = [i for b in ddp_loader for i in b["ids"]]
+    assert len(ids) == len(sampler) and set(ids) <= {r.id for r in dm.splits["train"]}
+
+
+@pytest.mark.parametrize("name", ["synth", "custom", "dfew", "mafw", "emer"])
+def test_shipped_data_configs_build_the_datamodule(name: str) -> None:
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    cfg = yaml.safe_load((Path(__file__).parents[3] / "configs" / "data" / f"{name}.yaml").read_text())
+    assert cfg["data"]["class_path"] == "ecr.data.ClipDataModule"
+    parser = ArgumentParser()
+    parser.add_class_arguments(ClipDataModule, "data")
+    ns = parser.parse_object({"data": cfg["data"]["init_args"]})
+    dm = parser.instantiate_classes(ns).data
+    assert isinstance(dm, ClipDataModule) and dm.splits is None and len(dm.label_set) in (4, 7, 11)
