@@ -1,0 +1,72 @@
+"""The labelled-sentence DataModule: validation of rows, leak-free splits, soft targets, class counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ecr.data.sentences import SentenceDataModule, read_sentence_rows, split_rows
+from ecr.errors import LabelError, ManifestError
+from ecr.labels import LabelSet
+from ecr.modules.erv import pos_weights, threshold_scores
+
+SPACE = LabelSet("v", ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"))
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_rows_are_validated_with_file_and_line(tmp_path: Path) -> None:
+    p = write(tmp_path / "s.jsonl", [{"text": "ok", "labels": ["happiness"]}, {"text": "x", "labels": ["jealous"]}])
+    with pytest.raises(LabelError, match=r"s.jsonl:2 field 'labels'"):
+        read_sentence_rows(p, SPACE)
+    p.write_text('{"text": "ok", "labels": []}\n')
+    with pytest.raises(ManifestError, match=r"s.jsonl:1: field 'labels'"):
+        read_sentence_rows(p, SPACE)
+    p.write_text("{broken\n")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        read_sentence_rows(p, SPACE)
+    with pytest.raises(ManifestError, match="ecr label"):
+        read_sentence_rows(tmp_path / "none.jsonl", SPACE)
+    assert read_sentence_rows(write(p, [{"text": "a", "labels": ["happiness"]}]), SPACE)[0]["labels"] == ["happy"]
+
+
+def test_split_keeps_groups_together_and_drops_augmented_from_val() -> None:
+    rows = [{"text": f"s{i}", "labels": ["happy"], "group": f"g{i % 20}", "augmented": i >= 20} for i in range(100)]
+    train, val = split_rows(rows, val_fraction=0.3, seed=0)
+    val_groups = {r["group"] for r in val}
+    assert val and all(not r["augmented"] for r in val)
+    assert not val_groups & {r["group"] for r in train}  # no group on both sides
+    assert split_rows(rows, val_fraction=0.3, seed=0) == (train, val)  # deterministic
+    fixed = [{"text": "a", "labels": ["sad"], "split": "val"}, {"text": "b", "labels": ["sad"], "split": "train"}]
+    assert split_rows(fixed, val_fraction=0.5, seed=0) == ([fixed[1]], [fixed[0]])
+
+
+def test_datamodule_batches_soft_targets_and_counts(tmp_path: Path) -> None:
+    rows = [{"text": f"happy {i}", "labels": ["happy"], "split": "train"} for i in range(6)]
+    rows += [{"text": "soft", "labels": ["sad"], "probs": {"sad": 0.8, "fear": 0.3}, "split": "train"}]
+    rows += [{"text": "v", "labels": ["angry", "fear"], "split": "val"}]
+    dm = SentenceDataModule(str(write(tmp_path / "s.jsonl", rows)), "dfew", batch_size=4, sampler="balanced")
+    dm.setup("fit")
+    assert dm.label_counts().tolist() == [6, 1, 0, 0, 0, 0, 0]
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["text"] == ["v"] and batch["hard"].tolist() == [[0, 0, 0, 1, 0, 0, 1]]
+    seen = [b for b in dm.train_dataloader()]
+    soft = [(b["target"][i], b["hard"][i]) for b in seen for i, t in enumerate(b["text"]) if t == "soft"]
+    assert soft, "the balanced sampler should draw the rare row"
+    target, hard = soft[0]
+    assert target.tolist() == pytest.approx([0, 0.8, 0, 0, 0, 0, 0.3]) and hard.tolist() == [0, 1, 0, 0, 0, 0, 0]
+
+
+def test_pos_weights_and_threshold_grid() -> None:
+    w = pos_weights(torch.tensor([10, 1, 0]), total=20, max_weight=5.0)
+    assert w.tolist() == [1.0, 5.0, 1.0]
+    probs = torch.tensor([[0.9, 0.2], [0.3, 0.05], [0.15, 0.6]])
+    targets = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    scores = threshold_scores(probs, targets, [0.1, 0.25], max_labels=2)
+    assert scores[1] > scores[0]  # τ=0.1 adds false positives (0.2, 0.15)
