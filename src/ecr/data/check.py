@@ -170,6 +170,11 @@ def _data_init_args(data: dict[str, Any] | None) -> dict[str, Any]:
     if not data:
         return {}
     if "class_path" in data:
+        if str(data["class_path"]).rsplit(".", 1)[-1] != "ClipDataModule":
+            raise ConfigError(
+                f"ecr data check: the config's data section is {data['class_path']}, not ecr.data.ClipDataModule "
+                "(only clip datasets can be checked)"
+            )
         return dict(data.get("init_args") or {})
     return dict(data)
 
@@ -194,7 +199,8 @@ def check_command(
     ckpt_path: str | None = None,
 ) -> int:
     """Validate every row of a dataset: file exists, decodes, has audio, positive duration, A/V durations agree,
-    label known. Prints a summary table, writes the bad rows as JSON lines, returns 1 if any row is bad.
+    label known. Prints a summary table, writes the bad rows as JSON lines; exit code 1 if any row is bad
+    (or the manifest cannot be read), 2 on a configuration error, 0 when every row is usable.
 
     Use `--config stage.yaml` (its `data:` section is read; other stage sections are ignored) or give the
     dataset directly with --manifest/--root/--format/--labels. Explicit options override the config.
@@ -218,6 +224,19 @@ def check_command(
         lr_scheduler: ignored (a stage config's section).
         ckpt_path: ignored (a stage config's section).
     """
+    try:
+        return _check(data, manifest, root, format, labels, fold, num_frames, sample_rate, tolerance, num_workers,
+                      bad_rows)  # fmt: skip
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+
+
+def _check(
+    data: dict[str, Any] | None, manifest: Path | None, root: Path | None, format: str | None,
+    labels: str | list[str] | None, fold: int | None, num_frames: int | None, sample_rate: int | None,
+    tolerance: float, num_workers: int, bad_rows: Path | None,
+) -> int:  # fmt: skip
     args = _data_init_args(data)
     overrides = {"manifest": manifest, "root": root, "format": format, "labels": labels, "fold": fold,
                  "num_frames": num_frames, "sample_rate": sample_rate}  # fmt: skip
