@@ -22,11 +22,33 @@ import torch
 
 def make_clip(path: Path) -> Path:
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=224x224:rate=25", "-f", "lavfi",
-         "-i", "sine=frequency=440:sample_rate=44100", "-ac", "2", "-t", "3", "-c:v", "libx264", "-pix_fmt",
-         "yuv420p", "-c:a", "aac", str(path)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=224x224:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-ac",
+            "2",
+            "-t",
+            "3",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(path),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     return path
 
 
@@ -62,9 +84,17 @@ def main() -> None:
         results.append(("decode_clip, in process", args.clips / (time.perf_counter() - t0)))
 
         def datamodule(workers: int, cache: Path | None = None) -> ClipDataModule:
-            dm = ClipDataModule(root=root, manifest=root / "m.jsonl", labels="dfew", batch_size=8,
-                                num_workers=workers, num_frames=args.frames, shuffle=False, val_fraction=0.0,
-                                cache_dir=cache)  # fmt: skip
+            dm = ClipDataModule(
+                root=root,
+                manifest=root / "m.jsonl",
+                labels="dfew",
+                batch_size=8,
+                num_workers=workers,
+                num_frames=args.frames,
+                shuffle=False,
+                val_fraction=0.0,
+                cache_dir=cache,
+            )
             dm.setup("fit")
             return dm
 
@@ -79,8 +109,10 @@ def main() -> None:
             secs, n = timed_pass(loader)
             results.append((f"DataLoader, {workers} worker(s), cache warm", n / secs))
 
-    print(f"\n{args.clips} clips, 3 s 224x224 H.264 + 44.1 kHz stereo AAC -> {args.frames} frames + 16 kHz mono"
-          f" ({os.cpu_count()} CPUs, torch threads 1)")  # fmt: skip
+    print(
+        f"\n{args.clips} clips, 3 s 224x224 H.264 + 44.1 kHz stereo AAC -> {args.frames} frames + 16 kHz mono"
+        f" ({os.cpu_count()} CPUs, torch threads 1)"
+    )
     width = max(len(k) for k, _ in results)
     print(f"{'setting':<{width}}  clips/s   ms/clip")
     for name, rate in results:

@@ -21,7 +21,9 @@ def messy_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_index_clip(root / "good.mp4", seconds=2)
     make_index_clip(root / "good.avi", seconds=2)
     make_index_clip(root / "silent.mp4", seconds=1, audio=False)
-    encode_clip(root / "short_audio.mp4", index_frames(30), 10, second_tones(1.0), 16000)  # 3 s video, 1 s audio
+    encode_clip(
+        root / "short_audio.mp4", index_frames(30), 10, second_tones(1.0), 16000
+    )  # 3 s video, 1 s audio
     (root / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\xff" * 500)
     (root / "empty.mp4").write_bytes(b"")
     rows = [
@@ -41,9 +43,15 @@ def messy_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 EXPECTED = {  # manifest line -> reason
-    3: "no_audio", 4: "duration_mismatch", 5: "unreadable", 6: "empty", 7: "unreadable", 8: "window",
-    9: "manifest", 10: "manifest",
-}  # fmt: skip
+    3: "no_audio",
+    4: "duration_mismatch",
+    5: "unreadable",
+    6: "empty",
+    7: "unreadable",
+    8: "window",
+    9: "manifest",
+    10: "manifest",
+}
 
 
 def test_check_dataset_finds_every_problem(messy_dataset: Path) -> None:
@@ -52,7 +60,9 @@ def test_check_dataset_finds_every_problem(messy_dataset: Path) -> None:
     report = check_dataset(recs, manifest_errors=errors)
     found = {int(p.row.rsplit(":", 1)[1]): p.reason for p in report.problems}
     assert found == EXPECTED
-    assert report.total == 10 and report.num_bad == 8 and not report.ok
+    assert report.total == 10
+    assert report.num_bad == 8
+    assert not report.ok
     assert report.label_counts == {"happy": 1, "sad": 1}
     assert report.seconds == pytest.approx(3.0)
 
@@ -60,11 +70,28 @@ def test_check_dataset_finds_every_problem(messy_dataset: Path) -> None:
 def test_ecr_data_check_cli_exits_1_and_writes_bad_rows(messy_dataset: Path, tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.jsonl"
     with pytest.raises(SystemExit) as info:
-        main(["data", "check", "--manifest", str(messy_dataset / "manifest.jsonl"), "--root", str(messy_dataset),
-              "--format", "custom", "--labels", "dfew", "--bad-rows", str(bad), "--num_workers", "2"])  # fmt: skip
+        main(
+            [
+                "data",
+                "check",
+                "--manifest",
+                str(messy_dataset / "manifest.jsonl"),
+                "--root",
+                str(messy_dataset),
+                "--format",
+                "custom",
+                "--labels",
+                "dfew",
+                "--bad-rows",
+                str(bad),
+                "--num_workers",
+                "2",
+            ]
+        )
     assert info.value.code == 1
     out = capsys.readouterr()
-    assert re.search(r"^bad\s+8$", out.out, re.M) and re.search(r"^  no_audio\s+1$", out.out, re.M)
+    assert re.search(r"^bad\s+8$", out.out, re.M)
+    assert re.search(r"^  no_audio\s+1$", out.out, re.M)
     lines = [json.loads(line) for line in bad.read_text().splitlines()]
     assert {int(r["row"].rsplit(":", 1)[1]): r["reason"] for r in lines} == EXPECTED
     assert all(set(r) == {"row", "id", "path", "reason", "detail"} for r in lines)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -40,16 +39,16 @@ class TinyAVClassifier(LightningModule):
     def setup(self, stage: str) -> None:
         self.trainer.datamodule.collate_fn = features_collate  # collation is injected by the task
 
-    def training_step(self, batch: dict, _: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = F.cross_entropy(self.net(batch["x"]), batch["y"])
         self.log("train/loss", loss, batch_size=len(batch["y"]))
         return loss
 
-    def validation_step(self, batch: dict, _: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
         acc = (self.net(batch["x"]).argmax(-1) == batch["y"]).float().mean()
         self.log("val/acc", acc, batch_size=len(batch["y"]))
 
-    def test_step(self, batch: dict, _: int) -> None:
+    def test_step(self, batch: dict, batch_idx: int) -> None:
         acc = (self.net(batch["x"]).argmax(-1) == batch["y"]).float().mean()
         self.log("test/acc", acc, batch_size=len(batch["y"]))
 
@@ -65,12 +64,28 @@ def test_tiny_model_learns_synthetic_emotions_through_lightning(tmp_path: Path, 
     rows.append({"id": "broken", "video": "clips/broken.mp4", "label": "sad", "split": "train"})
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    dm = ClipDataModule(root=data, manifest=manifest, labels="dfew", batch_size=8, num_workers=2, seed=0,
-                        cache_dir=tmp_path / "cache", num_frames=4, on_error="skip")  # fmt: skip
+    dm = ClipDataModule(
+        root=data,
+        manifest=manifest,
+        labels="dfew",
+        batch_size=8,
+        num_workers=2,
+        seed=0,
+        cache_dir=tmp_path / "cache",
+        num_frames=4,
+        on_error="skip",
+    )
     model = TinyAVClassifier(num_classes=7)
     logger = TensorBoardLogger(tmp_path / "logs", name="tiny")
-    trainer = Trainer(max_epochs=15, accelerator="cpu", logger=logger, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)  # fmt: skip
+    trainer = Trainer(
+        max_epochs=15,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
     trainer.fit(model, datamodule=dm)
     assert [f.id for f in dm.skipped["train"]] == ["broken"]
     assert "skipped 1 clip(s)" in capsys.readouterr().err

@@ -18,7 +18,22 @@ from ecr.data.synth import synthesize
 from ecr.data.types import ClipRecord, ClipSample, DecodedClip
 
 __all__ = [
-    "ClipCache", "ClipDataLoader", "ClipDataModule", "ClipDataset", "ClipFailure", "ClipRecord", "ClipSample",
-    "DecodedClip", "assign_splits", "decode_clip", "default_collate", "read_custom_manifest", "read_dataset",
-    "read_dfew", "read_emer", "read_mafw", "read_mafw_xlsx", "synthesize",
-]  # fmt: skip
+    "ClipCache",
+    "ClipDataLoader",
+    "ClipDataModule",
+    "ClipDataset",
+    "ClipFailure",
+    "ClipRecord",
+    "ClipSample",
+    "DecodedClip",
+    "assign_splits",
+    "decode_clip",
+    "default_collate",
+    "read_custom_manifest",
+    "read_dataset",
+    "read_dfew",
+    "read_emer",
+    "read_mafw",
+    "read_mafw_xlsx",
+    "synthesize",
+]

@@ -54,16 +54,20 @@ class ClipCache:
         return self.root / key[:2] / f"{key}.pt"
 
     def load(self, key: str) -> DecodedClip | None:
-        """The cached clip, or None on a miss (an unreadable entry counts as a miss and is rewritten later)."""
+        """The cached clip, or None on a miss (an unreadable entry is a miss and gets rewritten)."""
         p = self.path(key)
         if not p.is_file():
             return None
         try:
             d = torch.load(p, map_location="cpu", weights_only=True)
             return DecodedClip(
-                frames=d["frames"], frame_times=d["frame_times"], audio=d["audio"],
-                sample_rate=int(d["sample_rate"]), duration=float(d["duration"]), start=float(d["start"]),
-            )  # fmt: skip
+                frames=d["frames"],
+                frame_times=d["frame_times"],
+                audio=d["audio"],
+                sample_rate=int(d["sample_rate"]),
+                duration=float(d["duration"]),
+                start=float(d["start"]),
+            )
         except Exception:  # a torn/foreign file: decode again and overwrite it
             return None
 
@@ -71,9 +75,13 @@ class ClipCache:
         p = self.path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "frames": clip.frames, "frame_times": clip.frame_times, "audio": clip.audio,
-            "sample_rate": clip.sample_rate, "duration": clip.duration, "start": clip.start,
-        }  # fmt: skip
+            "frames": clip.frames,
+            "frame_times": clip.frame_times,
+            "audio": clip.audio,
+            "sample_rate": clip.sample_rate,
+            "duration": clip.duration,
+            "start": clip.start,
+        }
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".pt")
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -58,13 +58,19 @@ class CheckReport:
     def summary(self) -> str:
         """A plain-text table: totals, problems by reason, good clips by label and split."""
         reasons = Counter(p.reason for p in self.problems)
-        rows = [("rows", str(self.total)), ("good", str(self.total - self.num_bad)), ("bad", str(self.num_bad))]
+        rows = [
+            ("rows", str(self.total)),
+            ("good", str(self.total - self.num_bad)),
+            ("bad", str(self.num_bad)),
+        ]
         rows += [(f"  {r}", str(n)) for r, n in sorted(reasons.items())]
         rows += [("good duration (s)", f"{self.seconds:.1f}")]
         rows += [(f"label {k}", str(v)) for k, v in self.label_counts.items()]
         rows += [(f"split {k}", str(v)) for k, v in self.split_counts.items()]
         width = max(len(k) for k, _ in rows)
-        lines = [f"{'item':<{width}}  count", f"{'-' * width}  -----"] + [f"{k:<{width}}  {v}" for k, v in rows]
+        lines = [f"{'item':<{width}}  count", f"{'-' * width}  -----"] + [
+            f"{k:<{width}}  {v}" for k, v in rows
+        ]
         return "\n".join(lines)
 
     def write_bad_rows(self, path: str | Path) -> Path:
@@ -77,8 +83,15 @@ class CheckReport:
 class _CheckRows(Dataset):
     """Decodes one record per item and returns the problems found (decoding happens in the workers)."""
 
-    def __init__(self, records: Sequence[ClipRecord], num_frames: int, sample_rate: int, tolerance: float) -> None:
-        self.records, self.num_frames, self.sample_rate, self.tolerance = records, num_frames, sample_rate, tolerance
+    def __init__(
+        self, records: Sequence[ClipRecord], num_frames: int, sample_rate: int, tolerance: float
+    ) -> None:
+        self.records, self.num_frames, self.sample_rate, self.tolerance = (
+            records,
+            num_frames,
+            sample_rate,
+            tolerance,
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -108,25 +121,35 @@ def check_record(
 
     try:
         clip = decode_clip(
-            record.video, num_frames=num_frames, start=record.start, end=record.end,
-            sample_rate=sample_rate, audio_path=record.audio,
-        )  # fmt: skip
+            record.video,
+            num_frames=num_frames,
+            start=record.start,
+            end=record.end,
+            sample_rate=sample_rate,
+            audio_path=record.audio,
+        )
     except ClipError as err:
         return [problem(err.path, err.reason, err.detail)], 0.0
     problems = []
     audio_s = clip.audio.numel() / clip.sample_rate
     if clip.duration - audio_s > tolerance:
         problems.append(
-            problem(record.audio or record.video, "duration_mismatch",
-                    f"audio covers {audio_s:.3f} s of the {clip.duration:.3f} s window (tolerance {tolerance} s)")
-        )  # fmt: skip
+            problem(
+                record.audio or record.video,
+                "duration_mismatch",
+                f"audio covers {audio_s:.3f} s of the {clip.duration:.3f} s window (tolerance {tolerance} s)",
+            )
+        )
     elif record.start is None and record.end is None:
         v_s, a_s = _stream_durations(record)
         if v_s is not None and a_s is not None and abs(v_s - a_s) > tolerance:
             problems.append(
-                problem(record.video, "duration_mismatch",
-                        f"video stream {v_s:.3f} s vs audio stream {a_s:.3f} s (tolerance {tolerance} s)")
-            )  # fmt: skip
+                problem(
+                    record.video,
+                    "duration_mismatch",
+                    f"video stream {v_s:.3f} s vs audio stream {a_s:.3f} s (tolerance {tolerance} s)",
+                )
+            )
     return problems, clip.duration
 
 
@@ -150,8 +173,10 @@ def check_dataset(
         report.problems.append(CheckProblem(where, "", "", "manifest", detail or str(err)))
     loader = DataLoader(
         _CheckRows(records, num_frames, sample_rate, tolerance),
-        batch_size=None, num_workers=num_workers, shuffle=False,
-    )  # fmt: skip
+        batch_size=None,
+        num_workers=num_workers,
+        shuffle=False,
+    )
     labels: Counter[str] = Counter()
     splits: Counter[str] = Counter()
     for i, problems, seconds in loader:
@@ -172,8 +197,8 @@ def _data_init_args(data: dict[str, Any] | None) -> dict[str, Any]:
     if "class_path" in data:
         if str(data["class_path"]).rsplit(".", 1)[-1] != "ClipDataModule":
             raise ConfigError(
-                f"ecr data check: the config's data section is {data['class_path']}, not ecr.data.ClipDataModule "
-                "(only clip datasets can be checked)"
+                f"ecr data check: the config's data section is {data['class_path']}, "
+                "not ecr.data.ClipDataModule (only clip datasets can be checked)"
             )
         return dict(data.get("init_args") or {})
     return dict(data)
@@ -198,9 +223,9 @@ def check_command(
     lr_scheduler: dict[str, Any] | str | None = None,
     ckpt_path: str | None = None,
 ) -> int:
-    """Validate every row of a dataset: file exists, decodes, has audio, positive duration, A/V durations agree,
-    label known. Prints a summary table, writes the bad rows as JSON lines; exit code 1 if any row is bad
-    (or the manifest cannot be read), 2 on a configuration error, 0 when every row is usable.
+    """Validate every row of a dataset: file exists, decodes, has audio, positive duration, A/V durations
+    agree, label known. Prints a summary table and writes the bad rows as JSON lines; exit code 1 if any row
+    is bad (or the manifest cannot be read), 2 on a configuration error, 0 when every row is usable.
 
     Use `--config stage.yaml` (its `data:` section is read; other stage sections are ignored) or give the
     dataset directly with --manifest/--root/--format/--labels. Explicit options override the config.
@@ -225,21 +250,47 @@ def check_command(
         ckpt_path: ignored (a stage config's section).
     """
     try:
-        return _check(data, manifest, root, format, labels, fold, num_frames, sample_rate, tolerance, num_workers,
-                      bad_rows)  # fmt: skip
+        return _check(
+            data,
+            manifest,
+            root,
+            format,
+            labels,
+            fold,
+            num_frames,
+            sample_rate,
+            tolerance,
+            num_workers,
+            bad_rows,
+        )
     except ConfigError as err:
         print(str(err), file=sys.stderr)
         return 2
 
 
 def _check(
-    data: dict[str, Any] | None, manifest: Path | None, root: Path | None, format: str | None,
-    labels: str | list[str] | None, fold: int | None, num_frames: int | None, sample_rate: int | None,
-    tolerance: float, num_workers: int, bad_rows: Path | None,
-) -> int:  # fmt: skip
+    data: dict[str, Any] | None,
+    manifest: Path | None,
+    root: Path | None,
+    format: str | None,
+    labels: str | list[str] | None,
+    fold: int | None,
+    num_frames: int | None,
+    sample_rate: int | None,
+    tolerance: float,
+    num_workers: int,
+    bad_rows: Path | None,
+) -> int:
     args = _data_init_args(data)
-    overrides = {"manifest": manifest, "root": root, "format": format, "labels": labels, "fold": fold,
-                 "num_frames": num_frames, "sample_rate": sample_rate}  # fmt: skip
+    overrides = {
+        "manifest": manifest,
+        "root": root,
+        "format": format,
+        "labels": labels,
+        "fold": fold,
+        "num_frames": num_frames,
+        "sample_rate": sample_rate,
+    }
     args.update({k: v for k, v in overrides.items() if v is not None})
     if args.get("root") is None:
         raise ConfigError("ecr data check: give --root (or --config with a data section that has root)")
@@ -256,10 +307,16 @@ def _check(
         print(f"ecr data check: {err}", file=sys.stderr)
         return 1
     report = check_dataset(
-        records, manifest_errors=errors, num_frames=int(args.get("num_frames", 8)),
-        sample_rate=int(args.get("sample_rate", 16000)), tolerance=tolerance, num_workers=num_workers,
-    )  # fmt: skip
-    print(f"ecr data check: {fmt} dataset at {args['root']} (labels {label_set.name}: {list(label_set.labels)})")
+        records,
+        manifest_errors=errors,
+        num_frames=int(args.get("num_frames", 8)),
+        sample_rate=int(args.get("sample_rate", 16000)),
+        tolerance=tolerance,
+        num_workers=num_workers,
+    )
+    print(
+        f"ecr data check: {fmt} dataset at {args['root']} (labels {label_set.name}: {list(label_set.labels)})"
+    )
     print(report.summary())
     out = report.write_bad_rows(bad_rows or Path(args["root"]) / "data_check_bad_rows.jsonl")
     if report.ok:

@@ -1,4 +1,4 @@
-"""`ClipDataModule`: the one LightningDataModule that feeds every stage (SFT, verifier data, GRPO, evaluation).
+"""`ClipDataModule`: the one LightningDataModule that feeds every stage (SFT, verifier data, GRPO, eval).
 
 Built from config (`data: class_path: ecr.data.ClipDataModule`), it reads the manifest in `setup()`, splits it
 into train/val/test deterministically, and serves DataLoaders whose workers decode clips (optionally through
@@ -45,7 +45,7 @@ def assign_splits(
     out: dict[str, list[ClipRecord]] = {"train": [], "val": [], "test": []}
     unassigned: list[ClipRecord] = []
     for r in records:
-        (out[r.split] if r.split in out else unassigned).append(r)
+        (out.get(r.split, unassigned)).append(r)
     gen = torch.Generator().manual_seed(seed)
     if unassigned:
         perm = torch.randperm(len(unassigned), generator=gen).tolist()
@@ -119,9 +119,13 @@ class ClipDataModule(LightningDataModule):
         if on_error not in ("skip", "raise"):
             raise ConfigError(f"data.on_error: {on_error!r} is not 'skip' or 'raise'")
         if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-            raise ConfigError(f"data.val_fraction/test_fraction: {val_fraction}/{test_fraction} must be in [0, 1)")
+            raise ConfigError(
+                f"data.val_fraction/test_fraction: {val_fraction}/{test_fraction} must be in [0, 1)"
+            )
         if num_frames < 1 or batch_size < 1 or num_workers < 0 or sample_rate <= 0:
-            raise ConfigError("data: num_frames, batch_size and sample_rate must be positive, num_workers >= 0")
+            raise ConfigError(
+                "data: num_frames, batch_size and sample_rate must be positive, num_workers >= 0"
+            )
         self.save_hyperparameters(ignore=["collate_fn"])
         self.root = Path(root)
         self.format = format
@@ -175,7 +179,10 @@ class ClipDataModule(LightningDataModule):
         if self.splits is not None:
             return
         self.splits = assign_splits(
-            self.read_records(), val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed
+            self.read_records(),
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
         )
         cache = ClipCache(self.cache_dir) if self.cache_dir is not None else None
         self.datasets = {
@@ -185,14 +192,18 @@ class ClipDataModule(LightningDataModule):
             for name, recs in self.splits.items()
         }
         sizes = {k: len(v) for k, v in self.splits.items()}
-        rank_zero_info(f"[ecr.data] {self.format} dataset at {self.root}: {sizes} clips, labels {list(self._label_set)}")
+        rank_zero_info(
+            f"[ecr.data] {self.format} dataset at {self.root}: {sizes} clips, labels {list(self._label_set)}"
+        )
 
     def _dataset(self, split: str) -> ClipDataset:
         if self.splits is None:
             self.setup()
         ds = self.datasets[split]
         if len(ds) == 0:
-            raise ConfigError(f"data: the {split!r} split of {self.root} is empty (check the manifest's split column)")
+            raise ConfigError(
+                f"data: the {split!r} split of {self.root} is empty (check the manifest's split column)"
+            )
         return ds
 
     # ------------------------------------------------------------------------------------ dataloaders
@@ -232,10 +243,16 @@ class ClipDataModule(LightningDataModule):
         self.skipped[stage] = list(failures)
         trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.logger is not None and not trainer.sanity_checking:
-            trainer.logger.log_metrics({f"data/skipped_{stage}": float(len(failures))}, step=trainer.global_step)
+            trainer.logger.log_metrics(
+                {f"data/skipped_{stage}": float(len(failures))}, step=trainer.global_step
+            )
         if not failures or (trainer is not None and not trainer.is_global_zero):
             return
-        lines = [f"[ecr.data] {stage} pass {epoch}: skipped {len(failures)} clip(s) that could not be decoded "
-                 f"({batches} batches used):"]  # fmt: skip
-        lines += [f"  {f.path}: {f.reason}: {f.detail}" + (f" [{f.source}]" if f.source else "") for f in failures]
+        lines = [
+            f"[ecr.data] {stage} pass {epoch}: skipped {len(failures)} clip(s) that could not be decoded "
+            f"({batches} batches used):"
+        ]
+        lines += [
+            f"  {f.path}: {f.reason}: {f.detail}" + (f" [{f.source}]" if f.source else "") for f in failures
+        ]
         print("\n".join(lines), file=sys.stderr, flush=True)

@@ -39,7 +39,9 @@ class ClipFailure:
     source: str = ""
 
     def to_error(self) -> ClipError:
-        return ClipError(self.path, self.reason, self.detail + (f" (manifest row {self.source})" if self.source else ""))
+        return ClipError(
+            self.path, self.reason, self.detail + (f" (manifest row {self.source})" if self.source else "")
+        )
 
 
 class ClipDataset(Dataset):
@@ -70,16 +72,24 @@ class ClipDataset(Dataset):
 
     def decode(self, record: ClipRecord) -> DecodedClip:
         """Decoded clip of a record, from the cache when it holds an entry for these exact settings."""
-        key = self.cache.key(record, num_frames=self.num_frames, sample_rate=self.sample_rate) if self.cache else None
+        key = (
+            self.cache.key(record, num_frames=self.num_frames, sample_rate=self.sample_rate)
+            if self.cache
+            else None
+        )
         if key is not None:
             hit = self.cache.load(key)  # type: ignore[union-attr]
             if hit is not None:
                 self.cache_hits += 1
                 return hit
         clip = decode_clip(
-            record.video, num_frames=self.num_frames, start=record.start, end=record.end,
-            sample_rate=self.sample_rate, audio_path=record.audio,
-        )  # fmt: skip
+            record.video,
+            num_frames=self.num_frames,
+            start=record.start,
+            end=record.end,
+            sample_rate=self.sample_rate,
+            audio_path=record.audio,
+        )
         self.decode_count += 1
         if key is not None:
             self.cache.save(key, clip)  # type: ignore[union-attr]
@@ -210,7 +220,9 @@ class ClipDataLoader(DataLoader):
         if failures and batches == 0:
             first = failures[0]
             raise ClipError(
-                first.path, first.reason, f"{first.detail} — and all {len(failures)} clips of this pass failed"
+                first.path,
+                first.reason,
+                f"{first.detail} — and all {len(failures)} clips of this pass failed",
             )
         if self.reporter is not None:
             self.reporter(failures, batches)

@@ -90,7 +90,9 @@ def decode_clip(
     v_begin = float(meta.begin_stream_seconds or 0.0)
     v_end = meta.end_stream_seconds if meta.end_stream_seconds is not None else meta.duration_seconds
     if not meta.num_frames or v_end is None or not math.isfinite(v_end) or v_end - v_begin <= _EPS:
-        raise ClipError(str(path), "empty", f"the video stream has no frames/duration ({meta.num_frames} frames)")
+        raise ClipError(
+            str(path), "empty", f"the video stream has no frames/duration ({meta.num_frames} frames)"
+        )
     v_end = float(v_end)
     w_start = v_begin if start is None else float(start)
     w_end = v_end if end is None else float(end)
@@ -98,7 +100,9 @@ def decode_clip(
         raise ClipError(str(path), "window", f"empty window [{w_start:.3f}, {w_end:.3f}) s")
     if w_start < v_begin - 1e-3 or w_end > v_end + 1e-3:
         raise ClipError(
-            str(path), "window", f"window [{w_start:.3f}, {w_end:.3f}) s is outside the clip [{v_begin:.3f}, {v_end:.3f}) s"
+            str(path),
+            "window",
+            f"window [{w_start:.3f}, {w_end:.3f}) s is outside the clip [{v_begin:.3f}, {v_end:.3f}) s",
         )
     # Midpoints stay strictly inside the stream even when the window touches its end.
     times = segment_midpoints(w_start, min(w_end, v_end), num_frames)
@@ -112,15 +116,18 @@ def decode_clip(
     try:
         samples = adec.get_samples_played_in_range(start_seconds=w_start, stop_seconds=w_end)
     except (RuntimeError, ValueError, IndexError) as err:
-        raise ClipError(str(apath), "window", f"no audio in [{w_start:.3f}, {w_end:.3f}) s: {_short(err)}") from err
+        raise ClipError(
+            str(apath), "window", f"no audio in [{w_start:.3f}, {w_end:.3f}) s: {_short(err)}"
+        ) from err
     audio = samples.data.reshape(-1).to(torch.float32)  # [S] (1 channel)
     if audio.numel() == 0:
         raise ClipError(str(apath), "empty", f"no audio samples in [{w_start:.3f}, {w_end:.3f}) s")
     if samples.pts_seconds - w_start > AUDIO_START_TOLERANCE_S:
         raise ClipError(
-            str(apath), "window",
+            str(apath),
+            "window",
             f"audio starts at {samples.pts_seconds:.3f} s, after the window start {w_start:.3f} s",
-        )  # fmt: skip
+        )
     return DecodedClip(
         frames=batch.data.contiguous(),  # uint8 [T, 3, H, W]
         frame_times=batch.pts_seconds.to(torch.float64),  # [T]

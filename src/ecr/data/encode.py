@@ -75,8 +75,22 @@ def encode_clip(
     t, h, w, _ = frames.shape
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ecr-enc-") as tmp:
-        cmd = [ffmpeg_binary(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{w}x{h}", "-r", f"{fps}", "-i", "-"]  # fmt: skip
+        cmd = [
+            ffmpeg_binary(),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{w}x{h}",
+            "-r",
+            f"{fps}",
+            "-i",
+            "-",
+        ]
         if audio is not None:
             wav = Path(tmp) / "audio.wav"
             write_wav(wav, audio, sample_rate)

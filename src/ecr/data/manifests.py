@@ -5,8 +5,8 @@ dataset root, normalises labels through the active `LabelSet`, and turns every b
 `ManifestError` naming `file:line`. Readers never touch the media (that is `decode_clip`'s job), so reading a
 manifest is fast and happens in `ClipDataModule.setup()`.
 
-Every reader takes `errors`: with `None` the first bad row raises; with a list, bad rows are appended to it and
-skipped, which is how `ecr data check` reports all problems of a manifest at once.
+Every reader takes `errors`: with `None` the first bad row raises; with a list, bad rows are appended to it
+and skipped, which is how `ecr data check` reports all problems of a manifest at once.
 """
 
 from __future__ import annotations
@@ -24,10 +24,15 @@ from ecr.labels import DFEW, MAFW, LabelSet, get_label_set
 
 Split = Literal["train", "val", "test"]
 SPLIT_ALIASES: dict[str, str] = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test",
-}  # fmt: skip
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
 VIDEO_EXTS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
 
@@ -39,7 +44,7 @@ def _fail(err: ManifestError, errors: list[ManifestError] | None) -> None:
 
 
 def resolve_under_root(root: Path, rel: str, where: str) -> Path:
-    """`root / rel`, normalised; a path that escapes `root` (via `..` or an outside absolute path) is an error."""
+    """`root / rel`, normalised; a path escaping `root` (via `..` or an outside absolute path) is an error."""
     if not rel or not str(rel).strip():
         raise ManifestError(f"{where}: empty path")
     root_n = Path(os.path.normpath(os.path.abspath(root)))
@@ -75,7 +80,9 @@ def _opt_float(value: Any, field_name: str, where: str) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError) as err:
-        raise ManifestError(f"{where}: field {field_name!r} must be a number of seconds, got {value!r}") from err
+        raise ManifestError(
+            f"{where}: field {field_name!r} must be a number of seconds, got {value!r}"
+        ) from err
 
 
 def _norm_split(value: Any, where: str) -> str | None:
@@ -137,8 +144,8 @@ def read_custom_manifest(
 ) -> list[ClipRecord]:
     """Read a custom JSONL/CSV manifest (DESIGN §6); paths are relative to `root` (default: its folder).
 
-    Columns: `video` (required), `label` (required), optional `audio`, `start`, `end` (seconds), `explanation`,
-    `split` (train/val/test), `id`. Other columns are kept in `ClipRecord.meta`.
+    Columns: `video` (required), `label` (required), optional `audio`, `start`, `end` (seconds),
+    `explanation`, `split` (train/val/test), `id`. Other columns are kept in `ClipRecord.meta`.
     """
     manifest = Path(manifest)
     if not manifest.is_file():
@@ -160,7 +167,10 @@ def read_custom_manifest(
             video = resolve_under_root(root_p, str(video_rel), where)
             audio_rel = _pick(row, "audio")
             audio = resolve_under_root(root_p, str(audio_rel), where) if audio_rel is not None else None
-            start, end = _opt_float(_pick(row, "start"), "start", where), _opt_float(_pick(row, "end"), "end", where)
+            start, end = (
+                _opt_float(_pick(row, "start"), "start", where),
+                _opt_float(_pick(row, "end"), "end", where),
+            )
             if start is not None and start < 0:
                 raise ManifestError(f"{where}: start must be >= 0, got {start}")
             if start is not None and end is not None and end <= start:
@@ -171,11 +181,17 @@ def read_custom_manifest(
             expl = _pick(row, "explanation")
             records.append(
                 ClipRecord(
-                    id=str(rid), video=video, label=_canonical_label(label_set, str(label_text), where),
-                    audio=audio, start=start, end=end, explanation=None if expl is None else str(expl),
-                    split=_norm_split(_pick(row, "split"), where), source=where,
+                    id=str(rid),
+                    video=video,
+                    label=_canonical_label(label_set, str(label_text), where),
+                    audio=audio,
+                    start=start,
+                    end=end,
+                    explanation=None if expl is None else str(expl),
+                    split=_norm_split(_pick(row, "split"), where),
+                    source=where,
                     meta={k: v for k, v in row.items() if k not in known},
-                )  # fmt: skip
+                )
             )
         except ManifestError as err:
             _fail(err, errors)
@@ -268,7 +284,8 @@ def read_mafw(
 ) -> list[ClipRecord]:
     """MAFW single-label fold `fold` (1..5): `Train & Test Set/single/no_caption/set_{fold}/{split}.txt`.
 
-    Lines are `<name>.mp4 <label name>`; a line with only a name takes its label from `Labels/single-set.xlsx`.
+    Lines are `<name>.mp4 <label name>`; a line with only a name takes its label from
+    `Labels/single-set.xlsx`.
     When both give a label they must agree. Clips are `clips/{name}.mp4`.
     """
     root = Path(root)
@@ -326,7 +343,9 @@ def read_emer(
         cols = {c.strip().lower() for c in reader.fieldnames or []}
         missing = {"names", "emotions"} - cols
         if missing:
-            raise ManifestError(f"{manifest}:1: EMER CSV lacks columns {sorted(missing)} (has {sorted(cols)})")
+            raise ManifestError(
+                f"{manifest}:1: EMER CSV lacks columns {sorted(missing)} (has {sorted(cols)})"
+            )
         for row in reader:
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
             where = f"{manifest}:{reader.line_num}"
@@ -337,11 +356,13 @@ def read_emer(
                 video = _find_clip(root_p, ["", "video", "videos"], [Path(name).stem], where)
                 records.append(
                     ClipRecord(
-                        id=Path(name).stem, video=video,
+                        id=Path(name).stem,
+                        video=video,
                         label=_canonical_label(label_set, row["emotions"], where),
-                        explanation=row.get("reasons") or None, source=where,
+                        explanation=row.get("reasons") or None,
+                        source=where,
                         meta={"subtitles": row["subtitles"]} if row.get("subtitles") else {},
-                    )  # fmt: skip
+                    )
                 )
             except ManifestError as err:
                 _fail(err, errors)

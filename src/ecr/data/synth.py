@@ -66,118 +66,298 @@ def _p(words: str, adjective: str, **kw: object) -> CueProfile:
 
 
 PROFILES: tuple[CueProfile, ...] = (
-    _p("happy happiness joy", "happy", background=(235, 200, 60), mouth_curve=1.0, mouth_open=0.0,
-       brow_tilt=0.2, eye_size=1.0, motion="bob", pitch=330.0, contour="bounce", harmonics=2,
-       visual=("The character's mouth curves upward into a broad smile.",
-               "The corners of the lips are lifted and the cheeks look raised in a grin.",
-               "The face is framed by a warm, bright yellow background that feels cheerful.",
-               "The person's eyes look relaxed while the smile stays wide."),
-       audio=("The voice sounds bright and cheerful, bouncing up and down in pitch.",
-              "The speech has a lively, high and joyful melody.",
-              "Their tone of voice is upbeat and full of delight."),
-       conclusion=("Overall the person seems happy.", "Taken together, these cues express joy and happiness.",
-                   "The character appears to be in a happy, joyful mood.")),
-    _p("sad sadness", "sad", background=(60, 90, 180), mouth_curve=-0.9, mouth_open=0.0,
-       brow_tilt=0.8, eye_size=0.8, motion="droop", pitch=165.0, contour="fall", harmonics=1,
-       visual=("The corners of the mouth turn down in a clear frown.",
-               "The inner ends of the eyebrows are raised in a sorrowful way.",
-               "The head sinks slowly against a cold blue background.",
-               "The eyes look heavy and downcast."),
-       audio=("The voice is low and falls slowly, sounding sad.",
-              "The speech is soft and sorrowful, its pitch sinking at the end.",
-              "Their tone sounds gloomy and tearful."),
-       conclusion=("Overall the person seems sad.", "These cues point to sadness and sorrow.",
-                   "The character appears to be unhappy and sad.")),
-    _p("neutral calm", "neutral", background=(128, 128, 128), mouth_curve=0.0, mouth_open=0.0,
-       brow_tilt=0.0, eye_size=1.0, motion="still", pitch=220.0, contour="flat", harmonics=1,
-       visual=("The mouth is a straight, relaxed line.",
-               "The eyebrows rest in their normal position.",
-               "The face stays still against a plain grey background.",
-               "The expression shows no particular movement of the mouth or brows."),
-       audio=("The voice is level and even, with a steady pitch.",
-              "The speech sounds calm and matter-of-fact.",
-              "Their tone is flat and composed."),
-       conclusion=("Overall the person seems neutral.", "The person appears calm, showing a neutral state.",
-                   "No strong emotion is expressed; the mood is neutral.")),
-    _p("angry anger", "angry", background=(200, 50, 40), mouth_curve=-0.5, mouth_open=0.2,
-       brow_tilt=-1.0, eye_size=0.8, motion="shake", pitch=260.0, contour="flat", harmonics=5,
-       visual=("The eyebrows are pulled down sharply into a V, a furious glare.",
-               "The mouth is tense and the lips are pressed in anger.",
-               "The head shakes in front of a harsh red background.",
-               "The face looks hostile, with narrowed eyes and lowered brows."),
-       audio=("The voice is loud, harsh and rasping, sounding angry.",
-              "The speech has a rough, aggressive edge.",
-              "Their tone is sharp and furious."),
-       conclusion=("Overall the person seems angry.", "These cues express anger.",
-                   "The character appears to be furious and angry.")),
-    _p("surprise surprised", "surprised", background=(240, 140, 40), mouth_curve=0.0, mouth_open=1.0,
-       brow_tilt=0.6, eye_size=1.5, motion="still", pitch=300.0, contour="glide", harmonics=2,
-       visual=("The mouth drops open into a round O shape.",
-               "The eyes are wide open and the eyebrows shoot up in astonishment.",
-               "The wide-eyed face stands out against an orange background.",
-               "The jaw hangs open in a startled expression."),
-       audio=("The voice jumps upward in a sudden rising glide, sounding astonished.",
-              "The pitch climbs quickly as if exclaiming in surprise.",
-              "Their tone sounds startled and amazed."),
-       conclusion=("Overall the person seems surprised.", "These cues express surprise.",
-                   "The character appears to be astonished and surprised.")),
-    _p("disgust disgusted", "disgusted", background=(80, 150, 60), mouth_curve=-0.6, mouth_open=0.1,
-       brow_tilt=-0.5, eye_size=0.6, motion="still", pitch=185.0, contour="fall", harmonics=4,
-       visual=("The upper lip curls and the mouth twists with revulsion.",
-               "The eyes narrow and the brows lower as if smelling something foul.",
-               "The grimacing face sits on a sickly green background.",
-               "The face wrinkles in a look of distaste."),
-       audio=("The voice sounds nasal and buzzing, dropping in disgust.",
-              "The speech has a grating, repulsed quality.",
-              "Their tone expresses distaste and revulsion."),
-       conclusion=("Overall the person seems disgusted.", "These cues express disgust.",
-                   "The character appears to be repulsed and disgusted.")),
-    _p("fear fearful afraid", "afraid", background=(120, 60, 150), mouth_curve=-0.3, mouth_open=0.6,
-       brow_tilt=1.0, eye_size=1.4, motion="shake", pitch=420.0, contour="tremolo", harmonics=1,
-       visual=("The eyes are wide with terror and the brows are drawn up.",
-               "The mouth is stretched open in a frightened grimace.",
-               "The trembling face appears against a dark purple background.",
-               "The face looks tense and scared."),
-       audio=("The voice is high and trembling, sounding frightened.",
-              "The speech quivers with a shaky, fearful pitch.",
-              "Their tone sounds scared and panicked."),
-       conclusion=("Overall the person seems afraid.", "These cues express fear.",
-                   "The character appears to be frightened and fearful.")),
-    _p("contempt contemptuous", "contemptuous", background=(40, 150, 150), mouth_curve=0.3,
-       mouth_open=0.0, brow_tilt=-0.3, eye_size=0.7, motion="still", pitch=200.0, contour="fall",
-       harmonics=3,
-       visual=("One corner of the mouth lifts in a scornful smirk.",
-               "The eyes are half closed in a disdainful look.",
-               "The smirking face is set against a teal background."),
-       audio=("The voice is cool and dismissive, dropping at the end.",
-              "The speech sounds scornful and condescending."),
-       conclusion=("Overall the person seems contemptuous.", "These cues express contempt and scorn.")),
-    _p("anxiety anxious nervous", "anxious", background=(220, 120, 170), mouth_curve=-0.2,
-       mouth_open=0.1, brow_tilt=0.6, eye_size=1.2, motion="shake", pitch=360.0, contour="tremolo",
-       harmonics=2,
-       visual=("The head jitters restlessly and the brows are knitted with worry.",
-               "The lips are tight and the eyes dart nervously.",
-               "The uneasy face is shown on a pink background."),
-       audio=("The voice wavers quickly, sounding nervous.",
-              "The speech is hurried and tense with worry."),
-       conclusion=("Overall the person seems anxious.", "These cues express anxiety and nervousness.")),
-    _p("helplessness helpless", "helpless", background=(130, 90, 60), mouth_curve=-0.6, mouth_open=0.1,
-       brow_tilt=0.9, eye_size=0.9, motion="droop", pitch=150.0, contour="fall", harmonics=1,
-       visual=("The head droops and the brows rise in a powerless expression.",
-               "The mouth sags as if giving up.",
-               "The slumped face appears against a brown background."),
-       audio=("The voice fades and sinks, sounding helpless.",
-              "The speech trails off weakly in resignation."),
-       conclusion=("Overall the person seems helpless.", "These cues express helplessness.")),
-    _p("disappointment disappointed", "disappointed", background=(70, 80, 100), mouth_curve=-0.4,
-       mouth_open=0.0, brow_tilt=0.3, eye_size=0.8, motion="droop", pitch=190.0, contour="fall",
-       harmonics=2,
-       visual=("The mouth flattens into a let-down pout.",
-               "The gaze drops and the face sags with disappointment.",
-               "The deflated face sits on a dull slate background."),
-       audio=("The voice sighs and falls, sounding disappointed.",
-              "The speech is flat and deflated, as if let down."),
-       conclusion=("Overall the person seems disappointed.", "These cues express disappointment.")),
+    _p(
+        "happy happiness joy",
+        "happy",
+        background=(235, 200, 60),
+        mouth_curve=1.0,
+        mouth_open=0.0,
+        brow_tilt=0.2,
+        eye_size=1.0,
+        motion="bob",
+        pitch=330.0,
+        contour="bounce",
+        harmonics=2,
+        visual=(
+            "The character's mouth curves upward into a broad smile.",
+            "The corners of the lips are lifted and the cheeks look raised in a grin.",
+            "The face is framed by a warm, bright yellow background that feels cheerful.",
+            "The person's eyes look relaxed while the smile stays wide.",
+        ),
+        audio=(
+            "The voice sounds bright and cheerful, bouncing up and down in pitch.",
+            "The speech has a lively, high and joyful melody.",
+            "Their tone of voice is upbeat and full of delight.",
+        ),
+        conclusion=(
+            "Overall the person seems happy.",
+            "Taken together, these cues express joy and happiness.",
+            "The character appears to be in a happy, joyful mood.",
+        ),
+    ),
+    _p(
+        "sad sadness",
+        "sad",
+        background=(60, 90, 180),
+        mouth_curve=-0.9,
+        mouth_open=0.0,
+        brow_tilt=0.8,
+        eye_size=0.8,
+        motion="droop",
+        pitch=165.0,
+        contour="fall",
+        harmonics=1,
+        visual=(
+            "The corners of the mouth turn down in a clear frown.",
+            "The inner ends of the eyebrows are raised in a sorrowful way.",
+            "The head sinks slowly against a cold blue background.",
+            "The eyes look heavy and downcast.",
+        ),
+        audio=(
+            "The voice is low and falls slowly, sounding sad.",
+            "The speech is soft and sorrowful, its pitch sinking at the end.",
+            "Their tone sounds gloomy and tearful.",
+        ),
+        conclusion=(
+            "Overall the person seems sad.",
+            "These cues point to sadness and sorrow.",
+            "The character appears to be unhappy and sad.",
+        ),
+    ),
+    _p(
+        "neutral calm",
+        "neutral",
+        background=(128, 128, 128),
+        mouth_curve=0.0,
+        mouth_open=0.0,
+        brow_tilt=0.0,
+        eye_size=1.0,
+        motion="still",
+        pitch=220.0,
+        contour="flat",
+        harmonics=1,
+        visual=(
+            "The mouth is a straight, relaxed line.",
+            "The eyebrows rest in their normal position.",
+            "The face stays still against a plain grey background.",
+            "The expression shows no particular movement of the mouth or brows.",
+        ),
+        audio=(
+            "The voice is level and even, with a steady pitch.",
+            "The speech sounds calm and matter-of-fact.",
+            "Their tone is flat and composed.",
+        ),
+        conclusion=(
+            "Overall the person seems neutral.",
+            "The person appears calm, showing a neutral state.",
+            "No strong emotion is expressed; the mood is neutral.",
+        ),
+    ),
+    _p(
+        "angry anger",
+        "angry",
+        background=(200, 50, 40),
+        mouth_curve=-0.5,
+        mouth_open=0.2,
+        brow_tilt=-1.0,
+        eye_size=0.8,
+        motion="shake",
+        pitch=260.0,
+        contour="flat",
+        harmonics=5,
+        visual=(
+            "The eyebrows are pulled down sharply into a V, a furious glare.",
+            "The mouth is tense and the lips are pressed in anger.",
+            "The head shakes in front of a harsh red background.",
+            "The face looks hostile, with narrowed eyes and lowered brows.",
+        ),
+        audio=(
+            "The voice is loud, harsh and rasping, sounding angry.",
+            "The speech has a rough, aggressive edge.",
+            "Their tone is sharp and furious.",
+        ),
+        conclusion=(
+            "Overall the person seems angry.",
+            "These cues express anger.",
+            "The character appears to be furious and angry.",
+        ),
+    ),
+    _p(
+        "surprise surprised",
+        "surprised",
+        background=(240, 140, 40),
+        mouth_curve=0.0,
+        mouth_open=1.0,
+        brow_tilt=0.6,
+        eye_size=1.5,
+        motion="still",
+        pitch=300.0,
+        contour="glide",
+        harmonics=2,
+        visual=(
+            "The mouth drops open into a round O shape.",
+            "The eyes are wide open and the eyebrows shoot up in astonishment.",
+            "The wide-eyed face stands out against an orange background.",
+            "The jaw hangs open in a startled expression.",
+        ),
+        audio=(
+            "The voice jumps upward in a sudden rising glide, sounding astonished.",
+            "The pitch climbs quickly as if exclaiming in surprise.",
+            "Their tone sounds startled and amazed.",
+        ),
+        conclusion=(
+            "Overall the person seems surprised.",
+            "These cues express surprise.",
+            "The character appears to be astonished and surprised.",
+        ),
+    ),
+    _p(
+        "disgust disgusted",
+        "disgusted",
+        background=(80, 150, 60),
+        mouth_curve=-0.6,
+        mouth_open=0.1,
+        brow_tilt=-0.5,
+        eye_size=0.6,
+        motion="still",
+        pitch=185.0,
+        contour="fall",
+        harmonics=4,
+        visual=(
+            "The upper lip curls and the mouth twists with revulsion.",
+            "The eyes narrow and the brows lower as if smelling something foul.",
+            "The grimacing face sits on a sickly green background.",
+            "The face wrinkles in a look of distaste.",
+        ),
+        audio=(
+            "The voice sounds nasal and buzzing, dropping in disgust.",
+            "The speech has a grating, repulsed quality.",
+            "Their tone expresses distaste and revulsion.",
+        ),
+        conclusion=(
+            "Overall the person seems disgusted.",
+            "These cues express disgust.",
+            "The character appears to be repulsed and disgusted.",
+        ),
+    ),
+    _p(
+        "fear fearful afraid",
+        "afraid",
+        background=(120, 60, 150),
+        mouth_curve=-0.3,
+        mouth_open=0.6,
+        brow_tilt=1.0,
+        eye_size=1.4,
+        motion="shake",
+        pitch=420.0,
+        contour="tremolo",
+        harmonics=1,
+        visual=(
+            "The eyes are wide with terror and the brows are drawn up.",
+            "The mouth is stretched open in a frightened grimace.",
+            "The trembling face appears against a dark purple background.",
+            "The face looks tense and scared.",
+        ),
+        audio=(
+            "The voice is high and trembling, sounding frightened.",
+            "The speech quivers with a shaky, fearful pitch.",
+            "Their tone sounds scared and panicked.",
+        ),
+        conclusion=(
+            "Overall the person seems afraid.",
+            "These cues express fear.",
+            "The character appears to be frightened and fearful.",
+        ),
+    ),
+    _p(
+        "contempt contemptuous",
+        "contemptuous",
+        background=(40, 150, 150),
+        mouth_curve=0.3,
+        mouth_open=0.0,
+        brow_tilt=-0.3,
+        eye_size=0.7,
+        motion="still",
+        pitch=200.0,
+        contour="fall",
+        harmonics=3,
+        visual=(
+            "One corner of the mouth lifts in a scornful smirk.",
+            "The eyes are half closed in a disdainful look.",
+            "The smirking face is set against a teal background.",
+        ),
+        audio=(
+            "The voice is cool and dismissive, dropping at the end.",
+            "The speech sounds scornful and condescending.",
+        ),
+        conclusion=("Overall the person seems contemptuous.", "These cues express contempt and scorn."),
+    ),
+    _p(
+        "anxiety anxious nervous",
+        "anxious",
+        background=(220, 120, 170),
+        mouth_curve=-0.2,
+        mouth_open=0.1,
+        brow_tilt=0.6,
+        eye_size=1.2,
+        motion="shake",
+        pitch=360.0,
+        contour="tremolo",
+        harmonics=2,
+        visual=(
+            "The head jitters restlessly and the brows are knitted with worry.",
+            "The lips are tight and the eyes dart nervously.",
+            "The uneasy face is shown on a pink background.",
+        ),
+        audio=("The voice wavers quickly, sounding nervous.", "The speech is hurried and tense with worry."),
+        conclusion=("Overall the person seems anxious.", "These cues express anxiety and nervousness."),
+    ),
+    _p(
+        "helplessness helpless",
+        "helpless",
+        background=(130, 90, 60),
+        mouth_curve=-0.6,
+        mouth_open=0.1,
+        brow_tilt=0.9,
+        eye_size=0.9,
+        motion="droop",
+        pitch=150.0,
+        contour="fall",
+        harmonics=1,
+        visual=(
+            "The head droops and the brows rise in a powerless expression.",
+            "The mouth sags as if giving up.",
+            "The slumped face appears against a brown background.",
+        ),
+        audio=(
+            "The voice fades and sinks, sounding helpless.",
+            "The speech trails off weakly in resignation.",
+        ),
+        conclusion=("Overall the person seems helpless.", "These cues express helplessness."),
+    ),
+    _p(
+        "disappointment disappointed",
+        "disappointed",
+        background=(70, 80, 100),
+        mouth_curve=-0.4,
+        mouth_open=0.0,
+        brow_tilt=0.3,
+        eye_size=0.8,
+        motion="droop",
+        pitch=190.0,
+        contour="fall",
+        harmonics=2,
+        visual=(
+            "The mouth flattens into a let-down pout.",
+            "The gaze drops and the face sags with disappointment.",
+            "The deflated face sits on a dull slate background.",
+        ),
+        audio=(
+            "The voice sighs and falls, sounding disappointed.",
+            "The speech is flat and deflated, as if let down.",
+        ),
+        conclusion=("Overall the person seems disappointed.", "These cues express disappointment."),
+    ),
 )
 
 FILLER_SENTENCES: tuple[str, ...] = (
@@ -198,14 +378,21 @@ def profile_for(label: str, index: int, num_labels: int) -> CueProfile:
     hue = index / max(1, num_labels)
     rgb = tuple(int(127 + 110 * np.cos(2 * np.pi * (hue + s / 3))) for s in range(3))
     return CueProfile(
-        words=frozenset({label}), adjective=label, background=rgb,  # type: ignore[arg-type]
-        mouth_curve=float(np.cos(2 * np.pi * hue)), mouth_open=0.5 * (index % 2),
-        brow_tilt=float(np.sin(2 * np.pi * hue)), eye_size=1.0, motion=("bob", "shake", "droop", "still")[index % 4],
-        pitch=150.0 * 2 ** (1.5 * hue), contour=("rise", "fall", "flat", "glide", "tremolo")[index % 5], harmonics=1 + index % 4,
+        words=frozenset({label}),
+        adjective=label,
+        background=rgb,  # type: ignore[arg-type]
+        mouth_curve=float(np.cos(2 * np.pi * hue)),
+        mouth_open=0.5 * (index % 2),
+        brow_tilt=float(np.sin(2 * np.pi * hue)),
+        eye_size=1.0,
+        motion=("bob", "shake", "droop", "still")[index % 4],
+        pitch=150.0 * 2 ** (1.5 * hue),
+        contour=("rise", "fall", "flat", "glide", "tremolo")[index % 5],
+        harmonics=1 + index % 4,
         visual=(f"The facial expression suggests {label}.", f"The face shows clear signs of {label}."),
         audio=(f"The voice carries a tone of {label}.", f"The way the person speaks conveys {label}."),
         conclusion=(f"Overall the person seems to feel {label}.", f"These cues express {label}."),
-    )  # fmt: skip
+    )
 
 
 # ----------------------------------------------------------------------------------------------- drawing
@@ -251,7 +438,9 @@ def draw_frames(prof: CueProfile, rng: np.random.Generator, *, num: int, size: i
 
 
 # ------------------------------------------------------------------------------------------------- sound
-def synth_voice(prof: CueProfile, rng: np.random.Generator, *, duration: float, sample_rate: int) -> np.ndarray:
+def synth_voice(
+    prof: CueProfile, rng: np.random.Generator, *, duration: float, sample_rate: int
+) -> np.ndarray:
     """A voiced tone with the profile's pitch, contour and timbre: float32 [duration * sample_rate]."""
     n = int(round(duration * sample_rate))
     t = np.arange(n) / sample_rate
@@ -287,7 +476,7 @@ def compose_explanation(prof: CueProfile, rng: np.random.Generator) -> str:
 
 
 def _assign_splits(labels: list[int], fractions: Sequence[float], rng: np.random.Generator) -> list[str]:
-    """Stratified train/val/test split: per label, the first share goes to train, the next to val, rest test."""
+    """Stratified split: per label, the first share goes to train, the next to val, the rest to test."""
     names = ("train", "val", "test")
     splits = [""] * len(labels)
     for lbl in sorted(set(labels)):
@@ -353,18 +542,26 @@ def synthesize(
         frames = draw_frames(profiles[li], crng, num=max(1, int(round(duration * fps))), size=size)
         audio = synth_voice(profiles[li], crng, duration=duration, sample_rate=sample_rate)
         jobs.append((out_dir / rel, frames, audio))
-        rows.append({
-            "id": f"clip_{i:04d}", "video": rel, "label": names[li],
-            "explanation": compose_explanation(profiles[expl_label], crng), "split": splits[i],
-            "explanation_consistent": expl_label == li, "explanation_emotion": names[expl_label],
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": f"clip_{i:04d}",
+                "video": rel,
+                "label": names[li],
+                "explanation": compose_explanation(profiles[expl_label], crng),
+                "split": splits[i],
+                "explanation_consistent": expl_label == li,
+                "explanation_emotion": names[expl_label],
+            }
+        )
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
         list(pool.map(lambda job: encode_clip(job[0], job[1], fps, job[2], sample_rate), jobs))
     manifest = out_dir / MANIFEST_NAME
     tmp = manifest.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(manifest)
-    (out_dir / "labels.json").write_text(json.dumps({"name": label_set.name, "labels": names}, indent=1) + "\n")
+    (out_dir / "labels.json").write_text(
+        json.dumps({"name": label_set.name, "labels": names}, indent=1) + "\n"
+    )
     return manifest
 
 
@@ -395,14 +592,24 @@ def synth_command(
         avi_fraction: share of clips written as .avi (MPEG-4 + PCM) instead of .mp4 (H.264 + AAC).
     """
     manifest = synthesize(
-        out, num_clips, labels, seed, inconsistent_fraction=inconsistent_fraction, size=size, fps=fps,
-        duration=duration, sample_rate=sample_rate, avi_fraction=avi_fraction,
-    )  # fmt: skip
+        out,
+        num_clips,
+        labels,
+        seed,
+        inconsistent_fraction=inconsistent_fraction,
+        size=size,
+        fps=fps,
+        duration=duration,
+        sample_rate=sample_rate,
+        avi_fraction=avi_fraction,
+    )
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["split"]] = counts.get(r["split"], 0) + 1
     n_incons = sum(not r["explanation_consistent"] for r in rows)
-    print(f"wrote {len(rows)} clips to {Path(out)} (manifest {manifest.name}); splits {counts}; "
-          f"{n_incons} inconsistent explanations")  # fmt: skip
+    print(
+        f"wrote {len(rows)} clips to {Path(out)} (manifest {manifest.name}); splits {counts}; "
+        f"{n_incons} inconsistent explanations"
+    )
     return 0

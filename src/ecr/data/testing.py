@@ -54,8 +54,14 @@ def peak_frequency(audio: torch.Tensor, sample_rate: int) -> float:
 
 
 def make_index_clip(
-    path: str | Path, *, seconds: int = 3, fps: int = 10, sample_rate: int = 16000, size: tuple[int, int] = (48, 64),
-    audio: bool = True, **encode_kw: object,
+    path: str | Path,
+    *,
+    seconds: int = 3,
+    fps: int = 10,
+    sample_rate: int = 16000,
+    size: tuple[int, int] = (48, 64),
+    audio: bool = True,
+    **encode_kw: object,
 ) -> Path:
     """Write an index clip (container from the extension, see `ecr.data.encode`)."""
     frames = index_frames(seconds * fps, *size)

@@ -33,9 +33,12 @@ def _audio_tone_at(clip, t: float, half: float = 0.08) -> float:  # noqa: ANN001
 @pytest.mark.parametrize("ext", [".mp4", ".avi"])
 def test_whole_clip_frames_are_segment_midpoints_and_audio_is_in_sync(index_clips, ext) -> None:
     clip = decode_clip(index_clips[ext], num_frames=6)
-    assert clip.frames.dtype == torch.uint8 and clip.frames.shape == (6, 3, 48, 64)
-    assert clip.audio.dtype == torch.float32 and clip.audio.ndim == 1
-    assert clip.sample_rate == 16000 and clip.duration == pytest.approx(3.0)
+    assert clip.frames.dtype == torch.uint8
+    assert clip.frames.shape == (6, 3, 48, 64)
+    assert clip.audio.dtype == torch.float32
+    assert clip.audio.ndim == 1
+    assert clip.sample_rate == 16000
+    assert clip.duration == pytest.approx(3.0)
     # midpoints of 6 segments of [0, 3): 0.25, 0.75, ... -> frames shown then: 2, 7, 12, 17, 22, 27
     expected = [int(t * FPS) for t in segment_midpoints(0.0, 3.0, 6).tolist()]
     assert [frame_index(f) for f in clip.frames] == expected
@@ -51,7 +54,8 @@ def test_window_selects_frames_and_audio_of_that_window(index_clips, ext) -> Non
     # segments of 0.45 s: midpoints 0.825, 1.275, 1.725, 2.175 -> frames 8, 12, 17, 21
     assert [frame_index(f) for f in clip.frames] == [8, 12, 17, 21]
     torch.testing.assert_close(clip.frame_times, torch.tensor([0.8, 1.2, 1.7, 2.1], dtype=torch.float64))
-    assert clip.start == pytest.approx(0.6) and clip.duration == pytest.approx(1.8)
+    assert clip.start == pytest.approx(0.6)
+    assert clip.duration == pytest.approx(1.8)
     assert clip.audio.numel() == round(1.8 * 16000)
     # the first audio sample is the window start: 0.6..1.0 is second 0, 1.0..2.0 second 1, 2.0..2.4 second 2
     assert peak_frequency(clip.audio[: int(0.3 * 16000)], 16000) == pytest.approx(tone_of_second(0), abs=15)
@@ -74,10 +78,22 @@ def test_mkv_frames_follow_the_container_timeline(index_clips) -> None:
 def _ffprobe_frame_times(path: Path) -> list[float]:
     """Presentation times of all video frames, read by ffprobe (independent of torchcodec)."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time", "-of", "csv=p=0",
-         str(path)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=pts_time",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [float(x.strip(",")) for x in out.split()]
 
 
@@ -88,12 +104,15 @@ def test_variable_frame_rate_uses_real_timestamps(tmp_path: Path) -> None:
     )
     pts = _ffprobe_frame_times(path)
     gaps = {round(b - a, 3) for a, b in zip(pts, pts[1:])}
-    assert len(pts) == 20 and len(gaps) > 1, f"fixture is not variable frame rate: {pts}"
+    assert len(pts) == 20
+    assert len(gaps) > 1, f"fixture is not variable frame rate: {pts}"
     clip = decode_clip(path, num_frames=6)
     mids = segment_midpoints(clip.start, clip.start + clip.duration, 6).tolist()
     expected = [max(i for i, p in enumerate(pts) if p <= t + 1e-9) for t in mids]
     assert [frame_index(f) for f in clip.frames] == expected
-    torch.testing.assert_close(clip.frame_times, torch.tensor([pts[i] for i in expected], dtype=torch.float64))
+    torch.testing.assert_close(
+        clip.frame_times, torch.tensor([pts[i] for i in expected], dtype=torch.float64)
+    )
     uniform = [int(t / clip.duration * 20) for t in mids]  # what frame-count-based sampling would pick
     assert expected != uniform
 
@@ -101,14 +120,18 @@ def test_variable_frame_rate_uses_real_timestamps(tmp_path: Path) -> None:
 def test_separate_audio_file_and_resampling(index_clips, tmp_path: Path) -> None:
     wav = tmp_path / "voice.wav"
     write_wav(wav, second_tones(3, 22050), 22050)
-    clip = decode_clip(index_clips[".mp4"], num_frames=3, start=1.0, end=2.0, audio_path=wav, sample_rate=8000)
-    assert clip.sample_rate == 8000 and clip.audio.numel() == 8000
+    clip = decode_clip(
+        index_clips[".mp4"], num_frames=3, start=1.0, end=2.0, audio_path=wav, sample_rate=8000
+    )
+    assert clip.sample_rate == 8000
+    assert clip.audio.numel() == 8000
     assert peak_frequency(clip.audio, 8000) == pytest.approx(tone_of_second(1), abs=15)
 
 
 def test_webm_decodes(tmp_path: Path) -> None:
     clip = decode_clip(make_index_clip(tmp_path / "c.webm", seconds=1), num_frames=2)
-    assert clip.frames.shape[0] == 2 and clip.audio.numel() > 0
+    assert clip.frames.shape[0] == 2
+    assert clip.audio.numel() > 0
 
 
 @pytest.mark.parametrize(
@@ -124,7 +147,9 @@ def test_webm_decodes(tmp_path: Path) -> None:
         ("missing_audio_file", "unreadable"),
     ],
 )
-def test_bad_inputs_raise_clip_error_naming_the_file(index_clips, tmp_path: Path, case: str, reason: str) -> None:
+def test_bad_inputs_raise_clip_error_naming_the_file(
+    index_clips, tmp_path: Path, case: str, reason: str
+) -> None:
     good = index_clips[".mp4"]
     kwargs: dict = {}
     path: Path = good
@@ -151,4 +176,5 @@ def test_bad_inputs_raise_clip_error_naming_the_file(index_clips, tmp_path: Path
     err = info.value
     assert err.reason == reason
     expected_path = kwargs.get("audio_path", path)
-    assert err.path == str(expected_path) and str(expected_path) in str(err)
+    assert err.path == str(expected_path)
+    assert str(expected_path) in str(err)

@@ -20,19 +20,37 @@ def _touch(path: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ custom
 def test_custom_jsonl_fields_and_meta(tmp_path: Path) -> None:
     rows = [
-        {"video": "a/1.mp4", "label": "Happiness", "explanation": "She smiles.", "split": "train",
-         "explanation_consistent": False},
-        {"video": "a/2.avi", "audio": "a/2.wav", "start": 1.5, "end": 3, "label": "sad", "split": "validation"},
+        {
+            "video": "a/1.mp4",
+            "label": "Happiness",
+            "explanation": "She smiles.",
+            "split": "train",
+            "explanation_consistent": False,
+        },
+        {
+            "video": "a/2.avi",
+            "audio": "a/2.wav",
+            "start": 1.5,
+            "end": 3,
+            "label": "sad",
+            "split": "validation",
+        },
         {"id": "x", "video": "3.mp4", "label": "angry"},
-    ]  # fmt: skip
+    ]
     m = tmp_path / "m.jsonl"
     m.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     recs = read_custom_manifest(m, labels="dfew")
     assert [r.label for r in recs] == ["happy", "sad", "angry"]  # normalised through the label set
-    assert recs[0].video == tmp_path / "a" / "1.mp4" and recs[0].explanation == "She smiles."
-    assert recs[0].meta == {"explanation_consistent": False} and recs[0].split == "train"
-    assert recs[1].audio == tmp_path / "a" / "2.wav" and (recs[1].start, recs[1].end) == (1.5, 3.0)
-    assert recs[1].split == "val" and recs[1].id == "2@1.5-3" and recs[2].id == "x" and recs[2].split is None
+    assert recs[0].video == tmp_path / "a" / "1.mp4"
+    assert recs[0].explanation == "She smiles."
+    assert recs[0].meta == {"explanation_consistent": False}
+    assert recs[0].split == "train"
+    assert recs[1].audio == tmp_path / "a" / "2.wav"
+    assert (recs[1].start, recs[1].end) == (1.5, 3.0)
+    assert recs[1].split == "val"
+    assert recs[1].id == "2@1.5-3"
+    assert recs[2].id == "x"
+    assert recs[2].split is None
     assert recs[2].source == f"{m}:3"
 
 
@@ -42,14 +60,18 @@ def test_custom_csv_with_other_root(tmp_path: Path) -> None:
     m.write_text("video,label,start,end,split\nclips/1.mp4,fear,,,test\nclips/2.mp4,Surprised,0.5,2,\n")
     recs = read_custom_manifest(m, root=tmp_path / "data", labels="dfew")
     assert [r.video for r in recs] == [tmp_path / "data/clips/1.mp4", tmp_path / "data/clips/2.mp4"]
-    assert [r.label for r in recs] == ["fear", "surprise"] and recs[0].start is None and recs[1].start == 0.5
+    assert [r.label for r in recs] == ["fear", "surprise"]
+    assert recs[0].start is None
+    assert recs[1].start == 0.5
     assert recs[1].source == f"{m}:3"
 
 
 @pytest.mark.parametrize("bad", ["../outside.mp4", "a/../../outside.mp4", "/etc/passwd"])
 def test_path_escaping_the_root_is_rejected_with_file_and_line(tmp_path: Path, bad: str) -> None:
     m = tmp_path / "m.jsonl"
-    m.write_text(json.dumps({"video": "ok.mp4", "label": "sad"}) + "\n" + json.dumps({"video": bad, "label": "sad"}))
+    m.write_text(
+        json.dumps({"video": "ok.mp4", "label": "sad"}) + "\n" + json.dumps({"video": bad, "label": "sad"})
+    )
     with pytest.raises(ManifestError, match=rf"{m}:2: path .* escapes the dataset root"):
         read_custom_manifest(m, labels="dfew")
 
@@ -64,15 +86,17 @@ def test_unknown_label_names_file_line_and_label_set(tmp_path: Path) -> None:
 def test_errors_list_collects_every_bad_row(tmp_path: Path) -> None:
     m = tmp_path / "m.jsonl"
     m.write_text(
-        "\n".join([
-            json.dumps({"video": "1.mp4", "label": "sad"}),
-            json.dumps({"video": "2.mp4", "label": "bored"}),
-            "{not json",
-            json.dumps({"video": "../3.mp4", "label": "sad"}),
-            json.dumps({"video": "4.mp4", "label": "sad", "start": 2, "end": 1}),
-            json.dumps({"label": "sad"}),
-            json.dumps({"video": "5.mp4", "label": "sad", "split": "holdout"}),
-        ])  # fmt: skip
+        "\n".join(
+            [
+                json.dumps({"video": "1.mp4", "label": "sad"}),
+                json.dumps({"video": "2.mp4", "label": "bored"}),
+                "{not json",
+                json.dumps({"video": "../3.mp4", "label": "sad"}),
+                json.dumps({"video": "4.mp4", "label": "sad", "start": 2, "end": 1}),
+                json.dumps({"label": "sad"}),
+                json.dumps({"video": "5.mp4", "label": "sad", "split": "holdout"}),
+            ]
+        )
     )
     errors: list[ManifestError] = []
     recs = read_custom_manifest(m, labels=["sad", "happy"], errors=errors)
@@ -103,7 +127,8 @@ def test_dfew_reader(tmp_path: Path) -> None:
     assert [(r.id, r.label) for r in train] == [("1", "happy"), ("2", "fear"), ("00003", "angry")]
     assert [r.video.name for r in train] == ["1.mp4", "2.avi", "00003.mp4"]
     test = read_dfew(root, fold=2, split="test")
-    assert test[0].label == "neutral" and test[0].video == root / "clip" / "4.mp4"  # missing: decoder reports it
+    assert test[0].label == "neutral"
+    assert test[0].video == root / "clip" / "4.mp4"
     assert len(read_dataset("dfew", root, fold=2)) == 4
 
 
@@ -141,16 +166,34 @@ def _xrow(name: str, label_id: object) -> list:
 
 
 def test_mafw_reader_with_xlsx(tmp_path: Path) -> None:
-    rows = [["MAFW single-label annotations"], ["name"] + ["x"] * 11 + ["label"],
-            _xrow("00001.mp4", 1), _xrow("00002", 10), _xrow("00003.mp4", 11), _xrow("00004.mp4", "4")]  # fmt: skip
+    rows = [
+        ["MAFW single-label annotations"],
+        ["name"] + ["x"] * 11 + ["label"],
+        _xrow("00001.mp4", 1),
+        _xrow("00002", 10),
+        _xrow("00003.mp4", 11),
+        _xrow("00004.mp4", "4"),
+    ]
     root = _mafw(tmp_path, rows)
     assert read_mafw_xlsx(root / "Labels" / "single-set.xlsx") == {
-        "00001": "anger", "00002": "helplessness", "00003": "disappointment", "00004": "happiness",
-    }  # fmt: skip
+        "00001": "anger",
+        "00002": "helplessness",
+        "00003": "disappointment",
+        "00004": "happiness",
+    }
     train = read_mafw(root, fold=1, split="train")
-    assert [(r.id, r.label) for r in train] == [("00001", "anger"), ("00002", "helplessness"), ("00003", "disappointment")]
+    assert [(r.id, r.label) for r in train] == [
+        ("00001", "anger"),
+        ("00002", "helplessness"),
+        ("00003", "disappointment"),
+    ]
     assert train[0].video == root / "clips" / "00001.mp4"
-    assert [r.label for r in read_dataset("mafw", root)] == ["anger", "helplessness", "disappointment", "happiness"]
+    assert [r.label for r in read_dataset("mafw", root)] == [
+        "anger",
+        "helplessness",
+        "disappointment",
+        "happiness",
+    ]
 
 
 def test_mafw_label_missing_or_conflicting(tmp_path: Path) -> None:
@@ -175,7 +218,8 @@ def test_emer_reader(tmp_path: Path) -> None:
     recs = read_emer(csv_path, labels="mafw")
     assert [(r.id, r.label) for r in recs] == [("sample_1", "anxiety"), ("sample_2", "happiness")]
     assert recs[0].video == tmp_path / "EMER" / "video" / "sample_1.avi"
-    assert recs[0].explanation == "Her brows knit. The voice shakes." and recs[0].meta["subtitles"] == "I can't, not now."
+    assert recs[0].explanation == "Her brows knit. The voice shakes."
+    assert recs[0].meta["subtitles"] == "I can't, not now."
     bad = tmp_path / "bad.csv"
     bad.write_text("names,subtitles\nx,y\n")
     with pytest.raises(ManifestError, match=r"lacks columns \['emotions'\]"):

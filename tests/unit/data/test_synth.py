@@ -1,4 +1,4 @@
-"""The synthetic dataset: real files, deterministic, cues present in pixels and sound, explanations as documented."""
+"""The synthetic dataset: real files, deterministic, cues in pixels and sound, explanations as documented."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def test_cues_are_in_the_pixels_and_the_sound(synth_dir: Path) -> None:
     for r in _rows(synth_dir)[:7]:
         prof = profile_for(r["label"], 0, 7)
         clip = decode_clip(synth_dir / r["video"], num_frames=4)
-        assert clip.frames.shape == (4, 3, 64, 64) and clip.duration == pytest.approx(2.0)
+        assert clip.frames.shape == (4, 3, 64, 64)
+        assert clip.duration == pytest.approx(2.0)
         corner = clip.frames[:, :, :4, :4].float().mean(dim=(0, 2, 3))  # background colour
         assert torch.allclose(corner, torch.tensor(prof.background, dtype=torch.float32), atol=25)
         if prof.contour == "flat":
@@ -62,7 +63,8 @@ def test_deterministic_given_seed(tmp_path: Path) -> None:
     assert a.read_text() == b.read_text()
     for r in _rows(tmp_path / "a"):
         x, y = decode_clip(tmp_path / "a" / r["video"]), decode_clip(tmp_path / "b" / r["video"])
-        assert torch.equal(x.frames, y.frames) and torch.equal(x.audio, y.audio)
+        assert torch.equal(x.frames, y.frames)
+        assert torch.equal(x.audio, y.audio)
     c = synthesize(tmp_path / "c", num_clips=4, labels="mafw", seed=4)
     assert c.read_text() != a.read_text()
 
@@ -72,7 +74,8 @@ def test_every_builtin_label_has_a_profile_and_custom_labels_work(tmp_path: Path
 
     for label in DFEW_LABELS + MAFW_LABELS:
         assert profile_for(label, 0, 1) in PROFILES
-    assert len({p.background for p in PROFILES}) == len(PROFILES) and len({p.pitch for p in PROFILES}) == len(PROFILES)
+    assert len({p.background for p in PROFILES}) == len(PROFILES)
+    assert len({p.pitch for p in PROFILES}) == len(PROFILES)
     assert len(FILLER_SENTENCES) >= 5
     synthesize(tmp_path, num_clips=3, labels=["calm", "excited", "bored"], seed=0)
     assert {r["label"] for r in _rows(tmp_path)} == {"calm", "excited", "bored"}
@@ -82,6 +85,20 @@ def test_every_builtin_label_has_a_profile_and_custom_labels_work(tmp_path: Path
 
 def test_synth_command_line(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["data", "synth", "--out", str(tmp_path / "s"), "--num-clips", "3", "--labels", "dfew", "--size", "32"])
-    assert info.value.code == 0 and len(_rows(tmp_path / "s")) == 3
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(tmp_path / "s"),
+                "--num-clips",
+                "3",
+                "--labels",
+                "dfew",
+                "--size",
+                "32",
+            ]
+        )
+    assert info.value.code == 0
+    assert len(_rows(tmp_path / "s")) == 3
     assert "wrote 3 clips" in capsys.readouterr().out
