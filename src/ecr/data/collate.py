@@ -8,8 +8,9 @@ Two modes share one code path:
 
 Every batch is checked so that each sample has exactly as many media placeholder tokens as its encoder will
 produce features (video: grid_t·grid_h·grid_w / merge²; audio: the Whisper-style conv formula over the
-feature mask). The model would otherwise scatter features into the wrong positions without a word — a known
-silent failure in other trainers (e.g. after truncation).
+feature mask); the backbone repeats the check with the MODEL's geometry before each forward. The model would
+otherwise scatter audio features into the wrong positions without a word — a known silent failure in other
+trainers (e.g. after truncation). Sequences are never truncated: too long raises.
 
 Collators are plain picklable objects (a processor + settings): DataLoader workers receive copies.
 """
@@ -45,21 +46,16 @@ def check_media_tokens(
     *,
     clip_ids: Sequence[str],
     video_token_id: int | None = None,
-    video_grid_thw: torch.Tensor | None = None,
-    merge_size: int = 2,
+    video_features: torch.Tensor | None = None,
     audio_token_id: int | None = None,
-    feature_attention_mask: torch.Tensor | None = None,
+    audio_features: torch.Tensor | None = None,
 ) -> None:
-    """Raise MediaTokenMismatchError if any sample's placeholder count differs from its feature count.
+    """Raise MediaTokenMismatchError if a sample's placeholder count differs from its encoder feature count.
 
-    input_ids [B, L]; video_grid_thw [B, 3] (one video per sample); feature_attention_mask [B, F].
+    input_ids [B, L]; video_features / audio_features [B]: features the encoders produce per sample (one
+    video and one audio per sample), e.g. `video_token_counts(grid, merge)` and `qwen_omni_audio_tokens(...)`.
     """
-    checks: list[tuple[str, int | None, torch.Tensor | None]] = []
-    if video_grid_thw is not None:
-        checks.append(("video", video_token_id, video_grid_thw.prod(-1) // merge_size**2))
-    if feature_attention_mask is not None:
-        checks.append(("audio", audio_token_id, qwen_omni_audio_tokens(feature_attention_mask.sum(-1))))
-    for kind, token_id, expected in checks:
+    for kind, token_id, expected in (("video", video_token_id, video_features), ("audio", audio_token_id, audio_features)):
         if token_id is None or expected is None:
             continue
         found = (input_ids == token_id).sum(-1)  # [B]
@@ -69,13 +65,16 @@ def check_media_tokens(
             )
         bad = (found != expected.to(found.device)).nonzero().flatten().tolist()
         if bad:
-            details = ", ".join(
-                f"{clip_ids[i]}: {int(found[i])} tokens vs {int(expected[i])} features" for i in bad
-            )
+            details = ", ".join(f"{clip_ids[i]}: {int(found[i])} tokens vs {int(expected[i])} features" for i in bad)
             raise MediaTokenMismatchError(
-                f"{kind} placeholder tokens do not match encoder features ({details}); the sequence was "
-                "probably truncated or the processor and model disagree on the media geometry"
+                f"{kind} placeholder tokens do not match encoder features ({details}); the sequence was cut "
+                "or the processor and the model disagree on the media geometry"
             )
+
+
+def video_token_counts(video_grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
+    """Merged visual tokens per video: grid_t·grid_h·grid_w / merge². [N, 3] → [N]"""
+    return video_grid_thw.prod(-1) // merge_size**2
 
 
 def assistant_labels(
@@ -117,7 +116,6 @@ class _ChatCollator:
     instruction: str = ""
     system: str | None = None
     max_length: int | None = None
-    truncation: bool = False
     end_of_turn: str = "<|im_end|>"
 
     def __post_init__(self) -> None:
@@ -147,19 +145,17 @@ class _ChatCollator:
         return texts, suffixes
 
     def _text_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"padding": True, "padding_side": "right" if self.mode == "train" else "left"}
-        if self.truncation and self.max_length:
-            kw.update(truncation=True, max_length=self.max_length)
-        return kw
+        """Tokenizer options (a processor receives them as `text_kwargs`, so audio/video ignore them)."""
+        return {"padding": True, "padding_side": "right" if self.mode == "train" else "left"}
 
     def _finish(self, batch: dict[str, Any], suffixes: list[list[int]], samples: Sequence[Mapping[str, Any]]):
         ids = [s["id"] for s in samples]
         length = batch["input_ids"].shape[1]
-        if self.max_length and not self.truncation and length > self.max_length:
+        if self.max_length and length > self.max_length:
             longest = ids[int(batch["attention_mask"].sum(-1).argmax())]
             raise ConfigError(
                 f"{longest}: {length} tokens exceed inputs.max_length={self.max_length} "
-                "(raise it, lower max_pixels/frames, or allow truncation)"
+                "(never truncated: a cut would drop target or media tokens; raise it or lower max_pixels/frames)"
             )
         if self.mode == "train":
             end_id = self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
@@ -190,7 +186,7 @@ class OmniCollator(_ChatCollator):
         if not samples:
             raise ConfigError("collator received an empty batch")
         texts, suffixes = self._texts(self._messages, samples)
-        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", **self._text_kwargs()}
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "text_kwargs": self._text_kwargs()}
         if self.use_video:
             kwargs["videos"] = [s["frames"] for s in samples]
             kwargs["videos_kwargs"] = {
@@ -206,14 +202,14 @@ class OmniCollator(_ChatCollator):
             batch["video_second_per_grid"] = torch.tensor(
                 [tps * float(s["duration"]) / max(1, int(s["frames"].shape[0])) for s in samples]
             )
+        merge = self.processor.video_processor.merge_size
         check_media_tokens(
             batch["input_ids"],
             clip_ids=[s["id"] for s in samples],
             video_token_id=self.tokenizer.video_token_id if self.use_video else None,
-            video_grid_thw=batch.get("video_grid_thw"),
-            merge_size=self.processor.video_processor.merge_size,
+            video_features=video_token_counts(batch["video_grid_thw"], merge) if self.use_video else None,
             audio_token_id=self.tokenizer.audio_token_id if self.use_audio else None,
-            feature_attention_mask=batch.get("feature_attention_mask"),
+            audio_features=qwen_omni_audio_tokens(batch["feature_attention_mask"].sum(-1)) if self.use_audio else None,
         )
         return self._finish(batch, suffixes, samples)
 
@@ -257,5 +253,6 @@ __all__ = [
     "TextCollator",
     "assistant_labels",
     "check_media_tokens",
+    "video_token_counts",
     "qwen_omni_audio_tokens",
 ]

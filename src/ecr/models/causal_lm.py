@@ -50,7 +50,6 @@ class CausalLMBackbone(HFBackbone):
             instruction=inp.instruction,
             system=inp.system,
             max_length=inp.max_length,
-            truncation=inp.truncation,
             end_of_turn=end,
         )
 

@@ -50,9 +50,7 @@ class InputSettings:
     max_pixels: int = 448 * 448
     """Upper bound of pixels per frame after resizing (`longest_edge`); small values keep tiny models fast."""
     max_length: int | None = None
-    """Longest token sequence allowed. A longer sample raises an error unless `truncation` is set."""
-    truncation: bool = False
-    """Let the tokenizer truncate to `max_length` (media placeholders may be cut: the media check then raises)."""
+    """Longest token sequence allowed; a longer sample raises (never truncated: media/target would be cut)."""
 
 
 @dataclass

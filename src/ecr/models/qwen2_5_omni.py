@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ecr.data.collate import CollateMode, OmniCollator
+from ecr.data.collate import CollateMode, OmniCollator, check_media_tokens, video_token_counts
 from ecr.models.backbone import EncodedPrompt
 from ecr.models.hf import HFBackbone, module_regex
 from ecr.models.registry import register_backbone
@@ -53,15 +53,39 @@ class QwenOmniBackbone(HFBackbone):
             instruction=inp.instruction,
             system=inp.system,
             max_length=inp.max_length,
-            truncation=inp.truncation,
             use_video=inp.use_video,
             use_audio=inp.use_audio,
             min_pixels=inp.min_pixels,
             max_pixels=inp.max_pixels,
         )
 
+    def check_media(self, batch: Mapping[str, Any]) -> None:
+        """Placeholders vs features with the MODEL's geometry (the thinker checks video only, audio never)."""
+        thinker = self.base_model
+        ids = batch["input_ids"]
+        clip_ids = batch.get("meta", {}).get("ids") or [f"sample {i}" for i in range(ids.shape[0])]
+        video = audio = None
+        if batch.get("video_grid_thw") is not None:
+            video = video_token_counts(batch["video_grid_thw"], thinker.config.vision_config.spatial_merge_size)
+        if batch.get("feature_attention_mask") is not None:
+            lengths = batch["feature_attention_mask"].sum(-1)
+            audio = thinker.model.audio_tower._get_feat_extract_output_lengths(lengths)[1]
+        check_media_tokens(
+            ids,
+            clip_ids=clip_ids,
+            video_token_id=thinker.config.video_token_id,
+            video_features=video,
+            audio_token_id=thinker.config.audio_token_id,
+            audio_features=audio,
+        )
+
+    def loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, int]:
+        self.check_media(batch)
+        return super().loss(batch)
+
     def encode_prompt(self, batch: Mapping[str, Any]) -> EncodedPrompt:
         """Media features merged into the embeddings of a left-padded prompt batch (encoders run once)."""
+        self.check_media(batch)
         thinker = self.base_model
         cfg = thinker.config
         ids = batch["input_ids"]

@@ -1,0 +1,88 @@
+"""`ecr export`: turn a training checkpoint into Hugging Face artefacts.
+
+A stage checkpoint holds the policy configuration (`hyper_parameters["policy"]`) and only the trained tensors
+under the module's `model.` prefix. Export rebuilds the policy from its configuration (base weights from
+`policy.model`, offline), loads those tensors with a strict check, and writes
+- `OUT/adapter/`: the LoRA adapter in PEFT format (+ processor), loadable with `PeftModel.from_pretrained`
+  or as `policy.adapter` of a later stage (e.g. GRPO starting from SFT);
+- with `merge=True`, `OUT/merged/`: a plain model folder with the adapter folded into unquantised weights
+  (+ processor), loadable without peft. A full fine-tune (no LoRA) is always written as `OUT/merged/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecr.errors import ConfigError
+from ecr.models.config import PolicyConfig
+from ecr.models.registry import build_backbone
+
+MODULE_PREFIX = "model."
+
+
+def read_checkpoint(path: str | Path) -> tuple[PolicyConfig, dict[str, torch.Tensor]]:
+    """Policy config and trained tensors (module prefix removed) of a stage checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = ckpt.get("hyper_parameters", {})
+    if "policy" not in hparams:
+        raise ConfigError(f"{path}: no hyper_parameters['policy']; not a checkpoint of an ecr policy stage")
+    state = {k[len(MODULE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODULE_PREFIX)}
+    if not state:
+        raise ConfigError(f"{path}: the state_dict holds no '{MODULE_PREFIX}*' tensors")
+    return PolicyConfig.from_dict(hparams["policy"]), state
+
+
+def load_trained_policy(checkpoint: str | Path, **overrides: Any) -> Any:
+    """The checkpoint's policy, loaded (base weights + trained tensors). `overrides` replace config fields."""
+    config, state = read_checkpoint(checkpoint)
+    config = dataclasses.replace(config, **overrides) if overrides else config
+    backbone = build_backbone(config)
+    model = backbone.load()
+    expected = set(backbone.trainable_parameter_names())
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise ConfigError(
+            f"{checkpoint}: trained tensors do not match the policy (missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]})"
+        )
+    model.load_state_dict(state, strict=False)
+    return backbone
+
+
+def export_policy(checkpoint: str | Path, out: str | Path, *, merge: bool = False) -> dict[str, Path]:
+    """Write the adapter (PEFT format) and, if `merge`, a merged HF model folder. Returns the folders."""
+    out = Path(out)
+    backbone = load_trained_policy(checkpoint)
+    written: dict[str, Path] = {}
+    if not hasattr(backbone.model, "peft_config"):  # full fine-tune: the model itself is the export
+        written["merged"] = backbone.save_pretrained(out / "merged")
+        return written
+    written["adapter"] = backbone.save_pretrained(out / "adapter")
+    if merge:
+        # Fold the adapter into unquantised weights: an 8/4-bit base cannot hold the merged update exactly.
+        unquantised = dataclasses.replace(backbone.config, quantization="none", adapter=str(written["adapter"]))
+        merged = build_backbone(unquantised)
+        merged.load()
+        written["merged"] = merged.save_pretrained(out / "merged", merged=True)
+    return written
+
+
+def export_command(checkpoint: Path, out: Path, merge: bool = False) -> int:
+    """Export a stage checkpoint: LoRA adapter in PEFT format (+ processor) and optionally a merged model.
+
+    Args:
+        checkpoint: Lightning checkpoint written by `ecr fit` (SFT or GRPO).
+        out: Output folder; receives adapter/ and, with --merge, merged/.
+        merge: Also write a plain HF model folder with the adapter merged into the base weights.
+    """
+    written = export_policy(checkpoint, out, merge=merge)
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+    return 0

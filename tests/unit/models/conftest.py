@@ -1,0 +1,67 @@
+"""Fixtures of the model tests: one tiny Omni folder, one tiny text LM and a few decoded synthetic clips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ecr.data import decode_clip, synthesize
+from ecr.labels import get_label_set
+from ecr.models.tiny import build_tiny_causal_lm, build_tiny_omni
+
+
+@pytest.fixture(scope="session")
+def tiny_omni(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_omni(tmp_path_factory.mktemp("tiny_omni"), hidden_size=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"), hidden_size=64)
+
+
+@pytest.fixture(scope="session")
+def clip_samples(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Four decoded synthetic clips (real .mp4/.avi files) as ClipSample dicts, 4 frames each."""
+    root = tmp_path_factory.mktemp("synth")
+    manifest = synthesize(root, num_clips=4, labels="dfew", seed=1, size=64, duration=2.0, avi_fraction=0.25)
+    labels = get_label_set("dfew")
+    samples = []
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        clip = decode_clip(root / row["video"], num_frames=4)
+        samples.append(
+            {
+                "id": row["id"],
+                "label": row["label"],
+                "label_id": labels.index(row["label"]),
+                "explanation": row["explanation"],
+                "frames": clip.frames,
+                "frame_times": clip.frame_times,
+                "audio": clip.audio,
+                "sample_rate": clip.sample_rate,
+                "duration": clip.duration,
+            }
+        )
+    return samples
+
+
+SMALL_INPUTS = {"min_pixels": 56 * 56, "max_pixels": 56 * 56}
+
+
+@pytest.fixture
+def small_inputs() -> dict:
+    return dict(SMALL_INPUTS)
+
+
+def text_samples() -> list[dict]:
+    return [
+        {"id": "t0", "text": "I can't stop smiling today!", "label": "happy", "explanation": "The speaker is smiling."},
+        {"id": "t1", "text": "Leave me alone.", "label": "angry", "explanation": "The words are curt and hostile."},
+    ]
+
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
