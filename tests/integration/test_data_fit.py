@@ -92,5 +92,11 @@ def test_tiny_model_learns_synthetic_emotions_through_lightning(tmp_path: Path, 
     assert trainer.callback_metrics["val/acc"] >= 0.8
     acc = trainer.test(model, datamodule=dm, verbose=False)[0]["test/acc"]
     assert acc >= 0.8
-    assert list((tmp_path / "logs").rglob("events.out.tfevents*"))
+    assert dm.skip_counts["train"] == 15  # once per epoch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logger.log_dir))
+    events.Reload()
+    skipped = [e.value for e in events.Scalars("data/skipped_train")]
+    assert skipped == [1.0] * 15
     assert len(list((tmp_path / "cache").rglob("*.pt"))) == 42  # every good clip decoded once, then cached

@@ -10,7 +10,7 @@ the on-disk cache). It does not know any task: a LightningModule plugs its own c
 
 Clips that fail to decode follow `on_error`: "raise" stops training with the `ClipError`; "skip" drops them
 from their batch, and at the end of each epoch the skipped clips are printed, logged (`data/skipped_<stage>`)
-and kept in `skipped` (so nothing fails silently).
+and kept in `skipped` (last pass) and `skip_counts` (all passes), so nothing fails silently.
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ class ClipDataModule(LightningDataModule):
         self.splits: dict[str, list[ClipRecord]] | None = None
         self.datasets: dict[str, ClipDataset] = {}
         self.skipped: dict[str, list[ClipFailure]] = {"train": [], "val": [], "test": [], "predict": []}
+        self.skip_counts: dict[str, int] = {"train": 0, "val": 0, "test": 0, "predict": 0}
         self._epoch_counter: dict[str, int] = {}
 
     # -------------------------------------------------------------------------------------- properties
@@ -241,6 +242,7 @@ class ClipDataModule(LightningDataModule):
         epoch = self._epoch_counter.get(stage, 0)
         self._epoch_counter[stage] = epoch + 1
         self.skipped[stage] = list(failures)
+        self.skip_counts[stage] += len(failures)
         trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.logger is not None and not trainer.sanity_checking:
             trainer.logger.log_metrics(

@@ -216,3 +216,15 @@ def test_shipped_data_configs_build_the_datamodule(name: str) -> None:
     assert isinstance(dm, ClipDataModule)
     assert dm.splits is None
     assert len(dm.label_set) in (4, 7, 11)
+
+
+def test_a_pass_in_which_every_clip_fails_raises_even_when_skipping(tmp_path: Path) -> None:
+    (tmp_path / "a.mp4").write_bytes(b"junk" * 30)
+    rows = [
+        {"video": "a.mp4", "label": "sad", "split": "train"},
+        {"video": "b.mp4", "label": "sad", "split": "train"},
+    ]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dm = ClipDataModule(root=tmp_path, manifest=tmp_path / "m.jsonl", labels="dfew", val_fraction=0.0)
+    with pytest.raises(ClipError, match="all 2 clips of this pass failed"):
+        list(dm.train_dataloader())  # setup() runs on demand
