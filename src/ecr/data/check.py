@@ -223,9 +223,12 @@ def check_command(
     lr_scheduler: dict[str, Any] | str | None = None,
     ckpt_path: str | None = None,
 ) -> int:
-    """Validate every row of a dataset: file exists, decodes, has audio, positive duration, A/V durations
-    agree, label known. Prints a summary table and writes the bad rows as JSON lines; exit code 1 if any row
-    is bad (or the manifest cannot be read), 2 on a configuration error, 0 when every row is usable.
+    """Validate every row of a clip dataset and report all bad rows (exit code 1 if there is any).
+
+    Checks that each file exists, decodes, has audio, has a positive duration, that its audio and video
+    durations agree and that its label is known. Prints a summary table and writes the bad rows as JSON
+    lines; exit code 1 if any row is bad (or the manifest cannot be read), 2 on a configuration error, 0
+    when every row is usable.
 
     Use `--config stage.yaml` (its `data:` section is read; other stage sections are ignored) or give the
     dataset directly with --manifest/--root/--format/--labels. Explicit options override the config.
