@@ -209,7 +209,11 @@ class ClipDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------------------------ dataloaders
     def _loader(self, split: str, stage: str, *, train: bool) -> ClipDataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
+        # The generator draws one order per epoch; offsetting by the epoch keeps orders distinct when the
+        # Trainer rebuilds loaders each epoch (reload_dataloaders_every_n_epochs) and equal across reruns.
+        trainer = getattr(self, "trainer", None)
+        epoch = int(trainer.current_epoch) if trainer is not None else 0
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * epoch)
         return ClipDataLoader(
             self._dataset(split),
             batch_size=self.batch_size,
