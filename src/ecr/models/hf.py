@@ -99,7 +99,7 @@ class HFBackbone:
     def _skip_quantization(self) -> list[str]:
         skip = list(self.always_skip_quantization)
         if not self.config.quantize_towers:
-            skip += [p.rsplit(".", 1)[-1] for p in self.tower_prefixes.values()]
+            skip += list(self.tower_prefixes.values())  # transformers matches these from the module-name start
         return skip
 
     def load(self, device: torch.device | str | None = None) -> torch.nn.Module:

@@ -57,6 +57,7 @@ def small_inputs() -> dict:
     return dict(SMALL_INPUTS)
 
 
+@pytest.fixture
 def text_samples() -> list[dict]:
     return [
         {"id": "t0", "text": "I can't stop smiling today!", "label": "happy", "explanation": "The speaker is smiling."},
