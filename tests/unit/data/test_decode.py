@@ -178,3 +178,14 @@ def test_bad_inputs_raise_clip_error_naming_the_file(
     expected_path = kwargs.get("audio_path", path)
     assert err.path == str(expected_path)
     assert str(expected_path) in str(err)
+
+
+def test_avi_with_mp3_follows_the_files_own_timestamps(tmp_path: Path) -> None:
+    """ffmpeg's AVI muxer shifts video timestamps when the audio is MP3 (DESIGN §7); the decoder reports the
+    timestamps the file really has, frame by frame, rather than assuming a constant frame rate."""
+    path = make_index_clip(tmp_path / "mp3.avi", audio_codec="libmp3lame")
+    pts = _ffprobe_frame_times(path)
+    clip = decode_clip(path, num_frames=6)
+    idx = [frame_index(f) for f in clip.frames]
+    torch.testing.assert_close(clip.frame_times, torch.tensor([pts[i] for i in idx], dtype=torch.float64))
+    assert clip.audio.numel() > 2 * 16000
