@@ -2,7 +2,8 @@
 
 Rows: `decode_clip` called directly, then through `ClipDataModule`'s DataLoader with 0/1/2 workers, and with
 the on-disk cache warm. The clip is H.264 224x224 at 25 fps with 44.1 kHz stereo AAC, so the audio path
-includes the down-mix and the resampling. A pass is timed after one untimed pass (workers persist).
+includes the down-mix and the resampling. Passes are timed after one untimed pass (workers persist); the
+best of `--repeats` passes is reported.
 
     .venv/bin/python benchmarks/bench_decode.py [--clips 64] [--frames 8]
 """
@@ -58,10 +59,20 @@ def timed_pass(loader) -> tuple[float, int]:  # noqa: ANN001
     return time.perf_counter() - t0, n
 
 
+def best_rate(loader, repeats: int) -> float:  # noqa: ANN001
+    """Best clips/s over `repeats` passes (on a shared machine the best pass is the least disturbed)."""
+    rates = []
+    for _ in range(repeats):
+        secs, n = timed_pass(loader)
+        rates.append(n / secs)
+    return max(rates)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=64)
     ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(1)
     from ecr.data import ClipDataModule, decode_clip
@@ -78,10 +89,13 @@ def main() -> None:
 
         results: list[tuple[str, float]] = []
         decode_clip(clip, num_frames=args.frames)  # warm-up (library load)
-        t0 = time.perf_counter()
-        for r in rows:
-            decode_clip(root / r["video"], num_frames=args.frames)
-        results.append(("decode_clip, in process", args.clips / (time.perf_counter() - t0)))
+        best = 0.0
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            for r in rows:
+                decode_clip(root / r["video"], num_frames=args.frames)
+            best = max(best, args.clips / (time.perf_counter() - t0))
+        results.append(("decode_clip, in process", best))
 
         def datamodule(workers: int, cache: Path | None = None) -> ClipDataModule:
             dm = ClipDataModule(
@@ -101,13 +115,11 @@ def main() -> None:
         for workers in (0, 1, 2):
             loader = datamodule(workers).train_dataloader()
             timed_pass(loader)  # untimed: starts the (persistent) workers
-            secs, n = timed_pass(loader)
-            results.append((f"DataLoader, {workers} worker(s)", n / secs))
+            results.append((f"DataLoader, {workers} worker(s)", best_rate(loader, args.repeats)))
         for workers in (0, 2):
             loader = datamodule(workers, root / "cache").train_dataloader()
             timed_pass(loader)  # fills the cache
-            secs, n = timed_pass(loader)
-            results.append((f"DataLoader, {workers} worker(s), cache warm", n / secs))
+            results.append((f"DataLoader, {workers} worker(s), cache warm", best_rate(loader, args.repeats)))
 
     print(
         f"\n{args.clips} clips, 3 s 224x224 H.264 + 44.1 kHz stereo AAC -> {args.frames} frames + 16 kHz mono"
