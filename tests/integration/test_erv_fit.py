@@ -35,7 +35,7 @@ def test_label_then_fit_demo_config_exports_verifier(tmp_path: Path, monkeypatch
     assert code.value.code == 0
 
     cli = cli_main(["fit", "--config", str(CONFIG), "--trainer.max_epochs", "2", "--trainer.enable_progress_bar",
-                    "false", "--model.init_args.freeze_embeddings", "true"])  # fmt: skip
+                    "false", "--data.init_args.batch_size", "32"])  # fmt: skip
     log_dir = Path(cli.trainer.log_dir)
     assert list(log_dir.glob("events.out.tfevents.*")), "no TensorBoard event file"
     hparams = yaml.safe_load((log_dir / "hparams.yaml").read_text())

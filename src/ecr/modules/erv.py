@@ -136,6 +136,7 @@ class ERVModule(LightningModule):
             return
         if self.label_names is None:
             raise ConfigError("ERVModule.configure_model: the label space is unknown (run setup first or set label_space)")
+        mapping = self._mapping()  # a task label outside the label space fails here, before any weights load
         model, tokenizer = build_student(self.hparams.student, self.label_names)
         if self.hparams.freeze_embeddings:
             model.get_input_embeddings().requires_grad_(False)
@@ -145,7 +146,7 @@ class ERVModule(LightningModule):
             self.label_names,
             threshold=float(self.threshold),
             max_labels=self.hparams.max_labels,
-            mapping=self._mapping(),
+            mapping=mapping,
             task=self.hparams.task,
             max_length=self.hparams.max_length,
         )

@@ -132,7 +132,7 @@ def test_resume_after_kill_pays_nothing_twice(chat_server: ChatServer, tmp_path:
     script.write_text(SCRIPT.format(env=ENV))
     env = {**os.environ, ENV: KEY}
     cmd = [sys.executable, str(script), chat_server.url, str(src), str(out)]
-    chat_server.delay = 0.05
+    chat_server.delay = 0.1
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 10):

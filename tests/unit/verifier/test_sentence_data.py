@@ -70,3 +70,19 @@ def test_pos_weights_and_threshold_grid() -> None:
     targets = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     scores = threshold_scores(probs, targets, [0.1, 0.25], max_labels=2)
     assert scores[1] > scores[0]  # τ=0.1 adds false positives (0.2, 0.15)
+
+
+def test_erv_module_mapping_is_checked_before_weights_load() -> None:
+    from ecr.errors import ConfigError as _ConfigError
+    from ecr.labels import GOEMOTIONS_MAPPING
+    from ecr.modules.erv import ERVModule
+
+    with pytest.raises(LabelError, match="contempt"):
+        ERVModule(label_space="dfew", task="mafw").configure_model()
+    m = ERVModule(label_space="goemotions", task="mafw")
+    assert m._mapping() == GOEMOTIONS_MAPPING  # the paper's table, resolved for MAFW
+    assert ERVModule(label_space="dfew")._mapping() is None
+    with pytest.raises(_ConfigError, match="threshold_grid"):
+        ERVModule(threshold_grid=[0.0, 0.5])
+    with pytest.raises(_ConfigError, match="label space is unknown"):
+        ERVModule().configure_model()
