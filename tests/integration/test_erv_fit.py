@@ -5,6 +5,7 @@ configs/demo/erv.yaml` for a few steps: TensorBoard events, best checkpoint, exp
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,13 @@ from ecr.rl.rewards import ExplanationReward
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo" / "erv.yaml"
 
 
-def test_label_then_fit_demo_config_exports_verifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_label_then_fit_demo_config_exports_verifier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    request.addfinalizer(lambda n=torch.get_num_threads(): torch.set_num_threads(n))
+    torch.set_num_threads(1)  # two contending threads on a shared 2-core machine are several times slower
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["ecr"])  # LightningCLI also looks at sys.argv
     rng = np.random.default_rng(0)
     n = len(DFEW_LABELS)
     rows = [

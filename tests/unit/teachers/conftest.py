@@ -114,7 +114,7 @@ def chat_server() -> Iterator[ChatServer]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), None)  # type: ignore[arg-type]
     state = ChatServer(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
     httpd.RequestHandlerClass = _make_handler(state)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield state
