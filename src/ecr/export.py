@@ -12,6 +12,7 @@ under the module's `model.` prefix. Export rebuilds the policy from its configur
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ def read_checkpoint(path: str | Path) -> tuple[PolicyConfig, dict[str, torch.Ten
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    # Safe (weights-only) unpickling; hyper-parameters of other components may hold paths.
+    with torch.serialization.safe_globals([pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath]):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     hparams = ckpt.get("hyper_parameters", {})
     if "policy" not in hparams:
         raise ConfigError(f"{path}: no hyper_parameters['policy']; not a checkpoint of an ecr policy stage")
