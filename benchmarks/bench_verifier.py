@@ -4,7 +4,8 @@ Measures, on the current device (CPU unless --device cuda):
   1. sentences/s of `HFVerifier.probs` batched as the reward calls it (length-sorted batches of 64);
   2. the same batches without length sorting (what a naive batched call pays in padding);
   3. one sentence at a time (what a per-sentence loop costs);
-  4. `ExplanationReward` on 64 completions of ~6 sentences: total time per call and the verifier's share.
+  4. `ExplanationReward` on 64 completions of ~6 sentences: total time per call, the verifier's share, and
+     the cost of the two sentence splitters.
 
 Usage: python benchmarks/bench_verifier.py [--verifier PATH] [--threads N] [--repeats 5] [--device cpu]
 (--verifier loads an exported folder; default: MiniLM with a fresh 28-class GoEmotions head — the head does not
@@ -28,16 +29,21 @@ from ecr.rl.rewards import ExplanationReward
 from ecr.rl.sentences import split_official
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """(median, best) wall time of `fn` in seconds after one warm-up call. On a shared machine the best run is
-    the closer estimate of the code's own cost; the median shows what contention adds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def measure(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    """(median, best) wall time in seconds of each function, after one warm-up call each.
+
+    The functions run interleaved (round-robin per repeat), so a change of machine load hits all of them
+    alike; on a shared machine the best run is the closer estimate of the code's own cost.
+    """
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: (statistics.median(v), min(v)) for k, v in times.items()}
 
 
 def completions(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -81,15 +87,22 @@ def main() -> None:
             for i in range(0, len(sents), verifier.batch_size):
                 verifier(sents[i : i + verifier.batch_size])
 
-    t_batched = timed(lambda: verifier.probs(sents), args.repeats)
-    t_unsorted = timed(unsorted, args.repeats)
-    t_single = timed(lambda: [verifier.probs([s]) for s in single], max(1, args.repeats // 2))
-
     reward = ExplanationReward(verifier, "dfew")
-    n_sent = sum(len(reward.sentences(c)[0]) for c in comps)
-    t_reward = timed(lambda: reward(comps, labels), args.repeats)
+    splitters = {name: ExplanationReward(verifier, "dfew", splitter=name) for name in ("official", "pysbd")}
     flat = [s for c in comps for s in reward.sentences(c)[0]]
-    t_reward_verifier = timed(lambda: verifier.probs(flat), args.repeats)
+    n_sent = len(flat)
+    t = measure(
+        {
+            "sorted": lambda: verifier.probs(sents),
+            "unsorted": unsorted,
+            "single": lambda: [verifier.probs([s]) for s in single],
+            "reward": lambda: reward(comps, labels),
+            "reward_verifier": lambda: verifier.probs(flat),
+            "official": lambda: [splitters["official"].sentences(c) for c in comps],
+            "pysbd": lambda: [splitters["pysbd"].sentences(c) for c in comps],
+        },
+        args.repeats,
+    )
 
     dev = f"{args.device}, {torch.get_num_threads()} threads, {args.repeats} repeats"
     print(f"\nVerifier benchmark ({'MiniLM-L6, 28 classes' if not args.verifier else args.verifier}; {dev})")
@@ -102,11 +115,13 @@ def main() -> None:
     def ms(name: str, t: tuple[float, float]) -> None:
         print(f"{name:<56}{1000 * t[0]:>10.1f}{1000 * t[1]:>10.1f}  ms")
 
-    rate(f"probs, batched 64, length-sorted ({len(sents)} sentences)", len(sents), t_batched)
-    rate(f"probs, batched 64, unsorted ({len(sents)} sentences)", len(sents), t_unsorted)
-    rate(f"probs, one sentence at a time ({len(single)} sentences)", len(single), t_single)
-    ms(f"explanation_reward, 64 completions ({n_sent} sentences)", t_reward)
-    ms("  its verifier call alone", t_reward_verifier)
+    rate(f"probs, batched 64, length-sorted ({len(sents)} sentences)", len(sents), t["sorted"])
+    rate(f"probs, batched 64, unsorted ({len(sents)} sentences)", len(sents), t["unsorted"])
+    rate(f"probs, one sentence at a time ({len(single)} sentences)", len(single), t["single"])
+    ms(f"explanation_reward, 64 completions ({n_sent} sentences)", t["reward"])
+    ms("  its verifier call alone", t["reward_verifier"])
+    ms("  think extraction + official regex split, 64 completions", t["official"])
+    ms("  think extraction + pysbd split, 64 completions", t["pysbd"])
 
 if __name__ == "__main__":
     main()

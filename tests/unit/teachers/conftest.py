@@ -10,7 +10,7 @@ the behaviour:
   OFFLIST     -> a 200 reply naming a label outside the label space
   BROKENBODY  -> a 200 response whose body is not JSON at all
 Otherwise the answer names the first DFEW emotion word found in the text (neutral if none).
-A paraphrase request gets three variants "<text> (variant i)". Model "forbidden-model" gets HTTP 401. Every request is recorded (text, attempt number, auth header).
+A paraphrase request gets three variants "<text> (variant i)". Model "forbidden-model" gets HTTP 401. Every request is recorded (text, attempt number, auth header), and the most requests in flight at once.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class ChatServer:
     attempts: Counter = field(default_factory=Counter)
     delay: float = 0.0
     slow_seconds: float = 1.5
+    in_flight: int = 0
+    max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def texts(self) -> Counter:
@@ -73,6 +75,16 @@ def _make_handler(state: ChatServer) -> type[BaseHTTPRequestHandler]:
                 pass
 
         def do_POST(self) -> None:  # noqa: N802 - http.server API
+            with state.lock:
+                state.in_flight += 1
+                state.max_in_flight = max(state.max_in_flight, state.in_flight)
+            try:
+                self._respond()
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
+
+        def _respond(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             content = body["messages"][-1]["content"]
             text = content.rsplit("Description: ", 1)[-1]

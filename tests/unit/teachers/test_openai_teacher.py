@@ -63,6 +63,7 @@ def test_faults_retries_and_missing(chat_server: ChatServer, tmp_path: Path, cap
     assert chat_server.attempts["ALWAYS500 happy"] == 4  # 1 + max_retries
     assert teacher.counts["retries"] == 2 + 2 + 1 + 3
     assert all(auth == f"Bearer {KEY}" for _, auth in chat_server.requests)
+    assert 2 <= chat_server.max_in_flight <= 4  # concurrent, and bounded by `concurrency`
     # every real reply (also unparseable ones) is cached; transport failures are not
     cached = [json.loads(x) for x in (tmp_path / "cache.jsonl").read_text().splitlines()]
     assert sorted(r["text"] for r in cached) == sorted(texts[i] for i in (0, 1, 2, 3, 5, 6, 8))
