@@ -29,7 +29,7 @@ from ecr.prompts import build_messages, build_text_messages, format_target
 
 IGNORE_INDEX = -100
 CollateMode = Literal["train", "generate"]
-_WHISPER_MAX_SECONDS = 30.0  # the feature extractor pads/cuts every clip to 30 s
+_WHISPER_MAX_SECONDS = 30  # Whisper-style extractors pad/cut every clip to their window (30 s by default)
 
 
 def qwen_omni_audio_tokens(feature_lengths: torch.Tensor) -> torch.Tensor:
@@ -220,10 +220,13 @@ class OmniCollator(_ChatCollator):
             raise ClipError(sample["id"], "sample_rate", f"audio at {sample['sample_rate']} Hz, the model expects {rate} Hz")
         if audio.ndim != 1 or audio.numel() == 0:
             raise ClipError(sample["id"], "empty", f"audio must be a non-empty mono waveform, got shape {tuple(audio.shape)}")
-        if audio.numel() / rate > _WHISPER_MAX_SECONDS:
+        limit = int(getattr(self.processor.feature_extractor, "n_samples", _WHISPER_MAX_SECONDS * rate))
+        if audio.numel() > limit:
             raise ClipError(
-                sample["id"], "window", f"{audio.numel() / rate:.1f} s of audio; the audio encoder takes at most 30 s"
-            )
+                sample["id"], "window",
+                f"{audio.numel() / rate:.1f} s of audio; the feature extractor takes at most {limit / rate:.0f} s "
+                "(it would cut the rest silently)",
+            )  # fmt: skip
         return audio.to(torch.float32).numpy()
 
 

@@ -134,11 +134,14 @@ def build_tiny_omni(
     num_heads: int = 4,
     vocab_size: int = 1024,
     seed: int = 0,
+    audio_window_seconds: int = 10,
 ) -> Path:
     """Write a random-initialised Qwen2.5-Omni thinker, its tokenizer and processor to `out_dir`.
 
     `hidden_size` sets the language model, vision and audio widths alike (64 → ≈0.6 M parameters,
-    256 → ≈6 M). Returns `out_dir`, loadable with `Qwen2_5OmniProcessor.from_pretrained` and
+    256 → ≈6 M). `audio_window_seconds` is the feature extractor's padded window (the real model uses 30 s;
+    shorter keeps mel extraction cheap, and longer audio is refused by the collator, never cut). Returns
+    `out_dir`, loadable with `Qwen2_5OmniProcessor.from_pretrained` and
     `Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained`.
     """
     import torch
@@ -158,7 +161,9 @@ def build_tiny_omni(
     processor = Qwen2_5OmniProcessor(
         image_processor=Qwen2VLImageProcessor(),
         video_processor=Qwen2VLVideoProcessor(),
-        feature_extractor=WhisperFeatureExtractor(feature_size=128, sampling_rate=16000),
+        feature_extractor=WhisperFeatureExtractor(
+            feature_size=128, sampling_rate=16000, chunk_length=audio_window_seconds
+        ),
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
