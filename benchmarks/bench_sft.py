@@ -1,0 +1,131 @@
+"""SFT step time and peak memory of the tiny Qwen2.5-Omni thinker: two sizes x (fp32 full fine-tune, 8-bit + LoRA).
+
+One "step" = collated batch -> forward (loss on the assistant tokens) -> backward -> AdamW step, on real
+synthetic clips (decoded once, collated once; the collator's cost is reported separately). Peak memory: on
+CUDA `torch.cuda.max_memory_allocated`; on CPU the tracemalloc peak of Python allocations plus the process's
+max RSS growth (`resource.getrusage`), since CPU tensors are not traced by tracemalloc.
+
+    .venv/bin/python benchmarks/bench_sft.py [--steps 10] [--batch-size 4] [--frames 8] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import statistics
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import torch
+
+from ecr.data import decode_clip, synthesize
+from ecr.labels import get_label_set
+from ecr.models import PolicyConfig, load_policy
+from ecr.models.tiny import build_tiny_omni, count_parameters
+
+
+def load_samples(root: Path, n: int, frames: int) -> list[dict]:
+    manifest = synthesize(root, num_clips=n, labels="dfew", seed=0, size=112, duration=2.0)
+    labels = get_label_set("dfew")
+    out = []
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        clip = decode_clip(root / row["video"], num_frames=frames)
+        out.append({"id": row["id"], "label": row["label"], "label_id": labels.index(row["label"]),
+                    "explanation": row["explanation"], "frames": clip.frames, "frame_times": clip.frame_times,
+                    "audio": clip.audio, "sample_rate": clip.sample_rate, "duration": clip.duration})  # fmt: skip
+    return out
+
+
+def max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def bench(model_dir: Path, samples: list[dict], *, quant: str, steps: int, device: str, pixels: int) -> dict:
+    lora = {"enabled": quant != "none", "r": 8, "alpha": 16, "dropout": 0.0}
+    cfg = PolicyConfig(model=str(model_dir), quantization=quant, lora=lora,
+                       inputs={"min_pixels": pixels, "max_pixels": pixels})  # fmt: skip
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    rss0 = max_rss_mb()
+    tracemalloc.start()
+    backbone = load_policy(cfg, device=device)
+    model = backbone.model.to(device) if quant == "none" else backbone.model
+    collator = backbone.collator("train")
+    t0 = time.perf_counter()
+    batch = collator(samples)
+    collate_s = time.perf_counter() - t0
+    batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    times = []
+    for i in range(steps + 2):  # two warm-up steps
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        loss, _ = backbone.loss(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    _, py_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    row = {
+        "trainable": sum(p.numel() for p in params),
+        "step_ms": 1000 * statistics.median(times),
+        "step_ms_min": 1000 * min(times),
+        "collate_ms": 1000 * collate_s,
+        "tokens": int(batch["attention_mask"].sum()),
+        "loss": float(loss),
+    }
+    if device == "cuda":
+        row["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        row["peak_mb"] = max_rss_mb() - rss0
+        row["py_peak_mb"] = py_peak / 2**20
+    del backbone, model, opt, batch
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--pixels", type=int, default=112 * 112, help="pixels per frame after resizing")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        samples = load_samples(Path(tmp) / "clips", args.batch_size, args.frames)
+        rows = []
+        for hidden in args.sizes:
+            model_dir = build_tiny_omni(Path(tmp) / f"tiny{hidden}", hidden_size=hidden)
+            n_params = count_parameters(model_dir)
+            # 8-bit first: its RSS growth is measured before the fp32 run raises the process high-water mark
+            for quant in ("8bit", "none"):
+                r = bench(model_dir, samples, quant=quant, steps=args.steps, device=args.device, pixels=args.pixels)
+                rows.append({"hidden": hidden, "params": n_params, "mode": "fp32 full" if quant == "none" else "8-bit + LoRA r8", **r})
+    print(f"\nSFT step on {args.device} (torch threads {torch.get_num_threads()}), batch {args.batch_size} clips x "
+          f"{args.frames} frames @ {args.pixels} px + 2 s audio, median of {args.steps} steps after 2 warm-up\n")  # fmt: skip
+    mem = "peak MiB (CUDA alloc)" if args.device == "cuda" else "max-RSS growth MiB"
+    head = f"| hidden | params | mode | trainable | tokens | step ms (median / min) | collate ms | {mem} |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        print(f"| {r['hidden']} | {r['params']:,} | {r['mode']} | {r['trainable']:,} | {r['tokens']} | "
+              f"{r['step_ms']:.1f} / {r['step_ms_min']:.1f} | {r['collate_ms']:.0f} | {r['peak_mb']:.1f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
