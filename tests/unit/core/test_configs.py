@@ -27,7 +27,8 @@ def test_configs_exist() -> None:
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(ROOT / "configs").as_posix())
 def test_config_instantiates(path: Path) -> None:
     content = yaml.safe_load(path.read_text()) or {}
-    args = ["--config", str(path)] if "model" in content else ["--config", str(BASE), "--config", str(path)]
+    standalone = "class_path" in (content.get("model") or {})
+    args = ["--config", str(path)] if standalone else ["--config", str(BASE), "--config", str(path)]
     cli = cli_main(args, run=False)
     assert cli.model is not None and cli.trainer is not None
     if "data" in content:
