@@ -94,14 +94,15 @@ class GenerationSampleLogger(Callback):
         return [dataset[i] for i in range(min(self.num_samples, len(dataset)))]
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        # Every rank generates (a ZeRO-3/FSDP forward needs all ranks); only rank zero writes the texts.
+        if trainer.sanity_checking:
             return
         self._runs += 1
         if (self._runs - 1) % self.every:
             return
         if not hasattr(pl_module, "generate_texts"):
             raise ConfigError(f"{type(pl_module).__name__} has no generate_texts(samples) for GenerationSampleLogger")
-        logger = self._tensorboard(trainer)
+        logger = self._tensorboard(trainer) if trainer.is_global_zero else None
         if self._samples is None:
             self._samples = self._pick_samples(trainer)
         was_training = pl_module.training
@@ -110,6 +111,8 @@ class GenerationSampleLogger(Callback):
             texts = pl_module.generate_texts(self._samples, **self.gen_kwargs)
         finally:
             pl_module.train(was_training)
+        if logger is None:
+            return
         rows = [(str(s["id"]), str(s["label"]), t) for s, t in zip(self._samples, texts, strict=True)]
         logger.experiment.add_text(self.tag, _markdown_table(rows), global_step=trainer.global_step)
         answers = [parse_completion(t).answer for t in texts]

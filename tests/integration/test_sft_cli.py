@@ -30,6 +30,16 @@ def test_sft_config_builds_without_loading_weights():
     assert cli.datamodule.num_frames == 8
 
 
+def test_optimizer_is_injectable_from_the_config():
+    cli = cli_main(
+        ["--config", str(CONFIGS / "sft.yaml"), "--trainer.logger", "false",
+         "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.lr", "0.5"],
+        run=False,
+    )  # fmt: skip
+    opt = cli.model.optimizer_factory([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["lr"] == 0.5
+
+
 @pytest.mark.parametrize("name", sorted(DEEPSPEED))
 def test_deepspeed_configs_stack_onto_the_stage_config(name):
     from lightning.pytorch.strategies import DeepSpeedStrategy

@@ -27,4 +27,4 @@ def test_tiny_tokenizer_knows_the_format_and_special_tokens(tiny_omni):
     target = format_target("The person smiles broadly.", "happy")
     ids = tok(target, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids, skip_special_tokens=True) == target  # format tags survive decoding
-    assert len(tok(DEFAULT_INSTRUCTION)["input_ids"]) < len(DEFAULT_INSTRUCTION) / 3  # BPE merges learned on it
+    assert len(tok(DEFAULT_INSTRUCTION)["input_ids"]) < len(DEFAULT_INSTRUCTION) / 2.5  # BPE merges learned on it
