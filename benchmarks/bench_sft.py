@@ -33,7 +33,11 @@ from ecr.models.tiny import build_tiny_omni, count_parameters
 
 
 def load_samples(root: Path, n: int, frames: int, synth: bool = True) -> list[dict]:
-    manifest = synthesize(root, num_clips=n, labels="dfew", seed=0, size=112, duration=2.0) if synth else root / MANIFEST_NAME
+    manifest = (
+        synthesize(root, num_clips=n, labels="dfew", seed=0, size=112, duration=2.0)
+        if synth
+        else root / MANIFEST_NAME
+    )
     labels = get_label_set("dfew")
     out = []
     for line in manifest.read_text().splitlines():

@@ -90,8 +90,19 @@ class GenerationSampleLogger(Callback):
         loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
         if loader is None:
             raise ConfigError("GenerationSampleLogger: the datamodule has no validation dataloader")
+        from ecr.data.dataset import ClipFailure
+
         dataset = loader.dataset
-        return [dataset[i] for i in range(min(self.num_samples, len(dataset)))]
+        picked: list[Any] = []
+        for i in range(len(dataset)):  # the first decodable clips (failures are reported by the datamodule)
+            item = dataset[i]
+            if not isinstance(item, ClipFailure):
+                picked.append(item)
+            if len(picked) == self.num_samples:
+                break
+        if not picked:
+            raise ConfigError("GenerationSampleLogger: no validation clip could be decoded")
+        return picked
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Every rank generates (a ZeRO-3/FSDP forward needs all ranks); only rank zero writes the texts.
@@ -101,7 +112,9 @@ class GenerationSampleLogger(Callback):
         if (self._runs - 1) % self.every:
             return
         if not hasattr(pl_module, "generate_texts"):
-            raise ConfigError(f"{type(pl_module).__name__} has no generate_texts(samples) for GenerationSampleLogger")
+            raise ConfigError(
+                f"{type(pl_module).__name__} has no generate_texts(samples) for GenerationSampleLogger"
+            )
         logger = self._tensorboard(trainer) if trainer.is_global_zero else None
         if self._samples is None:
             self._samples = self._pick_samples(trainer)

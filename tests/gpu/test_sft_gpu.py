@@ -19,7 +19,10 @@ from ecr.models import PolicyConfig
 from ecr.models.tiny import build_tiny_omni
 from ecr.modules.sft import SFTModule
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 SMALL = {"min_pixels": 3136, "max_pixels": 3136}
 
 
@@ -32,7 +35,10 @@ def tiny(tmp_path_factory) -> Path:
 def clips(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("clips")
     manifest = synthesize(root, num_clips=4, labels="dfew", seed=0, size=64, duration=2.0)
-    rows = [dict(json.loads(line), split="train" if i < 3 else "val") for i, line in enumerate(manifest.read_text().splitlines())]
+    rows = [
+        dict(json.loads(line), split="train" if i < 3 else "val")
+        for i, line in enumerate(manifest.read_text().splitlines())
+    ]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
@@ -65,7 +71,9 @@ def test_deepspeed_step(tiny, clips, tmp_path, stage):
 
 
 def test_qlora_4bit_fit_with_validation(tiny, clips, tmp_path):
-    policy = PolicyConfig(model=str(tiny), dtype="bfloat16", quantization="4bit", lora={"r": 4, "dropout": 0.0}, inputs=SMALL)
+    policy = PolicyConfig(
+        model=str(tiny), dtype="bfloat16", quantization="4bit", lora={"r": 4, "dropout": 0.0}, inputs=SMALL
+    )
     module = SFTModule(policy, lr=1e-3, warmup_ratio=0.0)
     snapshot = Snapshot()  # configure_model() loads the 4-bit weights straight onto the GPU
     trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_epochs=2, logger=False,

@@ -23,7 +23,12 @@ DEEPSPEED = {
 def test_sft_config_builds_without_loading_weights():
     cli = cli_main(["--config", str(CONFIGS / "sft.yaml"), "--trainer.logger", "false"], run=False)
     policy = cli.model.policy_config
-    assert (policy.model, policy.quantization, policy.lora.enabled, policy.dtype) == ("Qwen/Qwen2.5-Omni-3B", "8bit", True, "bfloat16")
+    assert (policy.model, policy.quantization, policy.lora.enabled, policy.dtype) == (
+        "Qwen/Qwen2.5-Omni-3B",
+        "8bit",
+        True,
+        "bfloat16",
+    )
     assert cli.model.model is None  # heavy loading waits for configure_model()
     assert (cli.model.lr, cli.model.warmup_ratio) == (2e-5, 0.03)
     assert cli.trainer.accumulate_grad_batches * cli.datamodule.batch_size == 32
@@ -107,4 +112,6 @@ def test_demo_fit_logs_and_exports(tmp_path):
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert not any(".visual." in k or ".audio_tower." in k for k in state)  # frozen towers are not saved
     _run_main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "export")])
-    assert (tmp_path / "export" / "merged" / "model.safetensors").is_file()  # full fine-tune -> a model folder
+    assert (
+        tmp_path / "export" / "merged" / "model.safetensors"
+    ).is_file()  # full fine-tune -> a model folder

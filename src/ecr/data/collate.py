@@ -55,7 +55,10 @@ def check_media_tokens(
     input_ids [B, L]; video_features / audio_features [B]: features the encoders produce per sample (one
     video and one audio per sample), e.g. `video_token_counts(grid, merge)` and `qwen_omni_audio_tokens(...)`.
     """
-    for kind, token_id, expected in (("video", video_token_id, video_features), ("audio", audio_token_id, audio_features)):
+    for kind, token_id, expected in (
+        ("video", video_token_id, video_features),
+        ("audio", audio_token_id, audio_features),
+    ):
         if token_id is None or expected is None:
             continue
         found = (input_ids == token_id).sum(-1)  # [B]
@@ -65,7 +68,9 @@ def check_media_tokens(
             )
         bad = (found != expected.to(found.device)).nonzero().flatten().tolist()
         if bad:
-            details = ", ".join(f"{clip_ids[i]}: {int(found[i])} tokens vs {int(expected[i])} features" for i in bad)
+            details = ", ".join(
+                f"{clip_ids[i]}: {int(found[i])} tokens vs {int(expected[i])} features" for i in bad
+            )
             raise MediaTokenMismatchError(
                 f"{kind} placeholder tokens do not match encoder features ({details}); the sequence was cut "
                 "or the processor and the model disagree on the media geometry"
@@ -130,7 +135,9 @@ class _ChatCollator:
         """Full texts to tokenise and, in train mode, the token ids of each assistant turn."""
         texts, suffixes = [], []
         for s in samples:
-            prompt = self.processor.apply_chat_template(messages_fn(s, None), add_generation_prompt=True, tokenize=False)
+            prompt = self.processor.apply_chat_template(
+                messages_fn(s, None), add_generation_prompt=True, tokenize=False
+            )
             if self.mode == "generate":
                 texts.append(prompt)
                 continue
@@ -139,7 +146,9 @@ class _ChatCollator:
             target = format_target(s["explanation"], s["label"])
             full = self.processor.apply_chat_template(messages_fn(s, target), tokenize=False)
             if not full.startswith(prompt):
-                raise ConfigError("chat template: the conversation with the answer does not start with the prompt")
+                raise ConfigError(
+                    "chat template: the conversation with the answer does not start with the prompt"
+                )
             texts.append(full)
             suffixes.append(self.tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"])
         return texts, suffixes
@@ -159,7 +168,9 @@ class _ChatCollator:
             )
         if self.mode == "train":
             end_id = self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
-            batch["labels"] = assistant_labels(batch["input_ids"], batch["attention_mask"], suffixes, end_id, ids)
+            batch["labels"] = assistant_labels(
+                batch["input_ids"], batch["attention_mask"], suffixes, end_id, ids
+            )
         batch["meta"] = {
             "ids": ids,
             "label": [s["label"] for s in samples],
@@ -179,7 +190,11 @@ class OmniCollator(_ChatCollator):
 
     def _messages(self, sample: Mapping[str, Any], target: str | None):
         return build_messages(
-            instruction=self.instruction, video=self.use_video, audio=self.use_audio, target=target, system=self.system
+            instruction=self.instruction,
+            video=self.use_video,
+            audio=self.use_audio,
+            target=target,
+            system=self.system,
         )
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -209,7 +224,9 @@ class OmniCollator(_ChatCollator):
             video_token_id=self.tokenizer.video_token_id if self.use_video else None,
             video_features=video_token_counts(batch["video_grid_thw"], merge) if self.use_video else None,
             audio_token_id=self.tokenizer.audio_token_id if self.use_audio else None,
-            audio_features=qwen_omni_audio_tokens(batch["feature_attention_mask"].sum(-1)) if self.use_audio else None,
+            audio_features=qwen_omni_audio_tokens(batch["feature_attention_mask"].sum(-1))
+            if self.use_audio
+            else None,
         )
         return self._finish(batch, suffixes, samples)
 
@@ -217,9 +234,17 @@ class OmniCollator(_ChatCollator):
         rate = self.processor.feature_extractor.sampling_rate
         audio = sample["audio"]
         if int(sample["sample_rate"]) != rate:
-            raise ClipError(sample["id"], "sample_rate", f"audio at {sample['sample_rate']} Hz, the model expects {rate} Hz")
+            raise ClipError(
+                sample["id"],
+                "sample_rate",
+                f"audio at {sample['sample_rate']} Hz, the model expects {rate} Hz",
+            )
         if audio.ndim != 1 or audio.numel() == 0:
-            raise ClipError(sample["id"], "empty", f"audio must be a non-empty mono waveform, got shape {tuple(audio.shape)}")
+            raise ClipError(
+                sample["id"],
+                "empty",
+                f"audio must be a non-empty mono waveform, got shape {tuple(audio.shape)}",
+            )
         limit = int(getattr(self.processor.feature_extractor, "n_samples", _WHISPER_MAX_SECONDS * rate))
         if audio.numel() > limit:
             raise ClipError(
@@ -245,7 +270,9 @@ class TextCollator(_ChatCollator):
         if not samples:
             raise ConfigError("collator received an empty batch")
         texts, suffixes = self._texts(self._messages, samples)
-        batch = dict(self.tokenizer(texts, return_tensors="pt", add_special_tokens=False, **self._text_kwargs()))
+        batch = dict(
+            self.tokenizer(texts, return_tensors="pt", add_special_tokens=False, **self._text_kwargs())
+        )
         batch.pop("token_type_ids", None)
         return self._finish(batch, suffixes, samples)
 

@@ -33,7 +33,9 @@ def backbone_class(name: str) -> type:
     if name not in BACKBONES and name in _BUILTIN:
         importlib.import_module(_BUILTIN[name])
     if name not in BACKBONES:
-        raise ConfigError(f"policy.backbone: unknown backbone {name!r}; known: {sorted(set(BACKBONES) | set(_BUILTIN))}")
+        raise ConfigError(
+            f"policy.backbone: unknown backbone {name!r}; known: {sorted(set(BACKBONES) | set(_BUILTIN))}"
+        )
     return BACKBONES[name]
 
 

@@ -55,7 +55,12 @@ class SFTModule(LightningModule):
         self.optimizer_factory = optimizer
         # Plain dicts only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters(
-            {"policy": self.policy_config.to_dict(), "lr": lr, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio}
+            {
+                "policy": self.policy_config.to_dict(),
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "warmup_ratio": warmup_ratio,
+            }
         )
         self.backbone = build_backbone(self.policy_config)
         self.model: torch.nn.Module | None = None
@@ -69,7 +74,9 @@ class SFTModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             if not hasattr(datamodule, "collate_fn"):
-                raise ConfigError(f"{type(datamodule).__name__} has no `collate_fn` attribute for the SFT collator")
+                raise ConfigError(
+                    f"{type(datamodule).__name__} has no `collate_fn` attribute for the SFT collator"
+                )
             datamodule.collate_fn = self.collator
 
     def configure_model(self) -> None:
@@ -83,7 +90,13 @@ class SFTModule(LightningModule):
         loss, n_tokens = self.backbone.loss(batch)
         bs = batch["input_ids"].shape[0]
         self.log(f"{split}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=split != "train")
-        self.log(f"{split}/target_tokens", float(n_tokens), batch_size=bs, reduce_fx="sum", sync_dist=split != "train")
+        self.log(
+            f"{split}/target_tokens",
+            float(n_tokens),
+            batch_size=bs,
+            reduce_fx="sum",
+            sync_dist=split != "train",
+        )
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -120,8 +133,13 @@ class SFTModule(LightningModule):
             optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(round(self.warmup_ratio * total))
-        scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+        scheduler = get_cosine_schedule_with_warmup(
+            optimizer, num_warmup_steps=warmup, num_training_steps=total
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+        }
 
     # ------------------------------------------------------------------------------------ checkpoints
     def trainable_keys(self) -> set[str]:

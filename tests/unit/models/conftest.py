@@ -60,8 +60,18 @@ def small_inputs() -> dict:
 @pytest.fixture
 def text_samples() -> list[dict]:
     return [
-        {"id": "t0", "text": "I can't stop smiling today!", "label": "happy", "explanation": "The speaker is smiling."},
-        {"id": "t1", "text": "Leave me alone.", "label": "angry", "explanation": "The words are curt and hostile."},
+        {
+            "id": "t0",
+            "text": "I can't stop smiling today!",
+            "label": "happy",
+            "explanation": "The speaker is smiling.",
+        },
+        {
+            "id": "t1",
+            "text": "Leave me alone.",
+            "label": "angry",
+            "explanation": "The words are curt and hostile.",
+        },
     ]
 
 

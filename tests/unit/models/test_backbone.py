@@ -78,7 +78,15 @@ def test_lora_targets_language_model_only_and_towers_frozen(tiny_omni):
     assert bb.load() is bb.model  # idempotent
     lora = [n for n, _ in bb.model.named_parameters() if "lora_" in n]
     assert lora and all(".language_model.layers." in n for n in lora)
-    assert {n.split(".")[-4] for n in lora} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert {n.split(".")[-4] for n in lora} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     trainable = bb.trainable_parameter_names()
     assert set(trainable) == set(lora)
     base = bb.base_model
@@ -118,7 +126,9 @@ def test_4bit_loads_and_runs_inference_on_cpu(tiny_omni, clip_samples):
     bb = load_policy(_policy(tiny_omni, quantization="4bit", dtype="float32", lora={"r": 4}))
     assert isinstance(bb.base_model.model.language_model.layers[0].mlp.up_proj.base_layer, bnb.nn.Linear4bit)
     with torch.no_grad():
-        ids = bb.generate(bb.encode_prompt(bb.collator("generate")(clip_samples[:1])), max_new_tokens=3, do_sample=False)
+        ids = bb.generate(
+            bb.encode_prompt(bb.collator("generate")(clip_samples[:1])), max_new_tokens=3, do_sample=False
+        )
     assert ids.shape == (1, 3)
 
 
@@ -144,7 +154,11 @@ def test_cached_prompt_logprobs_equal_plain_forward(tiny_omni, clip_samples, qua
         assert torch.equal(raw[:, batch["input_ids"].shape[1] :], completion)
         # G rollouts per prompt reuse the encoding: same scores, repeated
         g = prompt.repeat_interleave(2)
-        assert torch.allclose(bb.token_logprobs(g, completion.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)), cached.repeat_interleave(2, 0), atol=1e-5)
+        assert torch.allclose(
+            bb.token_logprobs(g, completion.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)),
+            cached.repeat_interleave(2, 0),
+            atol=1e-5,
+        )
 
 
 def test_token_logprobs_backpropagate_into_adapters_only(tiny_omni, clip_samples):
@@ -183,12 +197,18 @@ def test_adapter_save_then_load_gives_identical_logits(tiny_omni, clip_samples, 
 # ------------------------------------------------------------------------------------------ text LMs
 def test_causal_lm_backbone_trains_and_scores_text(tiny_lm, text_samples):
     bb = load_policy(PolicyConfig(backbone="causal_lm", model=str(tiny_lm), lora={"r": 4, "dropout": 0.0}))
-    assert {n.split(".")[-4] for n, _ in bb.model.named_parameters() if "lora_A" in n} >= {"q_proj", "down_proj"}
+    assert {n.split(".")[-4] for n, _ in bb.model.named_parameters() if "lora_A" in n} >= {
+        "q_proj",
+        "down_proj",
+    }
     assert not any("lm_head" in n and "lora" in n for n, _ in bb.model.named_parameters())
     samples = text_samples
     batch = bb.collator("train")(samples)
     kept = batch["labels"][1][batch["labels"][1] != -100]
-    assert bb.tokenizer.decode(kept) == "<think>The words are curt and hostile.</think>\n<answer>angry</answer><|im_end|>"
+    assert (
+        bb.tokenizer.decode(kept)
+        == "<think>The words are curt and hostile.</think>\n<answer>angry</answer><|im_end|>"
+    )
     loss, _ = bb.loss(batch)
     loss.backward()
     bb.model.eval()
