@@ -15,6 +15,7 @@ Adding a family = a new module implementing this Protocol + `register_backbone`,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -107,6 +108,10 @@ class PolicyBackbone(Protocol):
         self, prompt: EncodedPrompt, completion_ids: torch.Tensor, completion_mask: torch.Tensor
     ) -> torch.Tensor:
         """Log-prob [B, C] of each completion token given the encoded prompt (grad flows to trainable params)."""
+        ...
+
+    def adapter_disabled(self) -> AbstractContextManager[None]:
+        """Context in which the model runs without its LoRA adapter (reference log-probs, no second copy)."""
         ...
 
     def decode(self, token_ids: torch.Tensor) -> list[str]:

@@ -8,10 +8,11 @@ and processor to load, which modules are media towers, and how media become embe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,21 @@ class HFBackbone:
         p = prompt.input_ids.shape[1]
         logits = self._lm_head()(hidden[:, p - 1 : -1])  # [B, C, V]: position t predicts token t+1
         return gather_logprobs(logits, completion_ids) * completion_mask
+
+    @contextlib.contextmanager
+    def adapter_disabled(self) -> Iterator[None]:
+        """Run the base weights only: the frozen reference policy of GRPO, with no second model copy.
+
+        A prompt encoded with the adapter on stays valid here as long as the towers and embeddings are frozen
+        (LoRA sits in the language model only); with a trained tower, encode the reference prompt inside too.
+        """
+        model = self._require_model()
+        if not hasattr(model, "disable_adapter"):
+            raise ConfigError(
+                "adapter_disabled() needs a LoRA policy (policy.lora.enabled or policy.adapter)"
+            )
+        with model.disable_adapter():
+            yield
 
     def generate(self, prompt: EncodedPrompt, **generation_kwargs: Any) -> torch.Tensor:
         """Completion ids [B, C] generated from the cached prompt encoding (media encoders do not run)."""

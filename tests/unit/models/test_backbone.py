@@ -174,6 +174,31 @@ def test_token_logprobs_backpropagate_into_adapters_only(tiny_omni, clip_samples
     assert grads and all("lora_" in n for n in grads)
 
 
+def test_reference_logprobs_with_the_adapter_disabled(tiny_omni, clip_samples):
+    """GRPO's reference policy = the same model with LoRA switched off (no second copy)."""
+    bb = load_policy(_policy(tiny_omni, lora={"r": 4, "dropout": 0.0}))
+    plain = load_policy(_policy(tiny_omni, lora={"enabled": False}))
+    for n, p in bb.model.named_parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)
+    bb.model.eval()
+    plain.model.eval()
+    with torch.no_grad():
+        prompt = bb.encode_prompt(bb.collator("generate")(clip_samples[:2]))
+        completion = torch.randint(10, 100, (2, 5))
+        mask = torch.ones_like(completion)
+        policy_lp = bb.token_logprobs(prompt, completion, mask)
+        with bb.adapter_disabled():
+            ref_lp = bb.token_logprobs(prompt, completion, mask)
+        base_lp = plain.token_logprobs(
+            plain.encode_prompt(plain.collator("generate")(clip_samples[:2])), completion, mask
+        )
+    assert torch.allclose(ref_lp, base_lp, atol=1e-5)
+    assert not torch.allclose(policy_lp, ref_lp, atol=1e-3)
+    with pytest.raises(ConfigError, match="needs a LoRA policy"), plain.adapter_disabled():
+        pass
+
+
 def test_adapter_save_then_load_gives_identical_logits(tiny_omni, clip_samples, tmp_path):
     bb = load_policy(_policy(tiny_omni, quantization="8bit", lora={"r": 4, "dropout": 0.0}))
     for n, p in bb.model.named_parameters():
