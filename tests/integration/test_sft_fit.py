@@ -211,3 +211,24 @@ def test_resume_matches_uninterrupted_run(tiny, clips, tmp_path):
     assert resumed_losses == pytest.approx(full_losses[2:], abs=1e-6)
     for name in full.trainable_keys():
         assert torch.allclose(full.get_parameter(name), resumed.get_parameter(name), atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tiny, clips, tmp_path):
+    """Multi-process SFT (gloo): every rank generates for the sample logger, rank zero writes the texts."""
+    from ecr.callbacks import GenerationSampleLogger
+
+    rows = [json.loads(line) for line in (clips / "manifest.jsonl").read_text().splitlines()]
+    (clips / "ddp.jsonl").write_text(
+        "".join(json.dumps(dict(r, split="val" if i == 3 else "train")) + "\n" for i, r in enumerate(rows))
+    )
+    policy = PolicyConfig(model=str(tiny), lora={"r": 4}, inputs=SMALL)
+    module = SFTModule(policy, lr=1e-3)
+    logger = L.pytorch.loggers.TensorBoardLogger(tmp_path / "tb", name="ddp")
+    trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=logger, enable_checkpointing=False,
+        num_sanity_val_steps=0, enable_progress_bar=False,
+        callbacks=[GenerationSampleLogger(num_samples=1, max_new_tokens=4)],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=_data(clips, batch_size=1, manifest="ddp.jsonl"))
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))

@@ -152,8 +152,8 @@ class SFTModule(LightningModule):
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
         """Load a trainable-only state dict; strict = every trainable tensor present and nothing unknown."""
-        if self.model is None:
-            raise ConfigError("load_state_dict before configure_model(): the base weights are not loaded yet")
+        if self.model is None:  # e.g. ddp_spawn handing rank 0's weights back to the main process
+            self.configure_model()
         expected = self.trainable_keys()
         missing = sorted(expected - set(state_dict))
         unexpected = sorted(set(state_dict) - set(super().state_dict()))
