@@ -85,6 +85,8 @@ def cli_main(args: ArgsType = None, run: bool = True) -> ECRCLI:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """The `ecr` console script. `argv=None` reads the process's command line."""
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in EXTRA_COMMANDS:
         result = run_extra(argv)
@@ -94,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print("ecr: fit|validate|test|predict --config X.yaml  (LightningCLI)")
         print("     " + " | ".join(f"{k} ..." for k in EXTRA_COMMANDS) + "  (utility commands)")
-    cli_main(argv)
+    # From the command line LightningCLI reads sys.argv itself (passing it again makes it warn).
+    cli_main(None if from_command_line else argv)
 
 
 if __name__ == "__main__":
