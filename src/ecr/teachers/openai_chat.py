@@ -74,8 +74,8 @@ class OpenAIConfig:
     """Requests in flight at once."""
 
 
-def parse_label_reply(reply: str, space: LabelSet, max_labels: int = 2) -> TeacherResult:
-    """Strictly parse `{"labels": [...]}` into a `TeacherLabel`, or say why it is missing."""
+def _json_object(reply: str) -> dict | Missing:
+    """The JSON object of a reply (a ```json fence is allowed), or Missing("unparseable")."""
     text = reply.strip()
     fenced = _FENCE.match(text)
     if fenced:
@@ -84,7 +84,15 @@ def parse_label_reply(reply: str, space: LabelSet, max_labels: int = 2) -> Teach
         obj = json.loads(text)
     except json.JSONDecodeError:
         return Missing("unparseable", reply[:200])
-    labels = obj.get("labels") if isinstance(obj, dict) else None
+    return obj if isinstance(obj, dict) else Missing("unparseable", reply[:200])
+
+
+def parse_label_reply(reply: str, space: LabelSet, max_labels: int = 2) -> TeacherResult:
+    """Strictly parse `{"labels": [...]}` into a `TeacherLabel`, or say why it is missing."""
+    obj = _json_object(reply)
+    if isinstance(obj, Missing):
+        return obj
+    labels = obj.get("labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
         return Missing("unparseable", reply[:200])
     if len(labels) > max_labels:
@@ -102,15 +110,10 @@ def parse_label_reply(reply: str, space: LabelSet, max_labels: int = 2) -> Teach
 
 
 def parse_paraphrase_reply(reply: str) -> list[str] | Missing:
-    text = reply.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1)
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        return Missing("unparseable", reply[:200])
-    items = obj.get("paraphrases") if isinstance(obj, dict) else None
+    obj = _json_object(reply)
+    if isinstance(obj, Missing):
+        return obj
+    items = obj.get("paraphrases")
     if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
         return Missing("unparseable", reply[:200])
     return [x.strip() for x in items]
