@@ -11,10 +11,18 @@ the on-disk cache). It does not know any task: a LightningModule plugs its own c
 Clips that fail to decode follow `on_error`: "raise" stops training with the `ClipError`; "skip" drops them
 from their batch, and at the end of each epoch the skipped clips are printed, logged (`data/skipped_<stage>`)
 and kept in `skipped` (last pass) and `skip_counts` (all passes), so nothing fails silently.
+
+Resuming is exact: the training order is an `EpochSampler`'s, a pure function of (seed, epoch) that
+Lightning advances with `set_epoch`, and the training loader's position in its epoch is saved in checkpoints
+(Lightning's stateful-dataloader support), so a run resumed at an epoch boundary or mid-epoch sees the same
+remaining batches as an uninterrupted one (mid-epoch: same batch_size, dataset and world size required, else
+a warning and the epoch restarts). Clips skipped before an interruption are not reported again after it.
+Hyper-parameters hold plain strings (no `Path`): checkpoints load with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +35,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ecr.data.cache import ClipCache
 from ecr.data.dataset import ClipDataLoader, ClipDataset, ClipFailure, Collator, OnError, default_collate
 from ecr.data.manifests import DatasetFormat, read_dataset
+from ecr.data.sampler import EpochSampler
 from ecr.data.types import ClipRecord, ClipSample
 from ecr.errors import ConfigError
 from ecr.labels import LabelSet, get_label_set
@@ -79,7 +88,7 @@ class ClipDataModule(LightningDataModule):
         sample_rate: audio sample rate (Hz) after mono down-mix and resampling.
         batch_size: clips per batch.
         num_workers: DataLoader worker processes that decode clips.
-        seed: seed of the split assignment and of the shuffling order.
+        seed: seed of the split assignment and of the shuffling order (epoch e: `EpochSampler` with seed + e).
         cache_dir: folder of the on-disk cache of decoded clips (None: no cache).
         on_error: "skip" a clip that cannot be decoded (counted, reported each epoch) or "raise".
         collate_fn: task collator `list[ClipSample] -> batch` (default: `default_collate`, a dict).
@@ -126,6 +135,10 @@ class ClipDataModule(LightningDataModule):
             raise ConfigError(
                 "data: num_frames, batch_size and sample_rate must be positive, num_workers >= 0"
             )
+        # hparams go into checkpoints: plain strings, since torch.load(weights_only=True) rejects Path objects
+        root = os.fspath(root)
+        manifest = os.fspath(manifest) if manifest is not None else None
+        cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
         self.save_hyperparameters(ignore=["collate_fn"])
         self.root = Path(root)
         self.format = format
@@ -209,24 +222,28 @@ class ClipDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------------------------ dataloaders
     def _loader(self, split: str, stage: str, *, train: bool) -> ClipDataLoader:
-        # The generator draws one order per epoch; offsetting by the epoch keeps orders distinct when the
-        # Trainer rebuilds loaders each epoch (reload_dataloaders_every_n_epochs) and equal across reruns.
-        trainer = getattr(self, "trainer", None)
-        epoch = int(trainer.current_epoch) if trainer is not None else 0
-        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * epoch)
+        dataset = self._dataset(split)
         return ClipDataLoader(
-            self._dataset(split),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=self.shuffle and train,
+            sampler=self._train_sampler(dataset) if train else None,
             drop_last=self.drop_last and train,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
-            generator=generator,
+            # seeds only the workers' base seed; keeps the global RNG (dropout, ...) untouched by loaders
+            generator=torch.Generator().manual_seed(self.seed),
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             on_error=self.on_error,
             reporter=lambda failures, batches: self._report(stage, failures, batches),
         )
+
+    def _train_sampler(self, dataset: ClipDataset) -> EpochSampler:
+        """Order = f(seed, epoch), sharded over the Trainer's processes (Lightning keeps DistributedSamplers
+        as they are, and calls their `set_epoch`)."""
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return EpochSampler(dataset, shuffle=self.shuffle, seed=self.seed, num_replicas=world, rank=rank)
 
     def train_dataloader(self) -> ClipDataLoader:
         return self._loader("train", "train", train=True)

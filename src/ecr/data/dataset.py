@@ -6,6 +6,10 @@ the batch from the remaining items and carries the markers along, and `ClipDataL
 either raises the original `ClipError` (`on_error="raise"`) or counts the skipped clips and reports them when
 the epoch's iteration ends (`on_error="skip"`). The task collator (SFT, GRPO, verifier, ...) only ever sees
 good `ClipSample`s, and the batches a model receives are exactly what the task collator returned.
+
+`ClipDataLoader` is also "stateful" in Lightning's sense (`state_dict`/`load_state_dict`): the fit loop saves
+its position in the current pass into checkpoints and restores it on resume, and with an `EpochSampler` the
+resumed pass continues with exactly the batches the interrupted one had not yet handed out.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from ecr.data.cache import ClipCache
 from ecr.data.decode import decode_clip
+from ecr.data.sampler import EpochSampler
 from ecr.data.types import ClipRecord, ClipSample, DecodedClip
 from ecr.errors import ClipError
 from ecr.labels import LabelSet
@@ -173,6 +179,11 @@ class ClipDataLoader(DataLoader):
     With `on_error="raise"` the first failed clip raises its `ClipError` (the real type, also from worker
     processes); with "skip" the failed clips are dropped, and at the end of each pass `reporter(failures,
     num_batches)` is called. A pass in which every clip failed raises anyway: there is nothing to train on.
+
+    `state_dict()` is the position in the current pass: its epoch (the sampler's) and the number of batches
+    taken from the sampler up to the last batch handed out. `load_state_dict()` makes the next pass over that
+    same epoch skip those batches (needs an `EpochSampler`; a complete pass or another epoch starts afresh).
+    Clips skipped before the interruption are not re-reported by the resumed pass.
     """
 
     def __init__(
@@ -191,16 +202,28 @@ class ClipDataLoader(DataLoader):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.on_error = on_error
         self.reporter = reporter
+        self._epoch = 0  # epoch of the current (or last) pass
+        self._position = 0  # batches of that pass taken from the sampler up to the last one handed out
+        self._resume: tuple[int, int] | None = None  # (epoch, batches) to skip, from load_state_dict
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        # A generator: nothing runs until the first next(), i.e. after Lightning's set_epoch for this epoch.
+        self._epoch = int(getattr(self.sampler, "epoch", 0))
+        offset = 0
+        if self._resume is not None and self._resume[0] == self._epoch:
+            offset = self._resume[1]
+            self.sampler.skip_next(offset * self.batch_size)  # type: ignore[attr-defined, operator]
+        self._resume = None
+        self._position = offset
         failures: list[ClipFailure] = []
         batches = received = 0
-        expected = len(self)  # Lightning stops after len() batches without exhausting the iterator
+        expected = len(self) - offset  # Lightning stops after len() batches without exhausting the iterator
         reported = False
         for item in super().__iter__():
             received += 1
             if not isinstance(item, CollatedBatch):  # a foreign collate_fn was swapped in
                 batches += 1
+                self._position = offset + received
                 yield item
                 continue
             if item.failures and self.on_error == "raise":
@@ -212,9 +235,35 @@ class ClipDataLoader(DataLoader):
                 self._end_of_pass(failures, batches)
                 reported = True
             if item.batch is not None:
+                self._position = offset + received
                 yield item.batch
+        self._position = offset + received
         if not reported:
             self._end_of_pass(failures, batches)
+
+    def state_dict(self) -> dict[str, int]:
+        """Position in the current pass (saved into checkpoints by Lightning's fit loop)."""
+        return {
+            "epoch": self._epoch,
+            "batches": self._position,
+            "batch_size": int(self.batch_size or 0),
+            "num_samples": len(self.sampler),  # type: ignore[arg-type]
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume the pass described by `state` on the next iteration over the same epoch."""
+        batches = int(state.get("batches", 0))
+        if batches == 0 or batches >= len(self):  # nothing taken yet, or a complete pass: start afresh
+            return
+        here = {"batch_size": int(self.batch_size or 0), "num_samples": len(self.sampler)}  # type: ignore[arg-type]
+        saved = {k: state.get(k) for k in here}
+        if not isinstance(self.sampler, EpochSampler) or saved != here:
+            rank_zero_warn(
+                f"ClipDataLoader: cannot resume mid-epoch (saved {saved} after {batches} batches, now {here} "
+                f"with a {type(self.sampler).__name__}); epoch {state.get('epoch')} restarts from its start"
+            )
+            return
+        self._resume = (int(state["epoch"]), batches)
 
     def _end_of_pass(self, failures: list[ClipFailure], batches: int) -> None:
         if failures and batches == 0:

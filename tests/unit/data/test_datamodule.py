@@ -1,4 +1,5 @@
-"""ClipDataModule: seeded splits and batches, workers == no workers, the cache, the clip error policy."""
+"""ClipDataModule: seeded splits and batches, workers == no workers, the cache, the clip error policy, exact
+resume (sampler order = f(seed, epoch), loader state) and weights-only-loadable checkpoints."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -228,3 +230,164 @@ def test_a_pass_in_which_every_clip_fails_raises_even_when_skipping(tmp_path: Pa
     dm = ClipDataModule(root=tmp_path, manifest=tmp_path / "m.jsonl", labels="dfew", val_fraction=0.0)
     with pytest.raises(ClipError, match="all 2 clips of this pass failed"):
         list(dm.train_dataloader())  # setup() runs on demand
+
+
+# ----------------------------------------------------------------------------- resume determinism
+
+
+def test_epoch_sampler_order_is_a_function_of_seed_and_epoch() -> None:
+    from ecr.data.sampler import EpochSampler
+
+    def order(seed: int, epoch: int, **kw: object) -> list[int]:
+        s = EpochSampler(range(23), shuffle=True, seed=seed, **kw)  # type: ignore[arg-type]
+        s.set_epoch(epoch)
+        return list(s)
+
+    a = order(5, 3)
+    assert sorted(a) == list(range(23))
+    for _ in range(2):  # repeated passes and fresh samplers agree: no hidden RNG state
+        assert order(5, 3) == a
+    fresh = EpochSampler(range(23), shuffle=True, seed=5)
+    first = list(fresh)
+    fresh.set_epoch(3)
+    assert list(fresh) == a
+    fresh.set_epoch(0)
+    assert list(fresh) == first == order(5, 0)
+    assert order(5, 4) != a
+    assert order(6, 3) != a
+    assert list(EpochSampler(range(5), shuffle=False, seed=5)) == [0, 1, 2, 3, 4]
+    # DDP: the ranks partition one (seed, epoch) order
+    shards = [order(5, 3, num_replicas=2, rank=r) for r in (0, 1)]
+    assert sorted(shards[0] + shards[1][:-1]) == list(range(23))  # 23 -> 2 x 12, one index repeated
+    # a one-shot skip drops a prefix of the same order
+    s = EpochSampler(range(23), shuffle=True, seed=5)
+    s.set_epoch(3)
+    s.skip_next(7)
+    assert list(s) == a[7:]
+    assert list(s) == a
+
+
+def _int_loader(seed: int = 1, batch_size: int = 3, n: int = 11, **kw: object):
+    from ecr.data.dataset import ClipDataLoader
+    from ecr.data.sampler import EpochSampler
+
+    data = list(range(n))
+    sampler = EpochSampler(data, shuffle=True, seed=seed)
+    return ClipDataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=list, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_loader_state_resumes_the_interrupted_epoch_exactly(num_workers: int) -> None:
+    full = _int_loader(num_workers=num_workers)
+    full.sampler.set_epoch(2)
+    expected = list(full)  # [4 batches]
+    interrupted = _int_loader(num_workers=num_workers)
+    interrupted.sampler.set_epoch(2)
+    it = iter(interrupted)
+    seen = [next(it), next(it)]
+    state = interrupted.state_dict()
+    assert state == {"epoch": 2, "batches": 2, "batch_size": 3, "num_samples": 11}
+    resumed = _int_loader(num_workers=num_workers)
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(2)  # what Lightning does at the start of the resumed epoch
+    rest = list(resumed)
+    assert seen + rest == expected
+    assert resumed.state_dict()["batches"] == 4  # the pass is complete
+    resumed.sampler.set_epoch(3)
+    nxt = _int_loader(num_workers=num_workers)
+    nxt.sampler.set_epoch(3)
+    assert list(resumed) == list(nxt)  # the skip is used once; the next epoch is whole
+
+
+def test_loader_state_of_a_finished_pass_or_another_epoch_skips_nothing() -> None:
+    loader = _int_loader()
+    loader.sampler.set_epoch(1)
+    whole = list(loader)
+    loader.load_state_dict({"epoch": 1, "batches": 4, "batch_size": 3, "num_samples": 11})  # epoch boundary
+    assert list(loader) == whole
+    loader.load_state_dict({"epoch": 0, "batches": 2, "batch_size": 3, "num_samples": 11})  # not this epoch
+    assert list(loader) == whole
+
+
+def test_loader_state_with_another_batch_size_warns_and_restarts_the_epoch() -> None:
+    loader = _int_loader(batch_size=2)
+    with pytest.warns(UserWarning, match="cannot resume mid-epoch"):
+        loader.load_state_dict({"epoch": 0, "batches": 2, "batch_size": 3, "num_samples": 11})
+    assert sum(len(b) for b in loader) == 11
+
+
+class _LabelMean(L.LightningModule):
+    """The smallest real module: fits one scalar to the batches' label ids, records the ids it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[list[str]] = []
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self.seen.append(list(batch["ids"]))
+        return (self.w - batch["label_ids"].float().mean()) ** 2
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _StopAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def _fit(dm: ClipDataModule, tmp: Path, *, stop: int | None = None, ckpt: Path | None = None) -> _LabelMean:
+    module = _LabelMean()
+    callbacks: list[L.Callback] = []
+    if stop is not None:
+        callbacks = [
+            _StopAt(stop),
+            L.pytorch.callbacks.ModelCheckpoint(tmp / "ck", save_last=True, every_n_train_steps=1),
+        ]
+    L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=3, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=stop is not None,
+        default_root_dir=tmp, callbacks=callbacks,
+    ).fit(module, datamodule=dm, ckpt_path=ckpt)  # fmt: skip
+    return module
+
+
+def test_shuffled_fit_resumes_at_epoch_boundary_and_mid_epoch_like_an_uninterrupted_run(
+    synth_dir: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    full = _fit(_dm(synth_dir, batch_size=4, cache_dir=cache), tmp_path)
+    per_epoch = len(full.seen) // 3
+    assert per_epoch >= 3
+    epochs = [full.seen[e * per_epoch : (e + 1) * per_epoch] for e in range(3)]
+    assert epochs[0] != epochs[1] != epochs[2]  # reshuffled every epoch
+    for stop in (per_epoch, per_epoch + 2):  # an epoch boundary; mid-epoch
+        first = _fit(_dm(synth_dir, batch_size=4, cache_dir=cache), tmp_path / str(stop), stop=stop)
+        assert first.seen == full.seen[:stop]
+        resumed = _fit(
+            _dm(synth_dir, batch_size=4, cache_dir=cache),
+            tmp_path,
+            ckpt=tmp_path / str(stop) / "ck" / "last.ckpt",
+        )
+        assert resumed.seen == full.seen[stop:], stop
+        assert torch.equal(resumed.w, full.w)
+
+
+def test_checkpoint_of_a_datamodule_built_with_paths_loads_weights_only(
+    synth_dir: Path, tmp_path: Path
+) -> None:
+    dm = _dm(synth_dir, cache_dir=tmp_path / "cache", batch_size=2)  # root/manifest/cache_dir: Path objects
+    assert isinstance(dm.hparams["root"], str)
+    assert isinstance(dm.hparams["cache_dir"], str)
+    assert dm.root == synth_dir
+    assert dm.cache_dir == tmp_path / "cache"
+    _fit(dm, tmp_path, stop=1)
+    ckpt = torch.load(tmp_path / "ck" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["datamodule_hyper_parameters"]["manifest"] == str(synth_dir / "manifest.jsonl")
+    loader_states = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]  # saved by Lightning
+    assert loader_states[0]["batches"] == 1

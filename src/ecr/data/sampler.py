@@ -1,0 +1,47 @@
+"""The training sampler: an index order that is a pure function of (seed, epoch), resumable mid-epoch.
+
+Lightning calls `set_epoch(epoch)` on a loader's sampler at the start of every epoch (`_set_sampler_epoch` in
+the fit loop looks at `loader.sampler` and `loader.batch_sampler.sampler`), so the order of epoch `e` is the
+same in an uninterrupted run and in one resumed from a checkpoint. Under DDP Lightning leaves samplers that
+already are `DistributedSampler`s alone, so this sampler is one and shards by (num_replicas, rank) itself,
+shuffling with the DataModule's seed (a plain `DistributedSampler` does exactly this; single-process training
+is the num_replicas=1 case).
+
+Mid-epoch resume: `ClipDataLoader.state_dict()` records how many batches of the epoch were handed out; on
+load it asks the sampler to drop that many batches' worth of indices from the front of the same epoch's order
+(`skip_next`), so the rest of the interrupted epoch is exactly what the uninterrupted run saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sized
+
+from torch.utils.data import DistributedSampler
+
+
+class EpochSampler(DistributedSampler):
+    """This rank's share of a dataset, in an order fixed by (seed, epoch); optionally skips a prefix once.
+
+    Args:
+        dataset: anything with `len()`.
+        shuffle: permute with `torch.Generator().manual_seed(seed + epoch)` (else dataset order).
+        seed: shuffling seed (the same on every rank).
+        num_replicas, rank: the process group's size and this process's rank (1, 0 without DDP).
+    """
+
+    def __init__(
+        self, dataset: Sized, *, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
+        self._skip = 0
+
+    def skip_next(self, count: int) -> None:
+        """Make the next pass start after its first `count` indices (used once, then cleared)."""
+        if count < 0:
+            raise ValueError(f"skip count must be >= 0, got {count}")
+        self._skip = count
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())  # [num_samples]: this rank's share of epoch `self.epoch`
+        skip, self._skip = self._skip, 0
+        return iter(indices[skip:])
