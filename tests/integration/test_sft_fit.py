@@ -4,7 +4,8 @@
   target format and label for every clip;
 - 8-bit + LoRA trains on CPU: loss finite, adapters move, frozen weights do not; the checkpoint holds only
   trainable tensors; export writes a PEFT adapter and a merged model that score like the trained policy;
-- resuming from a checkpoint continues exactly like an uninterrupted run.
+- resuming from a checkpoint (shuffled data; epoch boundary and mid-epoch) continues exactly like an
+  uninterrupted run.
 """
 
 from __future__ import annotations
@@ -47,11 +48,13 @@ def clips(tmp_path_factory) -> Path:
     return root
 
 
-def _data(root: Path, batch_size: int = 4, manifest: str = "manifest.jsonl") -> ClipDataModule:
-    # str paths: hparams holding pathlib objects would not load with torch.load(weights_only=True)
+def _data(
+    root: Path, batch_size: int = 4, manifest: str = "manifest.jsonl", shuffle: bool = False
+) -> ClipDataModule:
+    # Path arguments are fine: the DataModule stores strings in its hparams (weights_only checkpoints)
     return ClipDataModule(
-        str(root), format="custom", manifest=str(root / manifest), labels="dfew", num_frames=4, batch_size=batch_size,
-        val_fraction=0.0, shuffle=False, num_workers=0, on_error="raise",
+        root, format="custom", manifest=root / manifest, labels="dfew", num_frames=4, batch_size=batch_size,
+        val_fraction=0.0, shuffle=shuffle, num_workers=0, on_error="raise",
     )  # fmt: skip
 
 
@@ -185,32 +188,48 @@ class StopAfter(L.Callback):
             trainer.should_stop = True
 
 
+class BatchIds(L.Callback):
+    def __init__(self) -> None:
+        self.ids: list[tuple] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.ids.append(tuple(batch["meta"]["ids"]))
+
+
 def test_resume_matches_uninterrupted_run(tiny, clips, tmp_path):
+    """Shuffled data (4 clips, 2 batches per epoch): resuming at an epoch boundary (step 2) and mid-epoch
+    (step 3) continues with the uninterrupted run's batches, losses and parameters."""
+
     def run(stop: int | None = None, ckpt_path: Path | None = None):
         L.seed_everything(0)
         policy = PolicyConfig(model=str(tiny), lora={"r": 4, "alpha": 8, "dropout": 0.0}, inputs=SMALL)
         module = SFTModule(policy, lr=5e-3, warmup_ratio=0.25)
-        history = LossHistory()
-        callbacks: list = [history]
+        history, ids = LossHistory(), BatchIds()
+        callbacks: list = [history, ids]
         if stop is not None:
             callbacks += [
                 StopAfter(stop),
                 L.pytorch.callbacks.ModelCheckpoint(
-                    dirpath=tmp_path / "ck", save_last=True, every_n_train_steps=1
+                    dirpath=tmp_path / "ck", filename="{step}", save_top_k=-1, every_n_train_steps=1
                 ),
             ]
-        trainer = _trainer(tmp_path, max_steps=5, callbacks=callbacks, enable_checkpointing=stop is not None)
-        trainer.fit(module, datamodule=_data(clips, batch_size=2), ckpt_path=ckpt_path)
-        return module, history.losses
+        trainer = _trainer(tmp_path, max_steps=6, callbacks=callbacks, enable_checkpointing=stop is not None)
+        trainer.fit(module, datamodule=_data(clips, batch_size=2, shuffle=True), ckpt_path=ckpt_path)
+        return module, history.losses, ids.ids
 
-    full, full_losses = run()
-    _, first_losses = run(stop=2)  # an epoch boundary (2 batches per epoch)
-    resumed, resumed_losses = run(ckpt_path=tmp_path / "ck" / "last.ckpt")
-    assert len(full_losses) == 5 and len(first_losses) == 2
-    assert first_losses == pytest.approx(full_losses[:2], abs=1e-6)
-    assert resumed_losses == pytest.approx(full_losses[2:], abs=1e-6)
-    for name in full.trainable_keys():
-        assert torch.allclose(full.get_parameter(name), resumed.get_parameter(name), atol=1e-6), name
+    full, full_losses, full_ids = run()
+    assert len(full_losses) == 6
+    assert full_ids[0:2] != full_ids[2:4] != full_ids[4:6]  # a new order every epoch
+    _, first_losses, _ = run(stop=3)  # checkpoints after steps 1, 2 (epoch boundary) and 3 (mid-epoch)
+    assert first_losses == pytest.approx(full_losses[:3], abs=1e-6)
+    for step in (2, 3):
+        ckpt = tmp_path / "ck" / f"step={step}.ckpt"
+        torch.load(ckpt, map_location="cpu", weights_only=True)  # plain hparams (data built with Paths)
+        resumed, resumed_losses, resumed_ids = run(ckpt_path=ckpt)
+        assert resumed_ids == full_ids[step:], step
+        assert resumed_losses == pytest.approx(full_losses[step:], abs=1e-6), step
+        for name in full.trainable_keys():
+            assert torch.allclose(full.get_parameter(name), resumed.get_parameter(name), atol=1e-6), name
 
 
 @pytest.mark.slow
