@@ -30,7 +30,8 @@ def read_checkpoint(path: str | Path) -> tuple[PolicyConfig, dict[str, torch.Ten
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
-    # Safe (weights-only) unpickling; hyper-parameters of other components may hold paths.
+    # Safe (weights-only) unpickling. ecr components store plain strings in their hparams; paths are allowed
+    # only for checkpoints written before that fix or by third-party DataModules.
     with torch.serialization.safe_globals([pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath]):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     hparams = ckpt.get("hyper_parameters", {})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -154,10 +155,10 @@ class SentenceDataModule(LightningDataModule):
 
     def __init__(
         self,
-        path: str,
+        path: str | Path,
         labels: str | list[str] = "dfew",
         *,
-        val_path: str | None = None,
+        val_path: str | Path | None = None,
         val_fraction: float = 0.2,
         seed: int = 0,
         batch_size: int = 32,
@@ -168,6 +169,9 @@ class SentenceDataModule(LightningDataModule):
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        # hparams go into checkpoints: plain strings, since torch.load(weights_only=True) rejects Path objects
+        path = os.fspath(path)
+        val_path = os.fspath(val_path) if val_path is not None else None
         self.save_hyperparameters()
         self.path = path
         self.val_path = val_path

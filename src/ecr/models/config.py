@@ -7,6 +7,7 @@ and `asdict` makes them checkpoint-safe hyper-parameters (no custom classes in t
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -85,6 +86,9 @@ class PolicyConfig:
     """Prompt and media settings."""
 
     def __post_init__(self) -> None:
+        # folders given as Path objects in Python: keep strings so `to_dict()` stays weights_only-loadable
+        self.model = os.fspath(self.model)
+        self.adapter = os.fspath(self.adapter) if self.adapter is not None else None
         if isinstance(self.lora, dict):
             self.lora = LoraSettings(**self.lora)
         if isinstance(self.inputs, dict):

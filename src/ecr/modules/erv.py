@@ -16,6 +16,7 @@ The student is built in `configure_model()` (after the DataModule's setup, whose
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ class ERVModule(LightningModule):
 
     def __init__(
         self,
-        student: str = "minilm",
+        student: str | Path = "minilm",
         label_space: str | list[str] | None = None,
         task: str | list[str] | None = None,
         mapping: dict[str, str] | None = None,
@@ -94,6 +95,7 @@ class ERVModule(LightningModule):
         freeze_embeddings: bool = False,
     ) -> None:
         super().__init__()
+        student = os.fspath(student)  # hparams go into checkpoints: no Path (torch.load(weights_only=True))
         self.save_hyperparameters()
         self.grid = tuple(threshold_grid or DEFAULT_GRID)
         if not self.grid or any(not 0.0 < t < 1.0 for t in self.grid):
