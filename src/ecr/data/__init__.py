@@ -14,6 +14,7 @@ from ecr.data.manifests import (
     read_mafw,
     read_mafw_xlsx,
 )
+from ecr.data.sampler import EpochSampler
 from ecr.data.synth import synthesize
 from ecr.data.types import ClipRecord, ClipSample, DecodedClip
 
@@ -26,6 +27,7 @@ __all__ = [
     "ClipRecord",
     "ClipSample",
     "DecodedClip",
+    "EpochSampler",
     "assign_splits",
     "decode_clip",
     "default_collate",
