@@ -239,11 +239,8 @@ class ClipDataModule(LightningDataModule):
         )
 
     def _train_sampler(self, dataset: ClipDataset) -> EpochSampler:
-        """Order = f(seed, epoch), sharded over the Trainer's processes (Lightning keeps DistributedSamplers
-        as they are, and calls their `set_epoch`)."""
-        trainer = getattr(self, "trainer", None)
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        return EpochSampler(dataset, shuffle=self.shuffle, seed=self.seed, num_replicas=world, rank=rank)
+        """Order = f(seed, epoch), sharded over the Trainer's processes."""
+        return EpochSampler.for_trainer(dataset, getattr(self, "trainer", None), shuffle=self.shuffle, seed=self.seed)
 
     def train_dataloader(self) -> ClipDataLoader:
         return self._loader("train", "train", train=True)

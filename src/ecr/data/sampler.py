@@ -35,6 +35,13 @@ class EpochSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
         self._skip = 0
 
+    @classmethod
+    def for_trainer(cls, dataset: Sized, trainer: object | None, *, shuffle: bool, seed: int) -> EpochSampler:
+        """Sharded over the Trainer's processes (Lightning keeps DistributedSamplers as they are and calls
+        their `set_epoch`); one shard without a Trainer."""
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)  # type: ignore[attr-defined]
+        return cls(dataset, shuffle=shuffle, seed=seed, num_replicas=world, rank=rank)
+
     def skip_next(self, count: int) -> None:
         """Make the next pass start after its first `count` indices (used once, then cleared)."""
         if count < 0:

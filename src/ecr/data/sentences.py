@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from ecr.data.sampler import EpochSampler
 from ecr.errors import ConfigError, LabelError, ManifestError
 from ecr.labels import LabelSet
 from ecr.models.verifier import resolve_label_space
@@ -215,7 +216,9 @@ class SentenceDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self._dataset(self.train_rows)
-        kwargs: dict[str, Any] = {"shuffle": True}
+        # Order = f(seed, epoch) (not the global RNG), so a run resumed at an epoch boundary sees the same batches.
+        sampler = EpochSampler.for_trainer(ds, getattr(self, "trainer", None), shuffle=True, seed=self.seed)
+        kwargs: dict[str, Any] = {"sampler": sampler}
         if self.sampler == "balanced":
             counts = self.label_counts().clamp(min=1).float()
             index = {n: i for i, n in enumerate(self.label_names)}

@@ -86,3 +86,20 @@ def test_erv_module_mapping_is_checked_before_weights_load() -> None:
         ERVModule(threshold_grid=[0.0, 0.5])
     with pytest.raises(_ConfigError, match="label space is unknown"):
         ERVModule().configure_model()
+
+
+def test_shuffled_order_is_a_function_of_seed_and_epoch(tmp_path: Path) -> None:
+    rows = [{"text": f"s{i}", "labels": ["happy"], "split": "train"} for i in range(12)]
+    rows += [{"text": "v", "labels": ["sad"], "split": "val"}]
+    path = str(write(tmp_path / "s.jsonl", rows))
+
+    def order(epoch: int, seed: int = 0) -> list[str]:
+        torch.manual_seed(epoch + 123)  # the global RNG must not matter
+        dm = SentenceDataModule(path, "dfew", batch_size=4, seed=seed)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)  # what Lightning does at each epoch start
+        return [t for b in loader for t in b["text"]]
+
+    assert order(0) == order(0) and sorted(order(0)) == sorted(order(1))
+    assert order(0) != order(1) and order(0) != order(0, seed=1)
