@@ -34,9 +34,7 @@ from ecr.models.tiny import build_tiny_omni, count_parameters
 
 def load_samples(root: Path, n: int, frames: int, synth: bool = True) -> list[dict]:
     manifest = (
-        synthesize(root, num_clips=n, labels="dfew", seed=0, size=112, duration=2.0)
-        if synth
-        else root / MANIFEST_NAME
+        synthesize(root, num_clips=n, labels="dfew", seed=0, size=112, duration=2.0) if synth else root / MANIFEST_NAME
     )
     labels = get_label_set("dfew")
     out = []
@@ -147,15 +145,19 @@ def main() -> None:
                 row = json.loads(next(line[4:] for line in out.splitlines() if line.startswith("ROW ")))
                 mode = "fp32 full" if quant == "none" else "8-bit + LoRA r8"
                 rows.append({"hidden": hidden, "params": n_params, "mode": mode, **row})
-    print(f"\nSFT step on {args.device} (torch threads {torch.get_num_threads()}), batch {args.batch_size} clips x "
-          f"{args.frames} frames @ {args.pixels} px + 2 s audio, median of {args.steps} steps after 2 warm-up\n")  # fmt: skip
+    print(
+        f"\nSFT step on {args.device} (torch threads {torch.get_num_threads()}), batch {args.batch_size} clips x "
+        f"{args.frames} frames @ {args.pixels} px + 2 s audio, median of {args.steps} steps after 2 warm-up\n"
+    )
     mem = "peak MiB (CUDA alloc)" if args.device == "cuda" else "peak RSS growth MiB"
     head = f"| hidden | params | mode | trainable | tokens | step ms (median / min) | collate ms | {mem} |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
-        print(f"| {r['hidden']} | {r['params']:,} | {r['mode']} | {r['trainable']:,} | {r['tokens']} | "
-              f"{r['step_ms']:.1f} / {r['step_ms_min']:.1f} | {r['collate_ms']:.0f} | {r['peak_mb']:.1f} |")  # fmt: skip
+        print(
+            f"| {r['hidden']} | {r['params']:,} | {r['mode']} | {r['trainable']:,} | {r['tokens']} | "
+            f"{r['step_ms']:.1f} / {r['step_ms_min']:.1f} | {r['collate_ms']:.0f} | {r['peak_mb']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

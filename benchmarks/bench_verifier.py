@@ -78,7 +78,9 @@ def main() -> None:
         verifier = HFVerifier(model, tok, GOEMOTIONS_LABELS).to(args.device).eval()
 
     comps, labels = completions(64)
-    pool = [s for c in completions(args.sentences // 4 + 1, seed=1)[0] for s in split_official(c[7:c.index("</think>")])]
+    pool = [
+        s for c in completions(args.sentences // 4 + 1, seed=1)[0] for s in split_official(c[7 : c.index("</think>")])
+    ]
     sents = pool[: args.sentences]
     single = sents[:64]
 
@@ -122,6 +124,7 @@ def main() -> None:
     ms("  its verifier call alone", t["reward_verifier"])
     ms("  think extraction + official regex split, 64 completions", t["official"])
     ms("  think extraction + pysbd split, 64 completions", t["pysbd"])
+
 
 if __name__ == "__main__":
     main()

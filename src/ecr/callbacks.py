@@ -112,9 +112,7 @@ class GenerationSampleLogger(Callback):
         if (self._runs - 1) % self.every:
             return
         if not hasattr(pl_module, "generate_texts"):
-            raise ConfigError(
-                f"{type(pl_module).__name__} has no generate_texts(samples) for GenerationSampleLogger"
-            )
+            raise ConfigError(f"{type(pl_module).__name__} has no generate_texts(samples) for GenerationSampleLogger")
         logger = self._tensorboard(trainer) if trainer.is_global_zero else None
         if self._samples is None:
             self._samples = self._pick_samples(trainer)

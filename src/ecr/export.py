@@ -71,9 +71,7 @@ def export_policy(checkpoint: str | Path, out: str | Path, *, merge: bool = Fals
     written["adapter"] = backbone.save_pretrained(out / "adapter")
     if merge:
         # Fold the adapter into unquantised weights: an 8/4-bit base cannot hold the merged update exactly.
-        unquantised = dataclasses.replace(
-            backbone.config, quantization="none", adapter=str(written["adapter"])
-        )
+        unquantised = dataclasses.replace(backbone.config, quantization="none", adapter=str(written["adapter"]))
         merged = build_backbone(unquantised)
         merged.load()
         written["merged"] = merged.save_pretrained(out / "merged", merged=True)

@@ -153,7 +153,7 @@ _BUILTIN: dict[str, LabelSet] = {"dfew": DFEW, "mafw": MAFW, "goemotions": GOEMO
 
 
 def get_label_set(spec: str | Sequence[str] | LabelSet, *, synonyms: Mapping[str, str] | None = None) -> LabelSet:
-    """Resolve a label set from config: a built-in name ("dfew", "mafw", "goemotions"), a list of names, or a LabelSet."""
+    """Resolve a label set from config: a built-in name ("dfew", "mafw", "goemotions"), a list, or a LabelSet."""
     if isinstance(spec, LabelSet):
         return spec
     if isinstance(spec, str):

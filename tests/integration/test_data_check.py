@@ -21,9 +21,7 @@ def messy_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_index_clip(root / "good.mp4", seconds=2)
     make_index_clip(root / "good.avi", seconds=2)
     make_index_clip(root / "silent.mp4", seconds=1, audio=False)
-    encode_clip(
-        root / "short_audio.mp4", index_frames(30), 10, second_tones(1.0), 16000
-    )  # 3 s video, 1 s audio
+    encode_clip(root / "short_audio.mp4", index_frames(30), 10, second_tones(1.0), 16000)  # 3 s video, 1 s audio
     (root / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\xff" * 500)
     (root / "empty.mp4").write_bytes(b"")
     rows = [

@@ -112,6 +112,4 @@ def test_demo_fit_logs_and_exports(tmp_path):
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert not any(".visual." in k or ".audio_tower." in k for k in state)  # frozen towers are not saved
     _run_main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "export")])
-    assert (
-        tmp_path / "export" / "merged" / "model.safetensors"
-    ).is_file()  # full fine-tune -> a model folder
+    assert (tmp_path / "export" / "merged" / "model.safetensors").is_file()  # full fine-tune -> a model folder

@@ -48,9 +48,7 @@ def clips(tmp_path_factory) -> Path:
     return root
 
 
-def _data(
-    root: Path, batch_size: int = 4, manifest: str = "manifest.jsonl", shuffle: bool = False
-) -> ClipDataModule:
+def _data(root: Path, batch_size: int = 4, manifest: str = "manifest.jsonl", shuffle: bool = False) -> ClipDataModule:
     # Path arguments are fine: the DataModule stores strings in its hparams (weights_only checkpoints)
     return ClipDataModule(
         root, format="custom", manifest=root / manifest, labels="dfew", num_frames=4, batch_size=batch_size,
@@ -75,9 +73,7 @@ class LossHistory(L.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def _overfit(
-    tiny: Path, data: ClipDataModule, steps: int, lr: float, tmp: Path
-) -> tuple[list[float], list[str], list]:
+def _overfit(tiny: Path, data: ClipDataModule, steps: int, lr: float, tmp: Path) -> tuple[list[float], list[str], list]:
     L.seed_everything(0)
     policy = PolicyConfig(model=str(tiny), lora={"enabled": False}, inputs=SMALL)
     module = SFTModule(policy, lr=lr, warmup_ratio=0.07)
@@ -98,9 +94,7 @@ def _assert_learned(losses: list[float], texts: list[str], samples: list, min_ra
 
 def test_tiny_model_learns_format_and_labels_of_two_clips(tiny, clips, tmp_path):
     """Fast version: two clips with different labels and one-sentence explanations, 60 steps."""
-    losses, texts, samples = _overfit(
-        tiny, _data(clips, batch_size=2, manifest="two.jsonl"), 60, 7e-3, tmp_path
-    )
+    losses, texts, samples = _overfit(tiny, _data(clips, batch_size=2, manifest="two.jsonl"), 60, 7e-3, tmp_path)
     assert len({s["label"] for s in samples}) == 2
     _assert_learned(losses, texts, samples, min_ratio=20)
     assert texts == [format_target(s["explanation"], s["label"]) for s in samples]
@@ -119,9 +113,7 @@ def _params(module: SFTModule) -> dict[str, torch.Tensor]:
 
 def test_8bit_lora_fit_checkpoint_and_export(tiny, clips, tmp_path):
     L.seed_everything(0)
-    policy = PolicyConfig(
-        model=str(tiny), quantization="8bit", lora={"r": 4, "alpha": 8, "dropout": 0.0}, inputs=SMALL
-    )
+    policy = PolicyConfig(model=str(tiny), quantization="8bit", lora={"r": 4, "alpha": 8, "dropout": 0.0}, inputs=SMALL)
     module = SFTModule(policy, lr=5e-3, warmup_ratio=0.0)
     module.configure_model()
     before = _params(module)
@@ -153,9 +145,7 @@ def test_8bit_lora_fit_checkpoint_and_export(tiny, clips, tmp_path):
     # export: adapter (PEFT) and merged model score like the trained policy
     written = export_policy(tmp_path / "ckpt" / "last.ckpt", tmp_path / "export", merge=True)
     assert (written["adapter"] / "adapter_model.safetensors").is_file()
-    assert (written["merged"] / "config.json").is_file() and (
-        written["merged"] / "processor_config.json"
-    ).is_file()
+    assert (written["merged"] / "config.json").is_file() and (written["merged"] / "processor_config.json").is_file()
     batch = module.collator(_first_samples(clips, 2))
     merged = load_policy(PolicyConfig(model=str(written["merged"]), lora={"enabled": False}, inputs=SMALL))
     unquantised = load_policy(PolicyConfig(model=str(tiny), adapter=str(written["adapter"]), inputs=SMALL))
@@ -163,9 +153,7 @@ def test_8bit_lora_fit_checkpoint_and_export(tiny, clips, tmp_path):
         m.eval()
     with torch.no_grad():
         # the restored 8-bit policy computes exactly what the trained one does
-        assert torch.equal(
-            module.model(**model_inputs(batch)).logits, restored.model(**model_inputs(batch)).logits
-        )
+        assert torch.equal(module.model(**model_inputs(batch)).logits, restored.model(**model_inputs(batch)).logits)
         # the merged folder equals base + adapter, both unquantised
         ref = unquantised.model(**model_inputs(batch)).logits
         assert torch.allclose(merged.model(**model_inputs(batch)).logits, ref, atol=1e-4)

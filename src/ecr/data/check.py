@@ -68,9 +68,7 @@ class CheckReport:
         rows += [(f"label {k}", str(v)) for k, v in self.label_counts.items()]
         rows += [(f"split {k}", str(v)) for k, v in self.split_counts.items()]
         width = max(len(k) for k, _ in rows)
-        lines = [f"{'item':<{width}}  count", f"{'-' * width}  -----"] + [
-            f"{k:<{width}}  {v}" for k, v in rows
-        ]
+        lines = [f"{'item':<{width}}  count", f"{'-' * width}  -----"] + [f"{k:<{width}}  {v}" for k, v in rows]
         return "\n".join(lines)
 
     def write_bad_rows(self, path: str | Path) -> Path:
@@ -83,9 +81,7 @@ class CheckReport:
 class _CheckRows(Dataset):
     """Decodes one record per item and returns the problems found (decoding happens in the workers)."""
 
-    def __init__(
-        self, records: Sequence[ClipRecord], num_frames: int, sample_rate: int, tolerance: float
-    ) -> None:
+    def __init__(self, records: Sequence[ClipRecord], num_frames: int, sample_rate: int, tolerance: float) -> None:
         self.records, self.num_frames, self.sample_rate, self.tolerance = (
             records,
             num_frames,
@@ -317,9 +313,7 @@ def _check(
         tolerance=tolerance,
         num_workers=num_workers,
     )
-    print(
-        f"ecr data check: {fmt} dataset at {args['root']} (labels {label_set.name}: {list(label_set.labels)})"
-    )
+    print(f"ecr data check: {fmt} dataset at {args['root']} (labels {label_set.name}: {list(label_set.labels)})")
     print(report.summary())
     out = report.write_bad_rows(bad_rows or Path(args["root"]) / "data_check_bad_rows.jsonl")
     if report.ok:

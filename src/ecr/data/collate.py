@@ -68,9 +68,7 @@ def check_media_tokens(
             )
         bad = (found != expected.to(found.device)).nonzero().flatten().tolist()
         if bad:
-            details = ", ".join(
-                f"{clip_ids[i]}: {int(found[i])} tokens vs {int(expected[i])} features" for i in bad
-            )
+            details = ", ".join(f"{clip_ids[i]}: {int(found[i])} tokens vs {int(expected[i])} features" for i in bad)
             raise MediaTokenMismatchError(
                 f"{kind} placeholder tokens do not match encoder features ({details}); the sequence was cut "
                 "or the processor and the model disagree on the media geometry"
@@ -146,9 +144,7 @@ class _ChatCollator:
             target = format_target(s["explanation"], s["label"])
             full = self.processor.apply_chat_template(messages_fn(s, target), tokenize=False)
             if not full.startswith(prompt):
-                raise ConfigError(
-                    "chat template: the conversation with the answer does not start with the prompt"
-                )
+                raise ConfigError("chat template: the conversation with the answer does not start with the prompt")
             texts.append(full)
             suffixes.append(self.tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"])
         return texts, suffixes
@@ -168,9 +164,7 @@ class _ChatCollator:
             )
         if self.mode == "train":
             end_id = self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
-            batch["labels"] = assistant_labels(
-                batch["input_ids"], batch["attention_mask"], suffixes, end_id, ids
-            )
+            batch["labels"] = assistant_labels(batch["input_ids"], batch["attention_mask"], suffixes, end_id, ids)
         batch["meta"] = {
             "ids": ids,
             "label": [s["label"] for s in samples],
@@ -224,9 +218,7 @@ class OmniCollator(_ChatCollator):
             video_token_id=self.tokenizer.video_token_id if self.use_video else None,
             video_features=video_token_counts(batch["video_grid_thw"], merge) if self.use_video else None,
             audio_token_id=self.tokenizer.audio_token_id if self.use_audio else None,
-            audio_features=qwen_omni_audio_tokens(batch["feature_attention_mask"].sum(-1))
-            if self.use_audio
-            else None,
+            audio_features=qwen_omni_audio_tokens(batch["feature_attention_mask"].sum(-1)) if self.use_audio else None,
         )
         return self._finish(batch, suffixes, samples)
 
@@ -270,9 +262,7 @@ class TextCollator(_ChatCollator):
         if not samples:
             raise ConfigError("collator received an empty batch")
         texts, suffixes = self._texts(self._messages, samples)
-        batch = dict(
-            self.tokenizer(texts, return_tensors="pt", add_special_tokens=False, **self._text_kwargs())
-        )
+        batch = dict(self.tokenizer(texts, return_tensors="pt", add_special_tokens=False, **self._text_kwargs()))
         batch.pop("token_type_ids", None)
         return self._finish(batch, suffixes, samples)
 

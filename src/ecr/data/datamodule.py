@@ -128,13 +128,9 @@ class ClipDataModule(LightningDataModule):
         if on_error not in ("skip", "raise"):
             raise ConfigError(f"data.on_error: {on_error!r} is not 'skip' or 'raise'")
         if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-            raise ConfigError(
-                f"data.val_fraction/test_fraction: {val_fraction}/{test_fraction} must be in [0, 1)"
-            )
+            raise ConfigError(f"data.val_fraction/test_fraction: {val_fraction}/{test_fraction} must be in [0, 1)")
         if num_frames < 1 or batch_size < 1 or num_workers < 0 or sample_rate <= 0:
-            raise ConfigError(
-                "data: num_frames, batch_size and sample_rate must be positive, num_workers >= 0"
-            )
+            raise ConfigError("data: num_frames, batch_size and sample_rate must be positive, num_workers >= 0")
         # hparams go into checkpoints: plain strings, since torch.load(weights_only=True) rejects Path objects
         root = os.fspath(root)
         manifest = os.fspath(manifest) if manifest is not None else None
@@ -215,9 +211,7 @@ class ClipDataModule(LightningDataModule):
             self.setup()
         ds = self.datasets[split]
         if len(ds) == 0:
-            raise ConfigError(
-                f"data: the {split!r} split of {self.root} is empty (check the manifest's split column)"
-            )
+            raise ConfigError(f"data: the {split!r} split of {self.root} is empty (check the manifest's split column)")
         return ds
 
     # ------------------------------------------------------------------------------------ dataloaders
@@ -263,16 +257,12 @@ class ClipDataModule(LightningDataModule):
         self.skip_counts[stage] += len(failures)
         trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.logger is not None and not trainer.sanity_checking:
-            trainer.logger.log_metrics(
-                {f"data/skipped_{stage}": float(len(failures))}, step=trainer.global_step
-            )
+            trainer.logger.log_metrics({f"data/skipped_{stage}": float(len(failures))}, step=trainer.global_step)
         if not failures or (trainer is not None and not trainer.is_global_zero):
             return
         lines = [
             f"[ecr.data] {stage} pass {epoch}: skipped {len(failures)} clip(s) that could not be decoded "
             f"({batches} batches used):"
         ]
-        lines += [
-            f"  {f.path}: {f.reason}: {f.detail}" + (f" [{f.source}]" if f.source else "") for f in failures
-        ]
+        lines += [f"  {f.path}: {f.reason}: {f.detail}" + (f" [{f.source}]" if f.source else "") for f in failures]
         print("\n".join(lines), file=sys.stderr, flush=True)

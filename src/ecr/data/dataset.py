@@ -78,11 +78,7 @@ class ClipDataset(Dataset):
 
     def decode(self, record: ClipRecord) -> DecodedClip:
         """Decoded clip of a record, from the cache when it holds an entry for these exact settings."""
-        key = (
-            self.cache.key(record, num_frames=self.num_frames, sample_rate=self.sample_rate)
-            if self.cache
-            else None
-        )
+        key = self.cache.key(record, num_frames=self.num_frames, sample_rate=self.sample_rate) if self.cache else None
         if key is not None:
             hit = self.cache.load(key)  # type: ignore[union-attr]
             if hit is not None:

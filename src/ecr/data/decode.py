@@ -90,9 +90,7 @@ def decode_clip(
     v_begin = float(meta.begin_stream_seconds or 0.0)
     v_end = meta.end_stream_seconds if meta.end_stream_seconds is not None else meta.duration_seconds
     if not meta.num_frames or v_end is None or not math.isfinite(v_end) or v_end - v_begin <= _EPS:
-        raise ClipError(
-            str(path), "empty", f"the video stream has no frames/duration ({meta.num_frames} frames)"
-        )
+        raise ClipError(str(path), "empty", f"the video stream has no frames/duration ({meta.num_frames} frames)")
     v_end = float(v_end)
     w_start = v_begin if start is None else float(start)
     w_end = v_end if end is None else float(end)
@@ -116,9 +114,7 @@ def decode_clip(
     try:
         samples = adec.get_samples_played_in_range(start_seconds=w_start, stop_seconds=w_end)
     except (RuntimeError, ValueError, IndexError) as err:
-        raise ClipError(
-            str(apath), "window", f"no audio in [{w_start:.3f}, {w_end:.3f}) s: {_short(err)}"
-        ) from err
+        raise ClipError(str(apath), "window", f"no audio in [{w_start:.3f}, {w_end:.3f}) s: {_short(err)}") from err
     audio = samples.data.reshape(-1).to(torch.float32)  # [S] (1 channel)
     if audio.numel() == 0:
         raise ClipError(str(apath), "empty", f"no audio samples in [{w_start:.3f}, {w_end:.3f}) s")

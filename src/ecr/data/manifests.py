@@ -80,9 +80,7 @@ def _opt_float(value: Any, field_name: str, where: str) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError) as err:
-        raise ManifestError(
-            f"{where}: field {field_name!r} must be a number of seconds, got {value!r}"
-        ) from err
+        raise ManifestError(f"{where}: field {field_name!r} must be a number of seconds, got {value!r}") from err
 
 
 def _norm_split(value: Any, where: str) -> str | None:
@@ -229,9 +227,7 @@ def read_dfew(
                     raise ManifestError(f"{where}: expected 'video id, label id', got {row}")
                 vid, lab = row[0].strip(), row[1].strip()
                 if not lab.isdigit() or not 1 <= int(lab) <= len(DFEW.labels):
-                    raise ManifestError(
-                        f"{where}: unknown label id {lab!r}; DFEW ids are 1..7 = {list(DFEW.labels)}"
-                    )
+                    raise ManifestError(f"{where}: unknown label id {lab!r}; DFEW ids are 1..7 = {list(DFEW.labels)}")
                 stems = [vid] + ([f"{int(vid):05d}"] if vid.isdigit() else [])
                 video = _find_clip(root, ["clip", "clips"], stems, where)
                 label = _canonical_label(label_set, DFEW.labels[int(lab) - 1], where)
@@ -343,9 +339,7 @@ def read_emer(
         cols = {c.strip().lower() for c in reader.fieldnames or []}
         missing = {"names", "emotions"} - cols
         if missing:
-            raise ManifestError(
-                f"{manifest}:1: EMER CSV lacks columns {sorted(missing)} (has {sorted(cols)})"
-            )
+            raise ManifestError(f"{manifest}:1: EMER CSV lacks columns {sorted(missing)} (has {sorted(cols)})")
         for row in reader:
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
             where = f"{manifest}:{reader.line_num}"

@@ -29,9 +29,7 @@ class EpochSampler(DistributedSampler):
         num_replicas, rank: the process group's size and this process's rank (1, 0 without DDP).
     """
 
-    def __init__(
-        self, dataset: Sized, *, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0
-    ) -> None:
+    def __init__(self, dataset: Sized, *, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
         self._skip = 0
 

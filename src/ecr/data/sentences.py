@@ -74,9 +74,7 @@ def read_sentence_rows(path: str | Path, space: LabelSet) -> list[SentenceRow]:
             if probs is not None:
                 if not isinstance(probs, dict):
                     raise ManifestError(f"{where}: field 'probs' must be an object label -> probability or null")
-                row["probs"] = {
-                    space.canonical(k, where=f"{where} field 'probs'"): float(v) for k, v in probs.items()
-                }
+                row["probs"] = {space.canonical(k, where=f"{where} field 'probs'"): float(v) for k, v in probs.items()}
             split = row.get("split")
             if split is not None and split not in ("train", "val"):
                 raise ManifestError(f"{where}: field 'split' must be 'train' or 'val', got {split!r}")
@@ -91,7 +89,9 @@ def _in_val(key: str, seed: int, val_fraction: float) -> bool:
     return h / 0xFFFFFFFF < val_fraction
 
 
-def split_rows(rows: Sequence[SentenceRow], *, val_fraction: float, seed: int) -> tuple[list[SentenceRow], list[SentenceRow]]:
+def split_rows(
+    rows: Sequence[SentenceRow], *, val_fraction: float, seed: int
+) -> tuple[list[SentenceRow], list[SentenceRow]]:
     """(train, val): the `split` field when present, else a seeded hash of the row's group (or text)."""
     train, val = [], []
     for row in rows:
@@ -192,7 +192,7 @@ class SentenceDataModule(LightningDataModule):
             return
         rows = read_sentence_rows(self.path, self.space)
         if self.val_path:
-            self.train_rows = [r for r in rows if not r.get("split") == "val"]
+            self.train_rows = [r for r in rows if r.get("split") != "val"]
             self.val_rows = [r for r in read_sentence_rows(self.val_path, self.space) if not r.get("augmented")]
         else:
             self.train_rows, self.val_rows = split_rows(rows, val_fraction=self.val_fraction, seed=self.seed)

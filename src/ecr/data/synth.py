@@ -438,9 +438,7 @@ def draw_frames(prof: CueProfile, rng: np.random.Generator, *, num: int, size: i
 
 
 # ------------------------------------------------------------------------------------------------- sound
-def synth_voice(
-    prof: CueProfile, rng: np.random.Generator, *, duration: float, sample_rate: int
-) -> np.ndarray:
+def synth_voice(prof: CueProfile, rng: np.random.Generator, *, duration: float, sample_rate: int) -> np.ndarray:
     """A voiced tone with the profile's pitch, contour and timbre: float32 [duration * sample_rate]."""
     n = int(round(duration * sample_rate))
     t = np.arange(n) / sample_rate
@@ -559,9 +557,7 @@ def synthesize(
     tmp = manifest.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(manifest)
-    (out_dir / "labels.json").write_text(
-        json.dumps({"name": label_set.name, "labels": names}, indent=1) + "\n"
-    )
+    (out_dir / "labels.json").write_text(json.dumps({"name": label_set.name, "labels": names}, indent=1) + "\n")
     return manifest
 
 

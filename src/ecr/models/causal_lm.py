@@ -69,7 +69,5 @@ class CausalLMBackbone(HFBackbone):
         self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
     ) -> torch.Tensor:
         body = self.base_model.get_decoder()
-        out = body(
-            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids[0], use_cache=False
-        )
+        out = body(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids[0], use_cache=False)
         return out.last_hidden_state

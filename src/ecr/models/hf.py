@@ -100,9 +100,7 @@ class HFBackbone:
     def _skip_quantization(self) -> list[str]:
         skip = list(self.always_skip_quantization)
         if not self.config.quantize_towers:
-            skip += list(
-                self.tower_prefixes.values()
-            )  # transformers matches these from the module-name start
+            skip += list(self.tower_prefixes.values())  # transformers matches these from the module-name start
         return skip
 
     def load(self, device: torch.device | str | None = None) -> torch.nn.Module:
@@ -164,9 +162,7 @@ class HFBackbone:
         )
         peft_model = get_peft_model(model, lcfg)
         if not any("lora_" in n for n, _ in peft_model.named_parameters()):
-            raise ConfigError(
-                f"policy.lora.target_modules={lcfg.target_modules!r} matched no module of {self.path}"
-            )
+            raise ConfigError(f"policy.lora.target_modules={lcfg.target_modules!r} matched no module of {self.path}")
         return peft_model
 
     @property
@@ -177,9 +173,7 @@ class HFBackbone:
 
     def _require_model(self) -> torch.nn.Module:
         if self.model is None:
-            raise ConfigError(
-                f"backbone {self.name}: call load() (LightningModule.configure_model) before use"
-            )
+            raise ConfigError(f"backbone {self.name}: call load() (LightningModule.configure_model) before use")
         return self.model
 
     # ----------------------------------------------------------------------------------------- training
@@ -231,9 +225,7 @@ class HFBackbone:
         """
         model = self._require_model()
         if not hasattr(model, "disable_adapter"):
-            raise ConfigError(
-                "adapter_disabled() needs a LoRA policy (policy.lora.enabled or policy.adapter)"
-            )
+            raise ConfigError("adapter_disabled() needs a LoRA policy (policy.lora.enabled or policy.adapter)")
         with model.disable_adapter():
             yield
 
@@ -254,9 +246,7 @@ class HFBackbone:
         return out[:, prompt.input_ids.shape[1] :]
 
     def decode(self, token_ids: torch.Tensor) -> list[str]:
-        return self.tokenizer.batch_decode(
-            token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        return self.tokenizer.batch_decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     # ----------------------------------------------------------------------------------------- saving
     def trainable_parameter_names(self) -> list[str]:
@@ -271,9 +261,7 @@ class HFBackbone:
         model = self._require_model()
         if merged and hasattr(model, "merge_and_unload"):
             if self.config.quantization != "none":
-                raise ConfigError(
-                    "merging LoRA into quantised weights is lossy: reload with quantization=none"
-                )
+                raise ConfigError("merging LoRA into quantised weights is lossy: reload with quantization=none")
             model = model.merge_and_unload()
             self.model = model
         model.save_pretrained(out)

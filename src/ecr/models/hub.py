@@ -17,9 +17,7 @@ def resolve_pretrained(model: str, revision: str | None = None) -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-            raise ConfigError(
-                f"policy.model: folder {path} has no config.json (not a Hugging Face model folder)"
-            )
+            raise ConfigError(f"policy.model: folder {path} has no config.json (not a Hugging Face model folder)")
         return path
     looks_like_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
     if not looks_like_id:

@@ -66,9 +66,7 @@ class QwenOmniBackbone(HFBackbone):
         clip_ids = batch.get("meta", {}).get("ids") or [f"sample {i}" for i in range(ids.shape[0])]
         video = audio = None
         if batch.get("video_grid_thw") is not None:
-            video = video_token_counts(
-                batch["video_grid_thw"], thinker.config.vision_config.spatial_merge_size
-            )
+            video = video_token_counts(batch["video_grid_thw"], thinker.config.vision_config.spatial_merge_size)
         if batch.get("feature_attention_mask") is not None:
             lengths = batch["feature_attention_mask"].sum(-1)
             audio = thinker.model.audio_tower._get_feat_extract_output_lengths(lengths)[1]
@@ -94,17 +92,13 @@ class QwenOmniBackbone(HFBackbone):
         mask = batch["attention_mask"]
         embeds = thinker.get_input_embeddings()(ids)  # [B, P, H]
         if batch.get("pixel_values_videos") is not None:
-            video = thinker.get_video_features(
-                batch["pixel_values_videos"], batch["video_grid_thw"]
-            ).pooler_output
+            video = thinker.get_video_features(batch["pixel_values_videos"], batch["video_grid_thw"]).pooler_output
             video = torch.cat(list(video), dim=0).to(embeds.dtype)  # [N_video_tokens, H]
             embeds = embeds.masked_scatter((ids == cfg.video_token_id).unsqueeze(-1), video)
         audio_lengths = None
         if batch.get("input_features") is not None:
             fmask = batch["feature_attention_mask"]
-            audio = thinker.get_audio_features(batch["input_features"], fmask).last_hidden_state.to(
-                embeds.dtype
-            )
+            audio = thinker.get_audio_features(batch["input_features"], fmask).last_hidden_state.to(embeds.dtype)
             embeds = embeds.masked_scatter((ids == cfg.audio_token_id).unsqueeze(-1), audio)
             audio_lengths = fmask.sum(-1)
         positions, _ = thinker.model.get_rope_index(

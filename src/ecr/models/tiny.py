@@ -257,9 +257,7 @@ def build_tiny_causal_lm(
     return out
 
 
-def tiny_command(
-    out: Path, hidden_size: int = 64, num_layers: int = 2, vocab_size: int = 1024, seed: int = 0
-) -> int:
+def tiny_command(out: Path, hidden_size: int = 64, num_layers: int = 2, vocab_size: int = 1024, seed: int = 0) -> int:
     """Write a tiny random Qwen2.5-Omni thinker + tokenizer + processor folder (offline test/demo model).
 
     Args:
@@ -269,9 +267,7 @@ def tiny_command(
         vocab_size: BPE vocabulary size (before the Omni special tokens and the format tokens).
         seed: Seed of the random initialisation.
     """
-    path = build_tiny_omni(
-        out, hidden_size=hidden_size, num_layers=num_layers, vocab_size=vocab_size, seed=seed
-    )
+    path = build_tiny_omni(out, hidden_size=hidden_size, num_layers=num_layers, vocab_size=vocab_size, seed=seed)
     print(f"tiny Qwen2.5-Omni thinker ({count_parameters(path):,} parameters) written to {path}")
     return 0
 

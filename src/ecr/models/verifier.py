@@ -47,7 +47,10 @@ class Verifier(Protocol):
     label_names: list[str]
 
     def probs(self, sentences: list[str]) -> torch.Tensor:
-        """Sigmoid (or softmax, for a single-label teacher) probabilities, float [N, C] in input order (N = len(sentences), C = len(label_names))."""
+        """Sigmoid (or softmax, for a single-label teacher) probabilities, float [N, C] in input order.
+
+        N = len(sentences), C = len(label_names).
+        """
         ...
 
 
@@ -173,7 +176,10 @@ class HFVerifier(nn.Module):
         return self.model(**self.encode(texts)).logits
 
     def probs(self, sentences: list[str]) -> torch.Tensor:
-        """Sigmoid (or softmax, for a single-label teacher) probabilities float [N, C] (CPU, input order); batches sorted by length to limit padding."""
+        """Sigmoid (or softmax, for a single-label teacher) probabilities float [N, C] (CPU, input order).
+
+        Batches are sorted by length to limit padding.
+        """
         c = len(self.label_names)
         if not sentences:
             return torch.zeros(0, c)

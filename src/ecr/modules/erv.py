@@ -29,7 +29,14 @@ from torchmetrics.functional.classification import multilabel_exact_match, multi
 
 from ecr.errors import ConfigError
 from ecr.labels import GOEMOTIONS_LABELS, GOEMOTIONS_MAPPING, clean_text, get_label_set, resolve_verifier_mapping
-from ecr.models.verifier import DEFAULT_MAX_LABELS, DEFAULT_THRESHOLD, HFVerifier, build_student, decide, resolve_label_space
+from ecr.models.verifier import (
+    DEFAULT_MAX_LABELS,
+    DEFAULT_THRESHOLD,
+    HFVerifier,
+    build_student,
+    decide,
+    resolve_label_space,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +144,9 @@ class ERVModule(LightningModule):
         if self.verifier is not None:
             return
         if self.label_names is None:
-            raise ConfigError("ERVModule.configure_model: the label space is unknown (run setup first or set label_space)")
+            raise ConfigError(
+                "ERVModule.configure_model: the label space is unknown (run setup first or set label_space)"
+            )
         mapping = self._mapping()  # a task label outside the label space fails here, before any weights load
         model, tokenizer = build_student(self.hparams.student, self.label_names)
         if self.hparams.freeze_embeddings:

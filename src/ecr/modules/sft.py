@@ -74,9 +74,7 @@ class SFTModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             if not hasattr(datamodule, "collate_fn"):
-                raise ConfigError(
-                    f"{type(datamodule).__name__} has no `collate_fn` attribute for the SFT collator"
-                )
+                raise ConfigError(f"{type(datamodule).__name__} has no `collate_fn` attribute for the SFT collator")
             datamodule.collate_fn = self.collator
 
     def configure_model(self) -> None:
@@ -133,9 +131,7 @@ class SFTModule(LightningModule):
             optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(round(self.warmup_ratio * total))
-        scheduler = get_cosine_schedule_with_warmup(
-            optimizer, num_warmup_steps=warmup, num_training_steps=total
-        )
+        scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},

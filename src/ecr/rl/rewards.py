@@ -53,9 +53,7 @@ def _label_set(spec: LabelSpec) -> LabelSet:
 # ----------------------------------------------------------------------------------------------- format / accuracy
 
 
-def format_reward(
-    completions: Sequence[str], *, strict: bool = False, eos_tokens: tuple[str, ...] = ()
-) -> list[float]:
+def format_reward(completions: Sequence[str], *, strict: bool = False, eos_tokens: tuple[str, ...] = ()) -> list[float]:
     """1.0 per well-formed completion. strict=True: official full match (a trailing newline scores 0)."""
     return [1.0 if is_well_formed(c, strict=strict, eos_tokens=eos_tokens) else 0.0 for c in completions]
 
@@ -124,7 +122,9 @@ def sentence_counts(
     return n, n_nn, m
 
 
-def explanation_ratio(n: torch.Tensor, n_nn: torch.Tensor, m: torch.Tensor, truth_is_neutral: torch.Tensor) -> torch.Tensor:
+def explanation_ratio(
+    n: torch.Tensor, n_nn: torch.Tensor, m: torch.Tensor, truth_is_neutral: torch.Tensor
+) -> torch.Tensor:
     """Reward float [B]: 0 if N=0; M/N if the truth is neutral; else M/N_nn, or 0 when N_nn=0."""
     denom = torch.where(truth_is_neutral, n, n_nn).float()
     return torch.where(denom > 0, m.float() / denom.clamp(min=1), torch.zeros_like(denom))

@@ -74,7 +74,6 @@ def resolve_label_space(spec: str | Sequence[str], *, add_neutral: bool = True) 
     return verifier_label_space(get_label_set(spec), add_neutral=add_neutral)
 
 
-
 def map_into_space(word: str, space: LabelSet) -> str | None:
     """The label of `space` that `word` names, or None (see module docstring for the lookup order)."""
     w = clean_text(word)

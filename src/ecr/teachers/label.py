@@ -61,7 +61,11 @@ class LabelReport:
 
 
 def read_texts(
-    path: str | Path, *, text_field: str = "auto", splits: Sequence[str] | None = None, report: LabelReport | None = None
+    path: str | Path,
+    *,
+    text_field: str = "auto",
+    splits: Sequence[str] | None = None,
+    report: LabelReport | None = None,
 ) -> list[str]:
     """Texts of a JSONL/CSV file. text_field "auto": the first of text, explanation, reason(s), completion.
 
@@ -258,7 +262,8 @@ def format_report(report: LabelReport) -> str:
         f"rows read {report.rows_read} (skipped {report.rows_skipped or 0}); texts {report.texts}; "
         f"sentences {report.sentences} ({report.unique_sentences} unique)",
         f"labelled {report.labelled}; missing {sum(report.missing.values())} {report.missing or ''}".rstrip(),
-        f"augmented {report.augmented}" + (f" (paraphrase failures {report.augment_missing})" if report.augment_missing else ""),
+        f"augmented {report.augmented}"
+        + (f" (paraphrase failures {report.augment_missing})" if report.augment_missing else ""),
         f"written {report.written}",
         "label distribution:",
     ]
@@ -266,7 +271,10 @@ def format_report(report: LabelReport) -> str:
     total = sum(dist.values()) or 1
     for label, n in dist.items():
         before = report.distribution.get(label, 0)
-        lines.append(f"  {label:<16} {n:6d}  {100 * n / total:5.1f}%" + (f"  (before balancing {before})" if report.distribution_after_balance else ""))
+        lines.append(
+            f"  {label:<16} {n:6d}  {100 * n / total:5.1f}%"
+            + (f"  (before balancing {before})" if report.distribution_after_balance else "")
+        )
     return "\n".join(lines)
 
 
@@ -318,7 +326,9 @@ def label_command(
             classifier_threshold=classifier_threshold,
         )  # fmt: skip
         texts = read_texts(input, text_field=text_field, splits=splits, report=report)
-        rows = label_sentences(texts, t, split_sentences=split_sentences, splitter=splitter, dedupe=dedupe, report=report)
+        rows = label_sentences(
+            texts, t, split_sentences=split_sentences, splitter=splitter, dedupe=dedupe, report=report
+        )
         report.distribution = label_distribution(lbl for r in rows for lbl in r["labels"])
         rows = balance_rows(rows, mode=balance, ratio=balance_ratio, seed=seed, teacher=t, report=report)
         if balance != "none":

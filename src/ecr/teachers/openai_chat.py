@@ -38,12 +38,12 @@ log = logging.getLogger(__name__)
 
 LABEL_PROMPT = (
     "Which emotion or emotions does the following description of a person express? Choose one label, or two "
-    "if two emotions are clearly present, from this list: {labels}. Answer \"neutral\" only when no emotion "
-    "is expressed. Reply with JSON only, in the form {{\"labels\": [\"{example}\"]}}.\n\nDescription: {text}"
+    'if two emotions are clearly present, from this list: {labels}. Answer "neutral" only when no emotion '
+    'is expressed. Reply with JSON only, in the form {{"labels": ["{example}"]}}.\n\nDescription: {text}'
 )
 PARAPHRASE_PROMPT = (
     "Rewrite the following description of a person in {n} different ways. Keep its meaning and the emotion it "
-    "expresses; vary the wording. Reply with JSON only, in the form {{\"paraphrases\": [\"...\"]}}.\n\n"
+    'expresses; vary the wording. Reply with JSON only, in the form {{"paraphrases": ["..."]}}.\n\n'
     "Description: {text}"
 )
 SYSTEM_PROMPT = "You are a careful annotator of emotions in text."

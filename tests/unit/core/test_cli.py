@@ -38,6 +38,10 @@ def test_group_help_and_unknown_subcommand(capsys: pytest.CaptureFixture[str]) -
 
 def test_no_hard_coded_machine_paths() -> None:
     bad = re.compile(r"['\"]/(mnt|home|root|data)/")
-    hits = [f"{p}:{i}" for p in SRC.rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1)
-            if bad.search(line)]
+    hits = [
+        f"{p}:{i}"
+        for p in SRC.rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if bad.search(line)
+    ]
     assert not hits, hits

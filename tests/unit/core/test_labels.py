@@ -23,8 +23,19 @@ def test_label_orders_match_dataset_ids() -> None:
     assert MAFW_LABELS[3] == "happiness" and MAFW_LABELS[10] == "disappointment" and len(MAFW_LABELS) == 11
     assert len(GOEMOTIONS_LABELS) == 28 and GOEMOTIONS_LABELS[27] == "neutral"
     # indices of the released verifier (DESIGN.md §3)
-    expected = {"joy": 17, "anger": 2, "disgust": 11, "fear": 14, "sadness": 25, "surprise": 26,
-                "neutral": 27, "nervousness": 19, "grief": 16, "disappointment": 9, "disapproval": 10}
+    expected = {
+        "joy": 17,
+        "anger": 2,
+        "disgust": 11,
+        "fear": 14,
+        "sadness": 25,
+        "surprise": 26,
+        "neutral": 27,
+        "nervousness": 19,
+        "grief": 16,
+        "disappointment": 9,
+        "disapproval": 10,
+    }
     assert {k: GOEMOTIONS_LABELS.index(k) for k in expected} == expected
 
 
@@ -75,8 +86,7 @@ def test_verifier_mapping_goemotions_and_identity() -> None:
     mafw_map = resolve_verifier_mapping(MAFW, GOEMOTIONS_LABELS, GOEMOTIONS_MAPPING)
     assert mafw_map["happiness"] == 17 and mafw_map["contempt"] == 10 and mafw_map["anxiety"] == 19
     dfew_map = resolve_verifier_mapping(DFEW, GOEMOTIONS_LABELS, GOEMOTIONS_MAPPING)
-    assert dfew_map == {"happy": 17, "sad": 25, "neutral": 27, "angry": 2, "surprise": 26, "disgust": 11,
-                        "fear": 14}
+    assert dfew_map == {"happy": 17, "sad": 25, "neutral": 27, "angry": 2, "surprise": 26, "disgust": 11, "fear": 14}
     space = verifier_label_space(DFEW)
     assert space == DFEW_LABELS  # neutral already present
     assert resolve_verifier_mapping(DFEW, space) == {lbl: i for i, lbl in enumerate(DFEW_LABELS)}
@@ -86,7 +96,9 @@ def test_verifier_mapping_goemotions_and_identity() -> None:
         resolve_verifier_mapping(custom, GOEMOTIONS_LABELS, GOEMOTIONS_MAPPING)
     # a label absent from the mapping but named like a verifier class maps to it
     assert resolve_verifier_mapping(get_label_set(["joy", "love"]), GOEMOTIONS_LABELS, GOEMOTIONS_MAPPING) == {
-        "joy": 17, "love": 18}
+        "joy": 17,
+        "love": 18,
+    }
 
 
 def test_label_distribution_sorted() -> None:

@@ -123,9 +123,7 @@ def _manifest_with_bad_rows(synth_dir: Path, tmp_path: Path) -> Path:
 
 
 def test_skip_policy_drops_failed_clips_and_reports_them(synth_dir: Path, tmp_path: Path, capsys) -> None:
-    dm = _dm(
-        synth_dir, manifest=_manifest_with_bad_rows(synth_dir, tmp_path), on_error="skip", val_fraction=0.0
-    )
+    dm = _dm(synth_dir, manifest=_manifest_with_bad_rows(synth_dir, tmp_path), on_error="skip", val_fraction=0.0)
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     ids = [i for b in batches for i in b["ids"]]
@@ -378,9 +376,7 @@ def test_shuffled_fit_resumes_at_epoch_boundary_and_mid_epoch_like_an_uninterrup
         assert torch.equal(resumed.w, full.w)
 
 
-def test_checkpoint_of_a_datamodule_built_with_paths_loads_weights_only(
-    synth_dir: Path, tmp_path: Path
-) -> None:
+def test_checkpoint_of_a_datamodule_built_with_paths_loads_weights_only(synth_dir: Path, tmp_path: Path) -> None:
     dm = _dm(synth_dir, cache_dir=tmp_path / "cache", batch_size=2)  # root/manifest/cache_dir: Path objects
     assert isinstance(dm.hparams["root"], str)
     assert isinstance(dm.hparams["cache_dir"], str)

@@ -110,9 +110,7 @@ def test_variable_frame_rate_uses_real_timestamps(tmp_path: Path) -> None:
     mids = segment_midpoints(clip.start, clip.start + clip.duration, 6).tolist()
     expected = [max(i for i, p in enumerate(pts) if p <= t + 1e-9) for t in mids]
     assert [frame_index(f) for f in clip.frames] == expected
-    torch.testing.assert_close(
-        clip.frame_times, torch.tensor([pts[i] for i in expected], dtype=torch.float64)
-    )
+    torch.testing.assert_close(clip.frame_times, torch.tensor([pts[i] for i in expected], dtype=torch.float64))
     uniform = [int(t / clip.duration * 20) for t in mids]  # what frame-count-based sampling would pick
     assert expected != uniform
 
@@ -120,9 +118,7 @@ def test_variable_frame_rate_uses_real_timestamps(tmp_path: Path) -> None:
 def test_separate_audio_file_and_resampling(index_clips, tmp_path: Path) -> None:
     wav = tmp_path / "voice.wav"
     write_wav(wav, second_tones(3, 22050), 22050)
-    clip = decode_clip(
-        index_clips[".mp4"], num_frames=3, start=1.0, end=2.0, audio_path=wav, sample_rate=8000
-    )
+    clip = decode_clip(index_clips[".mp4"], num_frames=3, start=1.0, end=2.0, audio_path=wav, sample_rate=8000)
     assert clip.sample_rate == 8000
     assert clip.audio.numel() == 8000
     assert peak_frequency(clip.audio, 8000) == pytest.approx(tone_of_second(1), abs=15)
@@ -147,9 +143,7 @@ def test_webm_decodes(tmp_path: Path) -> None:
         ("missing_audio_file", "unreadable"),
     ],
 )
-def test_bad_inputs_raise_clip_error_naming_the_file(
-    index_clips, tmp_path: Path, case: str, reason: str
-) -> None:
+def test_bad_inputs_raise_clip_error_naming_the_file(index_clips, tmp_path: Path, case: str, reason: str) -> None:
     good = index_clips[".mp4"]
     kwargs: dict = {}
     path: Path = good

@@ -69,9 +69,7 @@ def test_custom_csv_with_other_root(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", ["../outside.mp4", "a/../../outside.mp4", "/etc/passwd"])
 def test_path_escaping_the_root_is_rejected_with_file_and_line(tmp_path: Path, bad: str) -> None:
     m = tmp_path / "m.jsonl"
-    m.write_text(
-        json.dumps({"video": "ok.mp4", "label": "sad"}) + "\n" + json.dumps({"video": bad, "label": "sad"})
-    )
+    m.write_text(json.dumps({"video": "ok.mp4", "label": "sad"}) + "\n" + json.dumps({"video": bad, "label": "sad"}))
     with pytest.raises(ManifestError, match=rf"{m}:2: path .* escapes the dataset root"):
         read_custom_manifest(m, labels="dfew")
 

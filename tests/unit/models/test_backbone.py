@@ -231,8 +231,7 @@ def test_causal_lm_backbone_trains_and_scores_text(tiny_lm, text_samples):
     batch = bb.collator("train")(samples)
     kept = batch["labels"][1][batch["labels"][1] != -100]
     assert (
-        bb.tokenizer.decode(kept)
-        == "<think>The words are curt and hostile.</think>\n<answer>angry</answer><|im_end|>"
+        bb.tokenizer.decode(kept) == "<think>The words are curt and hostile.</think>\n<answer>angry</answer><|im_end|>"
     )
     loss, _ = bb.loss(batch)
     loss.backward()

@@ -14,9 +14,7 @@ from ecr.prompts import DEFAULT_INSTRUCTION, format_target
 
 
 def _backbone(path, **inputs):
-    return build_backbone(
-        PolicyConfig(model=str(path), inputs={"min_pixels": 3136, "max_pixels": 3136, **inputs})
-    )
+    return build_backbone(PolicyConfig(model=str(path), inputs={"min_pixels": 3136, "max_pixels": 3136, **inputs}))
 
 
 def test_train_labels_cover_exactly_the_assistant_turn(tiny_omni, clip_samples):
@@ -79,13 +77,9 @@ def test_cut_sequence_raises_mismatch_naming_the_clip(tiny_omni, clip_samples):
     batch = bb.collator("generate")(clip_samples[:2])
     audio_id = bb.tokenizer.audio_token_id
     first = int((batch["input_ids"][1] == audio_id).nonzero()[0])
-    batch["input_ids"][1, first : first + 10] = (
-        bb.tokenizer.pad_token_id
-    )  # 10 placeholders lost, e.g. by a cut
+    batch["input_ids"][1, first : first + 10] = bb.tokenizer.pad_token_id  # 10 placeholders lost, e.g. by a cut
     fmask = batch["feature_attention_mask"]
-    with pytest.raises(
-        MediaTokenMismatchError, match=rf"audio .*{clip_samples[1]['id']}: 40 tokens vs 50 features"
-    ):
+    with pytest.raises(MediaTokenMismatchError, match=rf"audio .*{clip_samples[1]['id']}: 40 tokens vs 50 features"):
         check_media_tokens(
             batch["input_ids"],
             clip_ids=[s["id"] for s in clip_samples[:2]],

@@ -15,10 +15,7 @@ def test_tiny_folder_loads_with_the_standard_classes(tiny_omni):
     n = sum(p.numel() for p in model.parameters())
     assert 300_000 < n < 3_000_000 and n == count_parameters(tiny_omni)
     tok = processor.tokenizer
-    assert (
-        model.config.video_token_id == tok.video_token_id
-        and model.config.audio_token_id == tok.audio_token_id
-    )
+    assert model.config.video_token_id == tok.video_token_id and model.config.audio_token_id == tok.audio_token_id
     assert model.config.text_config.vocab_size == len(tok)
     assert processor.feature_extractor.feature_size == 128
 
@@ -30,6 +27,4 @@ def test_tiny_tokenizer_knows_the_format_and_special_tokens(tiny_omni):
     target = format_target("The person smiles broadly.", "happy")
     ids = tok(target, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids, skip_special_tokens=True) == target  # format tags survive decoding
-    assert (
-        len(tok(DEFAULT_INSTRUCTION)["input_ids"]) < len(DEFAULT_INSTRUCTION) / 2.5
-    )  # BPE merges learned on it
+    assert len(tok(DEFAULT_INSTRUCTION)["input_ids"]) < len(DEFAULT_INSTRUCTION) / 2.5  # BPE merges learned on it

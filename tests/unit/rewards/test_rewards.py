@@ -152,7 +152,10 @@ def test_synonym_ground_truth_and_goemotions_mapping() -> None:
     table = {"He smiles.": {"joy": 0.9}, "He cries.": {"grief": 0.7}}
     v = FakeVerifier(table, list(GOEMOTIONS_LABELS))
     # auto mapping: a GoEmotions verifier uses the paper's table (happiness->joy, helplessness->grief)
-    assert ExplanationReward(v, "mafw")([think("He smiles."), think("He cries.")], ["happiness", "helpless"]) == [1.0, 1.0]
+    assert ExplanationReward(v, "mafw")([think("He smiles."), think("He cries.")], ["happiness", "helpless"]) == [
+        1.0,
+        1.0,
+    ]
     assert ExplanationReward(v, "dfew")([think("He smiles.")], ["happy"]) == [1.0]
 
 
@@ -170,7 +173,9 @@ def test_unmappable_label_raises_when_configured() -> None:
 def test_verifier_saved_mapping_is_used() -> None:
     v = FakeVerifier({"He smiles.": {"happy": 0.9}})
     v.mapping = {"happiness": "happy", "sadness": "sad", "neutral": "neutral", "anger": "angry"}  # type: ignore[attr-defined]
-    assert ExplanationReward(v, ["happiness", "sadness", "neutral", "anger"])([think("He smiles.")], ["happiness"]) == [1.0]
+    assert ExplanationReward(v, ["happiness", "sadness", "neutral", "anger"])([think("He smiles.")], ["happiness"]) == [
+        1.0
+    ]
 
 
 def test_verifier_threshold_attribute_is_default() -> None:
@@ -203,7 +208,9 @@ def test_dedupe_and_penalty_against_gaming() -> None:
     assert scores[0].reward == pytest.approx(0.25)  # 0.75 - 1.0 * 0.5
     stuffed = think("He smiles.", answer="happy").replace("He smiles.", "He smiles. Happy happy happy joyful.")
     table = {**S, "Happy happy happy joyful.": {"happy": 0.99}}
-    s2 = ExplanationReward(FakeVerifier(table), LABELS, penalty=1.0, label_word_allowance=0.1).score([stuffed], ["happy"])
+    s2 = ExplanationReward(FakeVerifier(table), LABELS, penalty=1.0, label_word_allowance=0.1).score(
+        [stuffed], ["happy"]
+    )
     assert s2[0].base_reward == 1.0
     assert s2[0].label_word_density == pytest.approx(4 / 6)
     assert s2[0].reward == pytest.approx(1.0 - (4 / 6 - 0.1))

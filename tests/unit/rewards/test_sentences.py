@@ -11,7 +11,10 @@ from ecr.rl.sentences import get_splitter, split_official, split_pysbd
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("He frowns. His voice trembles! Is he afraid? Yes.", ["He frowns.", "His voice trembles!", "Is he afraid?", "Yes."]),
+        (
+            "He frowns. His voice trembles! Is he afraid? Yes.",
+            ["He frowns.", "His voice trembles!", "Is he afraid?", "Yes."],
+        ),
         ("Mr. Smith", ["Mr.", "Smith"]),
         ('reads: "I am fine. Really." She smiles.', ['reads: "I am fine. Really." She smiles.']),
         ("no terminal punctuation", ["no terminal punctuation"]),

@@ -10,7 +10,8 @@ the behaviour:
   OFFLIST     -> a 200 reply naming a label outside the label space
   BROKENBODY  -> a 200 response whose body is not JSON at all
 Otherwise the answer names the first DFEW emotion word found in the text (neutral if none).
-A paraphrase request gets three variants "<text> (variant i)". Model "forbidden-model" gets HTTP 401. Every request is recorded (text, attempt number, auth header), and the most requests in flight at once.
+A paraphrase request gets three variants "<text> (variant i)". Model "forbidden-model" gets HTTP 401.
+Every request is recorded (text, attempt number, auth header), and the most requests in flight at once.
 """
 
 from __future__ import annotations
@@ -109,7 +110,11 @@ def _make_handler(state: ChatServer) -> type[BaseHTTPRequestHandler]:
                 return self._send(500, b'{"error": {"message": "down"}}')
             if "BROKENBODY" in text:
                 return self._send(200, b"<html>not json</html>")
-            answer = json.dumps({"paraphrases": [f"{text} (variant {i})" for i in range(3)]}) if paraphrase else _answer(text)
+            answer = (
+                json.dumps({"paraphrases": [f"{text} (variant {i})" for i in range(3)]})
+                if paraphrase
+                else _answer(text)
+            )
             reply = {
                 "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
                 "choices": [{"index": 0, "finish_reason": "stop",

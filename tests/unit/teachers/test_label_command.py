@@ -32,7 +32,11 @@ def test_label_manifest_explanations(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert label_command(src, out, labels="dfew") == 0
     rows = read_jsonl(out)
     assert [r["text"] for r in rows] == [
-        "The man smiles.", "He laughs with joy.", "The room is grey.", "She weeps quietly.", "He is furious and shouts.",
+        "The man smiles.",
+        "He laughs with joy.",
+        "The room is grey.",
+        "She weeps quietly.",
+        "He is furious and shouts.",
     ]  # fmt: skip  (the repeated "The room is grey." is labelled once)
     by_text = {r["text"]: r for r in rows}
     assert by_text["The room is grey."]["labels"] == ["neutral"]
@@ -76,7 +80,10 @@ def test_errors_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "bad.jsonl:1" in capsys.readouterr().err
     assert label_command(bad, tmp_path / "o.jsonl", teacher="classifier") == 2
     assert "classifier_path" in capsys.readouterr().err
-    assert label_command(write_jsonl(tmp_path / "p.jsonl", [{"completion": "<answer>x</answer>"}]), tmp_path / "o.jsonl") == 1
+    assert (
+        label_command(write_jsonl(tmp_path / "p.jsonl", [{"completion": "<answer>x</answer>"}]), tmp_path / "o.jsonl")
+        == 1
+    )
     assert label_command(write_jsonl(tmp_path / "q.jsonl", [{"text": "He smiles."}]), tmp_path / "o.jsonl",
                          balance="paraphrase") == 2  # fmt: skip
     assert "LLM teacher" in capsys.readouterr().err
@@ -89,4 +96,12 @@ def test_cli_dispatch(tmp_path: Path) -> None:
         main(["label", "--input", str(src), "--output", str(out), "--teacher", "lexicon", "--labels", "mafw",
               "--splitter", "pysbd"])  # fmt: skip
     assert info.value.code == 0
-    assert {lbl for r in read_jsonl(out) for lbl in r["labels"]} <= {"happiness", "sadness", "anger", "neutral", "surprise", "fear", "disgust"}
+    assert {lbl for r in read_jsonl(out) for lbl in r["labels"]} <= {
+        "happiness",
+        "sadness",
+        "anger",
+        "neutral",
+        "surprise",
+        "fear",
+        "disgust",
+    }

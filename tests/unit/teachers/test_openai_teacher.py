@@ -82,7 +82,9 @@ def test_faults_retries_and_missing(chat_server: ChatServer, tmp_path: Path, cap
 
 def test_auth_error_aborts_and_missing_key_is_config_error(chat_server: ChatServer, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    teacher = OpenAITeacher("dfew", config=config(chat_server, model="forbidden-model"), cache_path=tmp_path / "c.jsonl")
+    teacher = OpenAITeacher(
+        "dfew", config=config(chat_server, model="forbidden-model"), cache_path=tmp_path / "c.jsonl"
+    )
     with pytest.raises(TeacherError) as info:
         teacher.label(["happy"])
     assert KEY not in str(info.value) and "401" in str(info.value)
@@ -108,7 +110,11 @@ def test_label_command_with_openai_and_paraphrase_free_summary(chat_server: Chat
     assert summary["missing"] == {"unparseable": 1} and summary["rows_skipped"] == {"no_think": 1}
     printed = capsys.readouterr().out
     assert "missing 1" in printed
-    for path in (out, tmp_path / "erv" / "sentences.jsonl.summary.json", tmp_path / "erv" / "sentences.jsonl.cache.jsonl"):
+    for path in (
+        out,
+        tmp_path / "erv" / "sentences.jsonl.summary.json",
+        tmp_path / "erv" / "sentences.jsonl.cache.jsonl",
+    ):
         assert KEY not in path.read_text()
     assert KEY not in printed
 

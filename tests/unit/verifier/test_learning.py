@@ -58,7 +58,8 @@ def test_minilm_student_learns_lexicon_labels(tmp_path: Path, one_thread: None) 
     pl.seed_everything(0)
     trainer = pl.Trainer(
         max_steps=20, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, val_check_interval=20, check_val_every_n_epoch=None, accelerator="cpu",
+        enable_model_summary=False, num_sanity_val_steps=0, val_check_interval=20, check_val_every_n_epoch=None,
+        accelerator="cpu",
     )  # fmt: skip
     before = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/macro_f1"]
     trainer.fit(module, datamodule=dm)
