@@ -1,4 +1,4 @@
-"""Data: manifests, synchronized A/V decoding, the ClipDataModule, the synthetic dataset."""
+"""Data: manifests, synchronized A/V decoding, the ClipDataModule, text rows, the synthetic dataset."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from ecr.data.manifests import (
     read_mafw_xlsx,
 )
 from ecr.data.sampler import EpochSampler
-from ecr.data.synth import synthesize
+from ecr.data.synth import synthesize, write_text_manifest
+from ecr.data.text import TextDataModule, TextRecord, TextSample, read_text_manifest
 from ecr.data.types import ClipRecord, ClipSample, DecodedClip
 
 __all__ = [
@@ -28,6 +29,9 @@ __all__ = [
     "ClipSample",
     "DecodedClip",
     "EpochSampler",
+    "TextDataModule",
+    "TextRecord",
+    "TextSample",
     "assign_splits",
     "decode_clip",
     "default_collate",
@@ -37,5 +41,7 @@ __all__ = [
     "read_emer",
     "read_mafw",
     "read_mafw_xlsx",
+    "read_text_manifest",
     "synthesize",
+    "write_text_manifest",
 ]

@@ -26,7 +26,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -43,16 +43,22 @@ from ecr.labels import LabelSet, get_label_set
 Stage = Literal["train", "val", "test"]
 
 
-def assign_splits(
-    records: Sequence[ClipRecord], *, val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, list[ClipRecord]]:
+class _HasSplit(Protocol):
+    @property
+    def split(self) -> str | None: ...
+
+
+R = TypeVar("R", bound=_HasSplit)  # ClipRecord, TextRecord: any row with an optional split
+
+
+def assign_splits(records: Sequence[R], *, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[R]]:
     """Group records by split; rows without one get a seeded random split; carve val out of train if absent.
 
     Deterministic: the permutation comes from a `torch.Generator` seeded with `seed` over records in manifest
     order, so the same manifest and seed give the same split on every machine.
     """
-    out: dict[str, list[ClipRecord]] = {"train": [], "val": [], "test": []}
-    unassigned: list[ClipRecord] = []
+    out: dict[str, list[R]] = {"train": [], "val": [], "test": []}
+    unassigned: list[R] = []
     for r in records:
         (out.get(r.split, unassigned)).append(r)
     gen = torch.Generator().manual_seed(seed)

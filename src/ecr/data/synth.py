@@ -39,6 +39,7 @@ from ecr.data.encode import encode_clip
 from ecr.labels import LabelSet, get_label_set
 
 MANIFEST_NAME = "manifest.jsonl"
+TEXT_MANIFEST_NAME = "text.jsonl"
 
 
 @dataclass(frozen=True)
@@ -561,6 +562,36 @@ def synthesize(
     return manifest
 
 
+def write_text_manifest(
+    manifest: str | Path, out: str | Path | None = None, *, include_inconsistent: bool = False
+) -> Path:
+    """Text rows of a synthetic dataset (for `TextDataModule`): text = the explanation minus its conclusion.
+
+    The cue sentences (visual, audio, filler) describe the clip; the concluding sentence that names the
+    emotion is left out of `text`, so a text model has to infer the label. Rows whose explanation describes
+    another emotion than the label are dropped unless `include_inconsistent`. Default output:
+    `text.jsonl` next to `manifest`.
+    """
+    manifest = Path(manifest)
+    names = json.loads((manifest.parent / "labels.json").read_text())["labels"]
+    rows = []
+    for lineno, line in enumerate(manifest.read_text().splitlines(), 1):
+        row = json.loads(line)
+        if not row["explanation_consistent"] and not include_inconsistent:
+            continue
+        emotion = row["explanation_emotion"]
+        prof = profile_for(emotion, names.index(emotion), len(names))
+        ending = next((c for c in prof.conclusion if row["explanation"].endswith(" " + c)), None)
+        if ending is None:
+            raise ValueError(f"{manifest}:{lineno}: explanation does not end with a {emotion!r} conclusion")
+        text = row["explanation"][: -len(ending) - 1]
+        rows.append({"id": row["id"], "text": text, "label": row["label"], "explanation": row["explanation"],
+                     "split": row["split"], "explanation_consistent": row["explanation_consistent"]})  # fmt: skip
+    path = Path(out) if out is not None else manifest.parent / TEXT_MANIFEST_NAME
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def synth_command(
     out: Path,
     num_clips: int = 32,
@@ -572,6 +603,7 @@ def synth_command(
     duration: float = 2.0,
     sample_rate: int = 16000,
     avi_fraction: float = 0.25,
+    text: bool = False,
 ) -> int:
     """Write a synthetic emotion dataset (real .mp4/.avi clips + manifest.jsonl with splits and explanations).
 
@@ -586,6 +618,7 @@ def synth_command(
         duration: clip length in seconds.
         sample_rate: audio sample rate (Hz).
         avi_fraction: share of clips written as .avi (MPEG-4 + PCM) instead of .mp4 (H.264 + AAC).
+        text: also write text.jsonl (text rows for `ecr.data.TextDataModule`: cue sentences without the conclusion).
     """
     manifest = synthesize(
         out,
@@ -608,4 +641,7 @@ def synth_command(
         f"wrote {len(rows)} clips to {Path(out)} (manifest {manifest.name}); splits {counts}; "
         f"{n_incons} inconsistent explanations"
     )
+    if text:
+        text_path = write_text_manifest(manifest)
+        print(f"wrote {sum(1 for _ in text_path.open())} text rows (consistent explanations) to {text_path}")
     return 0

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
+from ecr.errors import ConfigError
 from ecr.labels import DFEW_LABELS, MAFW_LABELS
 from ecr.prompts import DEFAULT_INSTRUCTION, format_target
 
@@ -257,8 +259,15 @@ def build_tiny_causal_lm(
     return out
 
 
-def tiny_command(out: Path, hidden_size: int = 64, num_layers: int = 2, vocab_size: int = 1024, seed: int = 0) -> int:
-    """Write a tiny random Qwen2.5-Omni thinker + tokenizer + processor folder (offline test/demo model).
+def tiny_command(
+    out: Path,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vocab_size: int = 1024,
+    seed: int = 0,
+    kind: Literal["omni", "causal_lm"] = "omni",
+) -> int:
+    """Write a tiny random model folder (offline test/demo model): a Qwen2.5-Omni thinker or a text causal LM.
 
     Args:
         out: Folder to write (created; existing files are overwritten).
@@ -266,9 +275,15 @@ def tiny_command(out: Path, hidden_size: int = 64, num_layers: int = 2, vocab_si
         num_layers: Layers of the language model and of each tower.
         vocab_size: BPE vocabulary size (before the Omni special tokens and the format tokens).
         seed: Seed of the random initialisation.
+        kind: "omni" (thinker + tokenizer + processor, backbone qwen2_5_omni) or "causal_lm" (a Qwen2 text
+            LM + the same tokenizer, backbone causal_lm).
     """
-    path = build_tiny_omni(out, hidden_size=hidden_size, num_layers=num_layers, vocab_size=vocab_size, seed=seed)
-    print(f"tiny Qwen2.5-Omni thinker ({count_parameters(path):,} parameters) written to {path}")
+    if kind not in ("omni", "causal_lm"):
+        raise ConfigError(f"--kind: {kind!r} is not 'omni' or 'causal_lm'")
+    build = build_tiny_omni if kind == "omni" else build_tiny_causal_lm
+    path = build(out, hidden_size=hidden_size, num_layers=num_layers, vocab_size=vocab_size, seed=seed)
+    what = "Qwen2.5-Omni thinker" if kind == "omni" else "Qwen2 causal LM"
+    print(f"tiny {what} ({count_parameters(path):,} parameters) written to {path}")
     return 0
 
 
