@@ -1,7 +1,9 @@
 """SFT on a text emotion task: a real Lightning fit of `SFTModule` with the `causal_lm` backbone (a tiny random
 Qwen2 LM) on `TextDataModule` rows written from the synthetic dataset. The model overfits a handful of rows:
 the loss falls by a large factor and greedy generation reproduces `<think>…</think>\\n<answer>label</answer>`
-for every row. Same structure as test_sft_fit.py's Omni overfit test; the checkpoint loads weights-only."""
+for every row. Same structure as test_sft_fit.py's Omni overfit test; the checkpoint loads weights-only.
+The demo path runs through the command line: `ecr model tiny --kind causal_lm`, `ecr data synth --text`,
+`ecr fit --config configs/demo/sft_text.yaml` (TensorBoard scalars + generated samples)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,14 @@ import lightning as L
 import pytest
 import torch
 
+from ecr.cli import cli_main, main
 from ecr.data import TextDataModule, synthesize, write_text_manifest
 from ecr.models import PolicyConfig
 from ecr.models.tiny import build_tiny_causal_lm
 from ecr.modules.sft import SFTModule
 from ecr.prompts import format_target, is_well_formed, parse_completion
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +78,37 @@ def test_text_sft_learns_format_and_labels(tiny_lm, text_rows, tmp_path):
     # the checkpoint (module + datamodule hparams) loads weights-only
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["datamodule_hyper_parameters"]["manifest"] == str(text_rows)
+
+
+def _run_main(argv: list[str]) -> None:
+    """`ecr <utility command>`: exits with the command's return code."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+
+
+def test_demo_config_through_the_cli(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _run_main(["model", "tiny", "--out", str(tmp_path / "lm"), "--kind", "causal_lm", "--hidden-size", "32"])
+    assert (tmp_path / "lm" / "model.safetensors").is_file() and not (
+        tmp_path / "lm" / "processor_config.json"
+    ).exists()
+    synth = ["data", "synth", "--out", str(tmp_path / "synth"), "--num-clips", "8", "--size", "32"]
+    _run_main([*synth, "--duration", "0.5", "--text", "true"])
+    runs = tmp_path / "runs"
+    cli_main(
+        ["fit", "--config", str(CONFIGS / "demo" / "sft_text.yaml"),
+         "--model.init_args.policy.model", str(tmp_path / "lm"),
+         "--data.init_args.manifest", str(tmp_path / "synth" / "text.jsonl"),
+         "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1", "--trainer.log_every_n_steps", "1",
+         "--trainer.default_root_dir", str(runs), "--trainer.logger.init_args.save_dir", str(runs)],
+    )  # fmt: skip
+    (events,) = runs.rglob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events), size_guidance={"tensors": 0, "scalars": 0})
+    acc.Reload()
+    assert {"train/loss", "val/loss", "lr"} <= set(acc.Tags()["scalars"])
+    texts = [b.decode() for tag in acc.Tags()["tensors"] for e in acc.Tensors(tag) for b in e.tensor_proto.string_val]
+    assert any("| clip | label | completion |" in t for t in texts)
+    ckpt = torch.load(next(runs.rglob("last.ckpt")), map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["policy"]["backbone"] == "causal_lm"
