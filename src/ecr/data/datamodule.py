@@ -33,7 +33,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 
 from ecr.data.cache import ClipCache
-from ecr.data.dataset import ClipDataLoader, ClipDataset, ClipFailure, Collator, OnError, default_collate
+from ecr.data.dataset import ClipDataLoader, ClipDataset, ClipFailure, OnError, default_collate
 from ecr.data.manifests import DatasetFormat, read_dataset
 from ecr.data.sampler import EpochSampler
 from ecr.data.types import ClipRecord, ClipSample
@@ -78,7 +78,128 @@ def assign_splits(records: Sequence[R], *, val_fraction: float, test_fraction: f
     return out
 
 
-class ClipDataModule(LightningDataModule):
+class SplitDataModule(LightningDataModule):
+    """What every task DataModule shares: the active label set, an injectable task collator, seeded split
+    assignment, and resumable loaders whose training order is an `EpochSampler`'s (a function of seed, epoch).
+
+    Subclasses call `_init_splits` in `__init__` and implement `read_records`, `_make_datasets` and `_describe`;
+    `_loader_options(stage)` adds DataLoader options of their own.
+    """
+
+    default_collate_fn: Callable[[list[Any]], Any] = staticmethod(default_collate)
+
+    def _init_splits(
+        self,
+        *,
+        label_set: LabelSet,
+        val_fraction: float,
+        test_fraction: float,
+        seed: int,
+        batch_size: int,
+        num_workers: int,
+        shuffle: bool,
+        drop_last: bool,
+        collate_fn: Callable[[list[Any]], Any] | None,
+    ) -> None:
+        if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+            raise ConfigError(f"data.val_fraction/test_fraction: {val_fraction}/{test_fraction} must be in [0, 1)")
+        if batch_size < 1 or num_workers < 0:
+            raise ConfigError(f"data: batch_size must be >= 1 and num_workers >= 0, got {batch_size}/{num_workers}")
+        self._label_set = label_set
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.seed = seed
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self._collate_fn = collate_fn
+        self.splits: dict[str, list[Any]] | None = None
+        self.datasets: dict[str, Any] = {}
+
+    # -------------------------------------------------------------------------------------- properties
+    @property
+    def label_set(self) -> LabelSet:
+        """The active label set (from config), shared by every stage that consumes this data."""
+        return self._label_set
+
+    @property
+    def collate_fn(self) -> Callable[[list[Any]], Any]:
+        """The task collator used by the next DataLoader built (the module's default unless one was set)."""
+        return self._collate_fn or type(self).default_collate_fn
+
+    @collate_fn.setter
+    def collate_fn(self, fn: Callable[[list[Any]], Any] | None) -> None:
+        self._collate_fn = fn
+
+    # ------------------------------------------------------------------------------------ subclass hooks
+    def read_records(self, errors: list | None = None) -> list[Any]:
+        """Every row of the configured dataset, validated."""
+        raise NotImplementedError
+
+    def _make_datasets(self, splits: dict[str, list[Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        """Where the data comes from, for log lines and errors."""
+        raise NotImplementedError
+
+    def _loader_options(self, stage: str) -> dict[str, Any]:
+        return {}
+
+    # ----------------------------------------------------------------------------------------- set-up
+    def setup(self, stage: str | None = None) -> None:
+        """Read the rows and build the split datasets (nothing is decoded here); idempotent."""
+        if self.splits is not None:
+            return
+        self.splits = assign_splits(
+            self.read_records(), val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed
+        )
+        self.datasets = self._make_datasets(self.splits)
+        sizes = {k: len(v) for k, v in self.splits.items()}
+        rank_zero_info(f"[ecr.data] {self._describe()}: {sizes} rows, labels {list(self._label_set)}")
+
+    def _dataset(self, split: str) -> Any:
+        if self.splits is None:
+            self.setup()
+        ds = self.datasets[split]
+        if len(ds) == 0:
+            raise ConfigError(f"data: the {split!r} split of {self._describe()} is empty (check its split column)")
+        return ds
+
+    # ------------------------------------------------------------------------------------ dataloaders
+    def _loader(self, split: str, stage: str, *, train: bool) -> ClipDataLoader:
+        dataset = self._dataset(split)
+        sampler = None
+        if train:  # order = f(seed, epoch), sharded over the Trainer's processes
+            trainer = getattr(self, "trainer", None)
+            sampler = EpochSampler.for_trainer(dataset, trainer, shuffle=self.shuffle, seed=self.seed)
+        return ClipDataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=self.drop_last and train,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            # seeds only the workers' base seed; keeps the global RNG (dropout, ...) untouched by loaders
+            generator=torch.Generator().manual_seed(self.seed),
+            **self._loader_options(stage),
+        )
+
+    def train_dataloader(self) -> ClipDataLoader:
+        return self._loader("train", "train", train=True)
+
+    def val_dataloader(self) -> ClipDataLoader:
+        return self._loader("val", "val", train=False)
+
+    def test_dataloader(self) -> ClipDataLoader:
+        return self._loader("test", "test", train=False)
+
+    def predict_dataloader(self) -> ClipDataLoader:
+        return self._loader("test", "predict", train=False)
+
+
+class ClipDataModule(SplitDataModule):
     """Synchronised video+audio clips of a DFEW/MAFW/EMER/custom dataset, decoded in DataLoader workers.
 
     Args:
@@ -133,126 +254,65 @@ class ClipDataModule(LightningDataModule):
             raise ConfigError(f"data.manifest: format {format!r} needs a manifest file")
         if on_error not in ("skip", "raise"):
             raise ConfigError(f"data.on_error: {on_error!r} is not 'skip' or 'raise'")
-        if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-            raise ConfigError(f"data.val_fraction/test_fraction: {val_fraction}/{test_fraction} must be in [0, 1)")
-        if num_frames < 1 or batch_size < 1 or num_workers < 0 or sample_rate <= 0:
-            raise ConfigError("data: num_frames, batch_size and sample_rate must be positive, num_workers >= 0")
+        if num_frames < 1 or sample_rate <= 0:
+            raise ConfigError(f"data: num_frames and sample_rate must be positive, got {num_frames}/{sample_rate}")
+        if labels is None and format in ("custom", "emer"):
+            raise ConfigError(f"data.labels: format {format!r} needs a label set (dfew, mafw or a list)")
         # hparams go into checkpoints: plain strings, since torch.load(weights_only=True) rejects Path objects
         root = os.fspath(root)
         manifest = os.fspath(manifest) if manifest is not None else None
         cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
         self.save_hyperparameters(ignore=["collate_fn"])
+        self._init_splits(
+            label_set=get_label_set(labels if labels is not None else format),
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            collate_fn=collate_fn,
+        )
         self.root = Path(root)
         self.format = format
         self.manifest = manifest
         self.labels = labels
         self.fold = fold
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
         self.num_frames = num_frames
         self.sample_rate = sample_rate
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.on_error: OnError = on_error
-        self._collate_fn = collate_fn
-        self.shuffle = shuffle
-        self.drop_last = drop_last
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
-        if labels is None and format in ("custom", "emer"):
-            raise ConfigError(f"data.labels: format {format!r} needs a label set (dfew, mafw or a list)")
-        self._label_set = get_label_set(labels if labels is not None else format)
-        self.splits: dict[str, list[ClipRecord]] | None = None
-        self.datasets: dict[str, ClipDataset] = {}
         self.skipped: dict[str, list[ClipFailure]] = {"train": [], "val": [], "test": [], "predict": []}
         self.skip_counts: dict[str, int] = {"train": 0, "val": 0, "test": 0, "predict": 0}
         self._epoch_counter: dict[str, int] = {}
 
-    # -------------------------------------------------------------------------------------- properties
-    @property
-    def label_set(self) -> LabelSet:
-        """The active label set (from config), shared by every stage that consumes this data."""
-        return self._label_set
-
-    @property
-    def collate_fn(self) -> Collator:
-        """The task collator used by the next DataLoader built (`default_collate` unless one was set)."""
-        return self._collate_fn or default_collate
-
-    @collate_fn.setter
-    def collate_fn(self, fn: Collator | None) -> None:
-        self._collate_fn = fn
-
-    # ----------------------------------------------------------------------------------------- set-up
+    # --------------------------------------------------------------------------------- SplitDataModule
     def read_records(self, errors: list | None = None) -> list[ClipRecord]:
         """Every manifest row of the configured dataset (DFEW/MAFW: train + test files of the fold)."""
         return read_dataset(self.format, self.root, self.manifest, self._label_set, self.fold, errors=errors)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Read the manifest and build the split datasets (no decoding happens here); idempotent."""
-        if self.splits is not None:
-            return
-        self.splits = assign_splits(
-            self.read_records(),
-            val_fraction=self.val_fraction,
-            test_fraction=self.test_fraction,
-            seed=self.seed,
-        )
+    def _make_datasets(self, splits: dict[str, list[ClipRecord]]) -> dict[str, ClipDataset]:
         cache = ClipCache(self.cache_dir) if self.cache_dir is not None else None
-        self.datasets = {
+        return {
             name: ClipDataset(
                 recs, self._label_set, num_frames=self.num_frames, sample_rate=self.sample_rate, cache=cache
             )
-            for name, recs in self.splits.items()
+            for name, recs in splits.items()
         }
-        sizes = {k: len(v) for k, v in self.splits.items()}
-        rank_zero_info(
-            f"[ecr.data] {self.format} dataset at {self.root}: {sizes} clips, labels {list(self._label_set)}"
-        )
 
-    def _dataset(self, split: str) -> ClipDataset:
-        if self.splits is None:
-            self.setup()
-        ds = self.datasets[split]
-        if len(ds) == 0:
-            raise ConfigError(f"data: the {split!r} split of {self.root} is empty (check the manifest's split column)")
-        return ds
+    def _describe(self) -> str:
+        return f"{self.format} dataset at {self.root}"
 
-    # ------------------------------------------------------------------------------------ dataloaders
-    def _loader(self, split: str, stage: str, *, train: bool) -> ClipDataLoader:
-        dataset = self._dataset(split)
-        return ClipDataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=self._train_sampler(dataset) if train else None,
-            drop_last=self.drop_last and train,
-            num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
-            # seeds only the workers' base seed; keeps the global RNG (dropout, ...) untouched by loaders
-            generator=torch.Generator().manual_seed(self.seed),
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-            on_error=self.on_error,
-            reporter=lambda failures, batches: self._report(stage, failures, batches),
-        )
-
-    def _train_sampler(self, dataset: ClipDataset) -> EpochSampler:
-        """Order = f(seed, epoch), sharded over the Trainer's processes."""
-        return EpochSampler.for_trainer(dataset, getattr(self, "trainer", None), shuffle=self.shuffle, seed=self.seed)
-
-    def train_dataloader(self) -> ClipDataLoader:
-        return self._loader("train", "train", train=True)
-
-    def val_dataloader(self) -> ClipDataLoader:
-        return self._loader("val", "val", train=False)
-
-    def test_dataloader(self) -> ClipDataLoader:
-        return self._loader("test", "test", train=False)
-
-    def predict_dataloader(self) -> ClipDataLoader:
-        return self._loader("test", "predict", train=False)
+    def _loader_options(self, stage: str) -> dict[str, Any]:
+        return {
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers and self.num_workers > 0,
+            "on_error": self.on_error,
+            "reporter": lambda failures, batches: self._report(stage, failures, batches),
+        }
 
     # -------------------------------------------------------------------------------------- reporting
     def _report(self, stage: str, failures: list[ClipFailure], batches: int) -> None:

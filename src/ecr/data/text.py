@@ -21,14 +21,10 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import torch
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
-from ecr.data.datamodule import assign_splits
-from ecr.data.dataset import ClipDataLoader
+from ecr.data.datamodule import SplitDataModule
 from ecr.data.manifests import _canonical_label, _fail, _iter_rows, _norm_split, _pick, read_emer
-from ecr.data.sampler import EpochSampler
 from ecr.errors import ConfigError, ManifestError
 from ecr.labels import LabelSet, get_label_set
 
@@ -157,7 +153,7 @@ def collate_text(samples: list[TextSample]) -> dict[str, Any]:
 TextCollate = Callable[[list[TextSample]], Any]
 
 
-class TextDataModule(LightningDataModule):
+class TextDataModule(SplitDataModule):
     """Text emotion rows for text-only backbones (`policy.backbone: causal_lm`).
 
     Args:
@@ -175,6 +171,8 @@ class TextDataModule(LightningDataModule):
         drop_last: drop the last incomplete training batch.
         collate_fn: task collator `list[TextSample] -> batch` (default: `collate_text`); SFT sets its own.
     """
+
+    default_collate_fn = staticmethod(collate_text)
 
     def __init__(
         self,
@@ -194,97 +192,45 @@ class TextDataModule(LightningDataModule):
         super().__init__()
         if format not in ("custom", "emer"):
             raise ConfigError(f"data.format: {format!r} is not one of custom, emer")
-        if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-            raise ConfigError(f"data.val_fraction/test_fraction: {val_fraction}/{test_fraction} must be in [0, 1)")
-        if batch_size < 1 or num_workers < 0:
-            raise ConfigError(f"data: batch_size must be >= 1 and num_workers >= 0, got {batch_size}/{num_workers}")
         if not text_field.strip():
             raise ConfigError("data.text_field: empty column name")
         # hparams go into checkpoints: plain strings, since torch.load(weights_only=True) rejects Path objects
         manifest = os.fspath(manifest)
         self.save_hyperparameters(ignore=["collate_fn"])
+        self._init_splits(
+            label_set=get_label_set(labels),
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            collate_fn=collate_fn,
+        )
         self.manifest = manifest
         self.format: TextFormat = format
         self.text_field = text_field
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.seed = seed
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self._collate_fn = collate_fn
-        self._label_set = get_label_set(labels)
-        self.splits: dict[str, list[TextRecord]] | None = None
-        self.datasets: dict[str, TextDataset] = {}
 
-    @property
-    def label_set(self) -> LabelSet:
-        """The active label set (from config), shared by every stage that consumes this data."""
-        return self._label_set
-
-    @property
-    def collate_fn(self) -> TextCollate:
-        """The task collator used by the next DataLoader built (`collate_text` unless one was set)."""
-        return self._collate_fn or collate_text
-
-    @collate_fn.setter
-    def collate_fn(self, fn: TextCollate | None) -> None:
-        self._collate_fn = fn
-
+    # --------------------------------------------------------------------------------- SplitDataModule
     def read_records(self, errors: list[ManifestError] | None = None) -> list[TextRecord]:
         """Every row of the manifest (validated; see `read_text_manifest` / `read_emer_text`)."""
         if self.format == "emer":
-            return read_emer_text(self.manifest, self._label_set, errors=errors)
-        return read_text_manifest(self.manifest, self._label_set, self.text_field, errors=errors)
-
-    def setup(self, stage: str | None = None) -> None:
-        """Read and split the manifest; idempotent."""
-        if self.splits is not None:
-            return
-        records = self.read_records()
-        if not records:
+            records = read_emer_text(self.manifest, self._label_set, errors=errors)
+        else:
+            records = read_text_manifest(self.manifest, self._label_set, self.text_field, errors=errors)
+        if not records and errors is None:
             raise ManifestError(f"{self.manifest}: no rows")
-        self.splits = assign_splits(
-            records, val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed
-        )
-        self.datasets = {name: TextDataset(recs, self._label_set) for name, recs in self.splits.items()}
-        sizes = {k: len(v) for k, v in self.splits.items()}
-        rank_zero_info(f"[ecr.data] text rows of {self.manifest}: {sizes}, labels {list(self._label_set)}")
+        return records
 
-    def _loader(self, split: str, *, train: bool) -> ClipDataLoader:
-        if self.splits is None:
-            self.setup()
-        dataset = self.datasets[split]
-        if len(dataset) == 0:
-            raise ConfigError(f"data: the {split!r} split of {self.manifest} is empty (check its split column)")
-        sampler = None
-        if train:  # order = f(seed, epoch), sharded over the Trainer's processes
-            trainer = getattr(self, "trainer", None)
-            sampler = EpochSampler.for_trainer(dataset, trainer, shuffle=self.shuffle, seed=self.seed)
-        # ClipDataLoader for its resumable position (text rows never fail to "decode": on_error is moot)
-        return ClipDataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=self.drop_last and train,
-            num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
-            generator=torch.Generator().manual_seed(self.seed),
-            on_error="raise",
-        )
+    def _make_datasets(self, splits: dict[str, list[TextRecord]]) -> dict[str, TextDataset]:
+        return {name: TextDataset(recs, self._label_set) for name, recs in splits.items()}
 
-    def train_dataloader(self) -> ClipDataLoader:
-        return self._loader("train", train=True)
+    def _describe(self) -> str:
+        return f"text rows of {self.manifest}"
 
-    def val_dataloader(self) -> ClipDataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> ClipDataLoader:
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self) -> ClipDataLoader:
-        return self._loader("test", train=False)
+    def _loader_options(self, stage: str) -> dict[str, Any]:
+        return {"on_error": "raise"}  # text rows never fail to "decode"
 
 
 __all__ = [
