@@ -25,11 +25,12 @@ from pathlib import Path
 
 import torch
 
-from ecr.data import decode_clip, synthesize
-from ecr.data.synth import MANIFEST_NAME
+from ecr.data import decode_clip
+from ecr.fixtures import synthesize
+from ecr.fixtures.synth import MANIFEST_NAME
+from ecr.fixtures.tiny_models import build_tiny_omni, count_parameters
 from ecr.labels import get_label_set
 from ecr.models import PolicyConfig, load_policy
-from ecr.models.tiny import build_tiny_omni, count_parameters
 
 
 def load_samples(root: Path, n: int, frames: int, synth: bool = True) -> list[dict]:

@@ -22,11 +22,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ecr.data.synth import compose_explanation, profile_for
+from ecr.fixtures.synth import compose_explanation, profile_for
 from ecr.labels import DFEW_LABELS, GOEMOTIONS_LABELS
 from ecr.models.verifier import HFVerifier, build_student, load_verifier
 from ecr.rl.rewards import ExplanationReward
-from ecr.rl.sentences import split_official
+from ecr.sentences import split_official
 
 
 def measure(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:

@@ -90,7 +90,7 @@ class GenerationSampleLogger(Callback):
         loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
         if loader is None:
             raise ConfigError("GenerationSampleLogger: the datamodule has no validation dataloader")
-        from ecr.data.dataset import ClipFailure
+        from ecr.data.types import ClipFailure
 
         dataset = loader.dataset
         picked: list[Any] = []

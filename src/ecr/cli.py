@@ -21,9 +21,9 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 
 # command -> "module:function" or {subcommand: "module:function"}
 EXTRA_COMMANDS: dict[str, str | dict[str, str]] = {
-    "data": {"synth": "ecr.data.synth:synth_command", "check": "ecr.data.check:check_command"},
+    "data": {"synth": "ecr.fixtures.synth:synth_command", "check": "ecr.data.check:check_command"},
     "label": "ecr.teachers.label:label_command",
-    "model": {"tiny": "ecr.models.tiny:tiny_command"},
+    "model": {"tiny": "ecr.fixtures.tiny_models:tiny_command"},
     "export": "ecr.export:export_command",
 }
 

@@ -173,6 +173,16 @@ def verifier_label_space(task: LabelSet, *, add_neutral: bool = True) -> tuple[s
     return tuple(labels)
 
 
+def resolve_label_space(spec: str | Sequence[str], *, add_neutral: bool = True) -> tuple[str, ...]:
+    """Verifier classes from config: "goemotions" (28 classes), a task set name ("dfew", "mafw") or a list.
+
+    Task sets get neutral appended when absent, because the reward needs a neutral class to filter sentences.
+    """
+    if isinstance(spec, str) and spec.lower() == "goemotions":
+        return GOEMOTIONS_LABELS
+    return verifier_label_space(get_label_set(spec), add_neutral=add_neutral)
+
+
 def resolve_verifier_mapping(
     task: LabelSet,
     verifier_labels: Sequence[str],

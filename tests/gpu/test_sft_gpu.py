@@ -13,10 +13,10 @@ import lightning as L
 import pytest
 import torch
 
-from ecr.data import synthesize
 from ecr.data.datamodule import ClipDataModule
+from ecr.fixtures import synthesize
+from ecr.fixtures.tiny_models import build_tiny_omni
 from ecr.models import PolicyConfig
-from ecr.models.tiny import build_tiny_omni
 from ecr.modules.sft import SFTModule
 
 pytestmark = [

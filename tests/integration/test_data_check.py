@@ -10,9 +10,9 @@ import pytest
 
 from ecr.cli import main
 from ecr.data.check import check_dataset
-from ecr.data.encode import encode_clip
 from ecr.data.manifests import read_custom_manifest
-from ecr.data.testing import index_frames, make_index_clip, second_tones
+from ecr.fixtures.index_clips import index_frames, make_index_clip, second_tones
+from ecr.fixtures.video import write_clip
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def messy_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_index_clip(root / "good.mp4", seconds=2)
     make_index_clip(root / "good.avi", seconds=2)
     make_index_clip(root / "silent.mp4", seconds=1, audio=False)
-    encode_clip(root / "short_audio.mp4", index_frames(30), 10, second_tones(1.0), 16000)  # 3 s video, 1 s audio
+    write_clip(root / "short_audio.mp4", index_frames(30), 10, second_tones(1.0), 16000)  # 3 s video, 1 s audio
     (root / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\xff" * 500)
     (root / "empty.mp4").write_bytes(b"")
     rows = [

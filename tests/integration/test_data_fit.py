@@ -16,7 +16,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.nn import functional as F
 
-from ecr.data import ClipDataModule, ClipSample, synthesize
+from ecr.data import ClipDataModule, ClipSample
+from ecr.fixtures import synthesize
 
 
 def features_collate(samples: list[ClipSample]) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from ecr.cli import cli_main, main
-from ecr.data.synth import compose_explanation, profile_for
+from ecr.fixtures.synth import compose_explanation, profile_for
 from ecr.labels import DFEW_LABELS
 from ecr.models.verifier import load_verifier
 from ecr.rl.rewards import ExplanationReward

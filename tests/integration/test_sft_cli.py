@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ecr.cli import cli_main, main
-from ecr.data import synthesize
+from ecr.fixtures import synthesize
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DEEPSPEED = {

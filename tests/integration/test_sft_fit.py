@@ -17,13 +17,13 @@ import lightning as L
 import pytest
 import torch
 
-from ecr.data import synthesize
 from ecr.data.datamodule import ClipDataModule
 from ecr.errors import ConfigError
 from ecr.export import export_policy
+from ecr.fixtures import synthesize
+from ecr.fixtures.tiny_models import build_tiny_omni
 from ecr.models import PolicyConfig, load_policy
 from ecr.models.hf import model_inputs
-from ecr.models.tiny import build_tiny_omni
 from ecr.modules.sft import SFTModule
 from ecr.prompts import format_target, is_well_formed, parse_completion
 

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from ecr.cli import cli_main, main
-from ecr.data import TextDataModule, synthesize, write_text_manifest
+from ecr.data import TextDataModule
+from ecr.fixtures import synthesize, write_text_manifest
+from ecr.fixtures.tiny_models import build_tiny_causal_lm
 from ecr.models import PolicyConfig
-from ecr.models.tiny import build_tiny_causal_lm
 from ecr.modules.sft import SFTModule
 from ecr.prompts import format_target, is_well_formed, parse_completion
 

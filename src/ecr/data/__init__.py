@@ -1,47 +1,35 @@
-"""Data: manifests, synchronized A/V decoding, the ClipDataModule, text rows, the synthetic dataset."""
+"""Data: manifests, synchronized A/V decoding, the DataModules (clips, text rows, verifier sentences), checks.
 
-from __future__ import annotations
+Exports load lazily, so reading a manifest or printing a help text does not import Lightning.
+"""
 
-from ecr.data.cache import ClipCache
-from ecr.data.datamodule import ClipDataModule, assign_splits
-from ecr.data.dataset import ClipDataLoader, ClipDataset, ClipFailure, default_collate
-from ecr.data.decode import decode_clip
-from ecr.data.manifests import (
-    read_custom_manifest,
-    read_dataset,
-    read_dfew,
-    read_emer,
-    read_mafw,
-    read_mafw_xlsx,
-)
-from ecr.data.sampler import EpochSampler
-from ecr.data.synth import synthesize, write_text_manifest
-from ecr.data.text import TextDataModule, TextRecord, TextSample, read_text_manifest
-from ecr.data.types import ClipRecord, ClipSample, DecodedClip
+from ecr.lazy import lazy_exports
 
-__all__ = [
-    "ClipCache",
-    "ClipDataLoader",
-    "ClipDataModule",
-    "ClipDataset",
-    "ClipFailure",
-    "ClipRecord",
-    "ClipSample",
-    "DecodedClip",
-    "EpochSampler",
-    "TextDataModule",
-    "TextRecord",
-    "TextSample",
-    "assign_splits",
-    "decode_clip",
-    "default_collate",
-    "read_custom_manifest",
-    "read_dataset",
-    "read_dfew",
-    "read_emer",
-    "read_mafw",
-    "read_mafw_xlsx",
-    "read_text_manifest",
-    "synthesize",
-    "write_text_manifest",
-]
+_EXPORTS = {
+    "ClipCache": "cache",
+    "ClipDataModule": "datamodule",
+    "SplitDataModule": "datamodule",
+    "assign_splits": "datamodule",
+    "ClipDataset": "dataset",
+    "default_collate": "dataset",
+    "ResumableDataLoader": "loader",
+    "decode_clip": "decode",
+    "read_custom_manifest": "manifests",
+    "read_dataset": "manifests",
+    "read_dfew": "manifests",
+    "read_emer": "manifests",
+    "read_mafw": "manifests",
+    "read_mafw_xlsx": "manifests",
+    "EpochSampler": "sampler",
+    "SentenceDataModule": "sentences",
+    "TextDataModule": "text",
+    "TextRecord": "text",
+    "TextSample": "text",
+    "read_text_manifest": "text",
+    "ClipFailure": "types",
+    "ClipRecord": "types",
+    "ClipSample": "types",
+    "DecodedClip": "types",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

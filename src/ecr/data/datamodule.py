@@ -33,10 +33,11 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 
 from ecr.data.cache import ClipCache
-from ecr.data.dataset import ClipDataLoader, ClipDataset, ClipFailure, OnError, default_collate
+from ecr.data.dataset import ClipDataset, default_collate
+from ecr.data.loader import OnError, ResumableDataLoader
 from ecr.data.manifests import DatasetFormat, read_dataset
 from ecr.data.sampler import EpochSampler
-from ecr.data.types import ClipRecord, ClipSample
+from ecr.data.types import ClipFailure, ClipRecord, ClipSample
 from ecr.errors import ConfigError
 from ecr.labels import LabelSet, get_label_set
 
@@ -168,13 +169,13 @@ class SplitDataModule(LightningDataModule):
         return ds
 
     # ------------------------------------------------------------------------------------ dataloaders
-    def _loader(self, split: str, stage: str, *, train: bool) -> ClipDataLoader:
+    def _loader(self, split: str, stage: str, *, train: bool) -> ResumableDataLoader:
         dataset = self._dataset(split)
         sampler = None
         if train:  # order = f(seed, epoch), sharded over the Trainer's processes
             trainer = getattr(self, "trainer", None)
             sampler = EpochSampler.for_trainer(dataset, trainer, shuffle=self.shuffle, seed=self.seed)
-        return ClipDataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
@@ -186,16 +187,16 @@ class SplitDataModule(LightningDataModule):
             **self._loader_options(stage),
         )
 
-    def train_dataloader(self) -> ClipDataLoader:
+    def train_dataloader(self) -> ResumableDataLoader:
         return self._loader("train", "train", train=True)
 
-    def val_dataloader(self) -> ClipDataLoader:
+    def val_dataloader(self) -> ResumableDataLoader:
         return self._loader("val", "val", train=False)
 
-    def test_dataloader(self) -> ClipDataLoader:
+    def test_dataloader(self) -> ResumableDataLoader:
         return self._loader("test", "test", train=False)
 
-    def predict_dataloader(self) -> ClipDataLoader:
+    def predict_dataloader(self) -> ResumableDataLoader:
         return self._loader("test", "predict", train=False)
 
 

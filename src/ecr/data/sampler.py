@@ -7,7 +7,7 @@ already are `DistributedSampler`s alone, so this sampler is one and shards by (n
 shuffling with the DataModule's seed (a plain `DistributedSampler` does exactly this; single-process training
 is the num_replicas=1 case).
 
-Mid-epoch resume: `ClipDataLoader.state_dict()` records how many batches of the epoch were handed out; on
+Mid-epoch resume: `ResumableDataLoader.state_dict()` records how many batches of the epoch were handed out; on
 load it asks the sampler to drop that many batches' worth of indices from the front of the same epoch's order
 (`skip_next`), so the rest of the interrupted epoch is exactly what the uninterrupted run saw.
 """

@@ -26,8 +26,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from ecr.data.sampler import EpochSampler
 from ecr.errors import ConfigError, LabelError, ManifestError
-from ecr.labels import LabelSet
-from ecr.models.verifier import resolve_label_space
+from ecr.labels import LabelSet, resolve_label_space
 
 
 class SentenceRow(TypedDict, total=False):

@@ -7,7 +7,7 @@ target. This module only turns a manifest into such samples; it reuses the clip 
   `explanation`/`reason`, `split`, `id`), label normalisation through the `LabelSet` and split aliases;
   an EMER CSV is read by `read_emer` and its `subtitles` become the text (clip files are not needed);
 - splits: `assign_splits` (the manifest's `split` column wins; other rows get a seeded split);
-- loading: `ClipDataLoader` + `EpochSampler`, so training order is a function of (seed, epoch) and a run
+- loading: `ResumableDataLoader` + `EpochSampler`, so training order is a function of (seed, epoch) and a run
   resumed from a checkpoint (epoch boundary or mid-epoch) sees the uninterrupted run's batches.
 Hyper-parameters hold plain strings (no `Path`): checkpoints load with `torch.load(weights_only=True)`.
 """

@@ -13,6 +13,8 @@ from typing import Any, TypedDict
 
 import torch
 
+from ecr.errors import ClipError
+
 
 @dataclass(frozen=True)
 class ClipRecord:
@@ -55,3 +57,20 @@ class ClipSample(TypedDict):
     audio: torch.Tensor  # float32 [S]
     sample_rate: int
     duration: float
+
+
+@dataclass(frozen=True)
+class ClipFailure:
+    """Marker a worker returns instead of a sample whose clip could not be decoded."""
+
+    index: int
+    id: str
+    path: str
+    reason: str
+    detail: str
+    source: str = ""
+
+    def to_error(self) -> ClipError:
+        return ClipError(
+            self.path, self.reason, self.detail + (f" (manifest row {self.source})" if self.source else "")
+        )

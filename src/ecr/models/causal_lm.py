@@ -1,4 +1,5 @@
-"""Text-only backbone: any `AutoModelForCausalLM`, so the SFT/GRPO stages also run on text emotion tasks.
+"""Text-only backbone and its collator: any `AutoModelForCausalLM`, so the SFT/GRPO stages also run on text
+emotion tasks.
 
 Samples carry a `text` field (e.g. a subtitle or utterance) that precedes the same instruction; the target
 format and the label masking are those of the Omni backbone. LoRA defaults to peft's "all-linear" (every
@@ -7,16 +8,39 @@ linear layer except the output head): a text LM has no towers to protect.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ecr.data.collate import CollateMode, TextCollator
-from ecr.models.backbone import EncodedPrompt
+from ecr.errors import ConfigError
+from ecr.models.backbone import CollateMode, EncodedPrompt
+from ecr.models.collate import ChatCollator
 from ecr.models.hf import HFBackbone
 from ecr.models.registry import register_backbone
+from ecr.prompts import build_text_messages
+
+
+@dataclass
+class TextCollator(ChatCollator):
+    """Text samples (`text`, `label`, `explanation`, `id`) → causal-LM inputs with the same template rules."""
+
+    text_field: str = "text"
+
+    def _messages(self, sample: Mapping[str, Any], target: str | None):
+        if self.text_field not in sample:
+            raise ConfigError(f"{sample.get('id', '?')}: text sample has no {self.text_field!r} field")
+        return build_text_messages(sample[self.text_field], instruction=self.instruction, target=target)
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if not samples:
+            raise ConfigError("collator received an empty batch")
+        texts, suffixes = self._texts(self._messages, samples)
+        batch = dict(self.tokenizer(texts, return_tensors="pt", add_special_tokens=False, **self._text_kwargs()))
+        batch.pop("token_type_ids", None)
+        return self._finish(batch, suffixes, samples)
 
 
 @register_backbone("causal_lm")

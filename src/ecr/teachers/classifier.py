@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from ecr.errors import ConfigError
-from ecr.labels import LabelSet
-from ecr.models.verifier import HFVerifier, resolve_label_space
+from ecr.labels import LabelSet, resolve_label_space
+from ecr.models.verifier import HFVerifier
 from ecr.teachers.base import TeacherLabel, TeacherResult, map_into_space
 
 

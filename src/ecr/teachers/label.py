@@ -32,7 +32,7 @@ import numpy as np
 from ecr.errors import ConfigError, ECRError, ManifestError
 from ecr.labels import label_distribution
 from ecr.prompts import extract_think
-from ecr.rl.sentences import get_splitter
+from ecr.sentences import get_splitter
 from ecr.teachers.base import Missing, Teacher, TeacherLabel
 from ecr.teachers.openai_chat import OpenAIConfig
 

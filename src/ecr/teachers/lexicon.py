@@ -28,8 +28,8 @@ from importlib import resources
 from typing import Any
 
 from ecr.errors import ConfigError
-from ecr.labels import NEUTRAL, LabelSet
-from ecr.teachers.base import TeacherLabel, TeacherResult, map_into_space, resolve_label_space
+from ecr.labels import NEUTRAL, LabelSet, resolve_label_space
+from ecr.teachers.base import TeacherLabel, TeacherResult, map_into_space
 
 NRC_DEFAULT_MAP: dict[str, str | None] = {
     "anger": "anger",

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ecr.errors import ConfigError, TeacherError
-from ecr.labels import NEUTRAL, LabelSet
-from ecr.teachers.base import Missing, TeacherLabel, TeacherResult, map_into_space, resolve_label_space
+from ecr.labels import NEUTRAL, LabelSet, resolve_label_space
+from ecr.teachers.base import Missing, TeacherLabel, TeacherResult, map_into_space
 from ecr.teachers.cache import AnswerCache, cache_key
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Real media fixtures for the data tests (files written by ffmpeg; see `ecr.data.testing`)."""
+"""Real media fixtures for the data tests (files written by ffmpeg; see `ecr.fixtures.index_clips`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ecr.data.testing import make_index_clip
+from ecr.fixtures.index_clips import make_index_clip
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,7 @@ def index_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 16-clip synthetic DFEW-labelled dataset (real .mp4/.avi files + manifest.jsonl)."""
-    from ecr.data.synth import synthesize
+    from ecr.fixtures.synth import synthesize
 
     d = tmp_path_factory.mktemp("synth")
     synthesize(d, num_clips=16, labels="dfew", seed=0, inconsistent_fraction=0.25)

@@ -266,12 +266,12 @@ def test_epoch_sampler_order_is_a_function_of_seed_and_epoch() -> None:
 
 
 def _int_loader(seed: int = 1, batch_size: int = 3, n: int = 11, **kw: object):
-    from ecr.data.dataset import ClipDataLoader
+    from ecr.data.loader import ResumableDataLoader
     from ecr.data.sampler import EpochSampler
 
     data = list(range(n))
     sampler = EpochSampler(data, shuffle=True, seed=seed)
-    return ClipDataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=list, **kw)  # type: ignore[arg-type]
+    return ResumableDataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=list, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

@@ -10,15 +10,15 @@ import torch
 
 from ecr.data import decode_clip
 from ecr.data.decode import segment_midpoints
-from ecr.data.encode import write_wav
-from ecr.data.testing import (
+from ecr.errors import ClipError
+from ecr.fixtures.index_clips import (
     frame_index,
     make_index_clip,
     peak_frequency,
     second_tones,
     tone_of_second,
 )
-from ecr.errors import ClipError
+from ecr.fixtures.video import write_wav
 
 FPS = 10
 

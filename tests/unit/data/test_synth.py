@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from ecr.cli import main
-from ecr.data import decode_clip, synthesize
-from ecr.data.synth import FILLER_SENTENCES, PROFILES, profile_for
-from ecr.data.testing import peak_frequency
+from ecr.data import decode_clip
+from ecr.fixtures import synthesize
+from ecr.fixtures.index_clips import peak_frequency
+from ecr.fixtures.synth import FILLER_SENTENCES, PROFILES, profile_for
 
 
 def _rows(d: Path) -> list[dict]:

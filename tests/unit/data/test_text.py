@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ecr.data import TextDataModule, read_text_manifest, synthesize, write_text_manifest
-from ecr.data.collate import IGNORE_INDEX, TextCollator
-from ecr.data.synth import PROFILES
+from ecr.data import TextDataModule, read_text_manifest
 from ecr.data.text import read_emer_text
 from ecr.errors import ConfigError, ManifestError
+from ecr.fixtures import synthesize, write_text_manifest
+from ecr.fixtures.synth import PROFILES
+from ecr.models.causal_lm import TextCollator
+from ecr.models.collate import IGNORE_INDEX
 from ecr.prompts import format_target
 
 ROWS = [
@@ -210,6 +212,6 @@ def test_text_collator_labels_only_the_assistant_turn(tmp_path, tiny_tokenizer):
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer(tmp_path_factory):
-    from ecr.models.tiny import build_tiny_tokenizer
+    from ecr.fixtures.tiny_models import build_tiny_tokenizer
 
     return build_tiny_tokenizer(tmp_path_factory.mktemp("tok"), vocab_size=512)

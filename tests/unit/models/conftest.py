@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ecr.data import decode_clip, synthesize
+from ecr.data import decode_clip
+from ecr.fixtures import synthesize
+from ecr.fixtures.tiny_models import build_tiny_causal_lm, build_tiny_omni
 from ecr.labels import get_label_set
-from ecr.models.tiny import build_tiny_causal_lm, build_tiny_omni
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ecr.errors import ConfigError
+from ecr.hub import resolve_pretrained
 from ecr.models import PolicyBackbone, PolicyConfig, build_backbone, load_policy
 from ecr.models.hf import model_inputs
-from ecr.models.hub import resolve_pretrained
 
 SMALL = {"min_pixels": 3136, "max_pixels": 3136}
 

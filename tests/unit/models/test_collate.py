@@ -7,9 +7,10 @@ import pickle
 import pytest
 import torch
 
-from ecr.data.collate import IGNORE_INDEX, check_media_tokens, qwen_omni_audio_tokens, video_token_counts
 from ecr.errors import ClipError, ConfigError, MediaTokenMismatchError
 from ecr.models import PolicyConfig, build_backbone
+from ecr.models.collate import IGNORE_INDEX, check_media_tokens
+from ecr.models.qwen2_5_omni import qwen_omni_audio_tokens, video_token_counts
 from ecr.prompts import DEFAULT_INSTRUCTION, format_target
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import AutoProcessor, Qwen2_5OmniProcessor, Qwen2_5OmniThinkerForConditionalGeneration
 
-from ecr.models.tiny import FORMAT_TOKENS, OMNI_SPECIAL_TOKENS, count_parameters
+from ecr.fixtures.tiny_models import FORMAT_TOKENS, OMNI_SPECIAL_TOKENS, count_parameters
 from ecr.prompts import DEFAULT_INSTRUCTION, format_target
 
 

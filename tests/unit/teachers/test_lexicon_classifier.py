@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from ecr.errors import ConfigError
+from ecr.fixtures.tiny_models import build_tiny_classifier
 from ecr.labels import GOEMOTIONS_LABELS, LabelSet
-from ecr.models.verifier import build_tiny_classifier
 from ecr.teachers.base import Teacher, TeacherLabel, map_into_space
 from ecr.teachers.classifier import ClassifierTeacher
 from ecr.teachers.lexicon import LexiconTeacher, load_nrc

@@ -9,16 +9,10 @@ import pytest
 import torch
 
 from ecr.errors import ConfigError
-from ecr.labels import GOEMOTIONS_LABELS
-from ecr.models.verifier import (
-    META_FILE,
-    HFVerifier,
-    Verifier,
-    build_tiny_classifier,
-    load_verifier,
-    resolve_label_space,
-    resolve_student,
-)
+from ecr.fixtures.tiny_models import build_tiny_classifier
+from ecr.hub import resolve_student
+from ecr.labels import GOEMOTIONS_LABELS, resolve_label_space
+from ecr.models.verifier import META_FILE, HFVerifier, Verifier, load_verifier
 
 SENTENCES = [
     "He smiles.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ecr.errors import ConfigError
-from ecr.rl.sentences import get_splitter, split_official, split_pysbd
+from ecr.sentences import get_splitter, split_official, split_pysbd
 
 
 @pytest.mark.parametrize(
