@@ -34,6 +34,10 @@ class TokenThroughputMonitor(ThroughputMonitor):
     """Samples/s and tokens/s of training batches (logged every `log_every_n_steps`)."""
 
     def __init__(self, window_size: int = 20) -> None:
+        """
+        Args:
+            window_size: Batches averaged in each reported throughput figure.
+        """
         super().__init__(batch_size_fn=batch_size_of, length_fn=tokens_of, window_size=window_size)
 
 

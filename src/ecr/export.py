@@ -19,8 +19,7 @@ from typing import Any
 import torch
 
 from ecr.errors import ConfigError
-from ecr.models.config import PolicyConfig
-from ecr.models.registry import build_backbone
+from ecr.models import PolicyBackbone, PolicyConfig, build_backbone
 
 MODULE_PREFIX = "model."
 
@@ -43,7 +42,7 @@ def read_checkpoint(path: str | Path) -> tuple[PolicyConfig, dict[str, torch.Ten
     return PolicyConfig.from_dict(hparams["policy"]), state
 
 
-def load_trained_policy(checkpoint: str | Path, **overrides: Any) -> Any:
+def load_trained_policy(checkpoint: str | Path, **overrides: Any) -> PolicyBackbone:
     """The checkpoint's policy, loaded (base weights + trained tensors). `overrides` replace config fields."""
     config, state = read_checkpoint(checkpoint)
     config = dataclasses.replace(config, **overrides) if overrides else config

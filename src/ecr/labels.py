@@ -4,7 +4,7 @@ Every stage (SFT targets, the accuracy reward, evaluation, the ERV reward) goes 
 model answering "happiness" on DFEW (whose label is "happy") is scored the same way everywhere. The active
 label set always comes from configuration, never from a substring of a file path (a bug of the research code).
 
-Facts (DESIGN.md §2-§3): DFEW and MAFW label orders are the datasets' id orders (ids start at 1 in the
+Facts (docs/method.md §2-§3): DFEW and MAFW label orders are the datasets' id orders (ids start at 1 in the
 release files, at 0 here); the 28 GoEmotions classes are in the order of the released verifier (neutral=27).
 """
 
@@ -49,7 +49,7 @@ SYNONYM_GROUPS: tuple[frozenset[str], ...] = tuple(
     )
 )
 
-# Task concept -> GoEmotions class used by the released verifier (DESIGN.md §3). Keyed by any member of a
+# Task concept -> GoEmotions class used by the released verifier (docs/method.md §3). Keyed by any member of a
 # synonym group, so DFEW's "happy" and MAFW's "happiness" both reach "joy".
 GOEMOTIONS_MAPPING: dict[str, str] = {
     "happiness": "joy",

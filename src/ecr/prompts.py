@@ -1,7 +1,7 @@
 """The one chat template of `ecr`, the output format, and parsing of `<think>` / `<answer>`.
 
 SFT, GRPO and evaluation all build their prompts with `build_messages` (the research code used a different
-template per stage, which is a bug: DESIGN.md §2). The instruction is the paper's evaluation prompt verbatim
+template per stage, which is a bug: docs/method.md §2). The instruction is the paper's evaluation prompt verbatim
 (two spaces before "Output") so released checkpoints behave as published.
 
 Parsing rules (documented because rewards and metrics depend on them):
@@ -9,7 +9,7 @@ Parsing rules (documented because rewards and metrics depend on them):
   closed pair.
 - answer: the text inside the FIRST `<answer>…</answer>` pair, stripped — the first answer wins when a model
   writes several (this is what the official reward's `re.search` does); None if there is no closed pair
-  (the official reward then scored the whole completion; `ecr` scores it as wrong, DESIGN.md §3).
+  (the official reward then scored the whole completion; `ecr` scores it as wrong, docs/method.md §3).
 - Tag names are matched case-insensitively and tolerate inner whitespace (`< answer >`).
 """
 

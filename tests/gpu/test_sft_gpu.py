@@ -1,7 +1,7 @@
 """SFT on CUDA: one DeepSpeed step per ZeRO stage and a 4-bit QLoRA fit (train -> validate -> train).
 
 Skipped without CUDA: Lightning refuses DeepSpeed on CPU and CPU bitsandbytes cannot train 4-bit weights
-after an inference forward (DESIGN §7). Run with `pytest -m gpu tests/gpu`.
+after an inference forward (docs/method.md §7). Run with `pytest -m gpu tests/gpu`.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def test_8bit_lora_fit_checkpoint_and_export(tiny, clips, tmp_path):
     )
     assert all(torch.isfinite(torch.tensor(history.losses)))
     after = _params(module)
-    trainable = module.trainable_keys()
+    trainable = module.checkpoint_keys()
     assert trainable and all("lora_" in k for k in trainable)
     assert all(not torch.equal(before[k], after[k]) for k in trainable if "lora_B" in k)
     assert all(torch.equal(before[k], after[k]) for k in before if k not in trainable)
@@ -216,7 +216,7 @@ def test_resume_matches_uninterrupted_run(tiny, clips, tmp_path):
         resumed, resumed_losses, resumed_ids = run(ckpt_path=ckpt)
         assert resumed_ids == full_ids[step:], step
         assert resumed_losses == pytest.approx(full_losses[step:], abs=1e-6), step
-        for name in full.trainable_keys():
+        for name in full.checkpoint_keys():
             assert torch.allclose(full.get_parameter(name), resumed.get_parameter(name), atol=1e-6), name
 
 

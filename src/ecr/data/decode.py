@@ -1,7 +1,7 @@
 """Synchronised decoding of one clip: `num_frames` frames + mono audio of the same time window.
 
 The paper's model sees 8 frames at the midpoints of 8 equal segments of the clip and the audio of the same
-window (DESIGN §6). `decode_clip` asks torchcodec for the frames *played at* those midpoint times, so the
+window (docs/method.md §6). `decode_clip` asks torchcodec for the frames *played at* those midpoint times, so the
 decoder's real presentation timestamps decide which frame is shown (this is correct for variable frame rate),
 and for the audio samples played in the same [start, end) window, down-mixed to mono and resampled by the
 decoder. Frame k and the audio around `frame_times[k]` therefore come from the same moment.

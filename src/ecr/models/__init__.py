@@ -1,22 +1,23 @@
 """Policy models: configuration, the backbone interface and registry, and the backbone families.
 
 `load_policy(PolicyConfig(backbone="qwen2_5_omni", model=...))` returns a loaded backbone (see
-`ecr.models.backbone.PolicyBackbone`). Families import lazily: importing this package is cheap.
+`ecr.models.backbone.PolicyBackbone`). Exports load lazily (`ecr.lazy`): importing this package, or reading
+`PolicyConfig`, does not import torch; the backbone interface and the registry do, the families only when built.
 """
 
-from ecr.models.backbone import EncodedPrompt, PolicyBackbone, gather_logprobs
-from ecr.models.config import InputSettings, LoraSettings, PolicyConfig
-from ecr.models.registry import BACKBONES, build_backbone, load_policy, register_backbone
+from ecr.lazy import lazy_exports
 
-__all__ = [
-    "BACKBONES",
-    "EncodedPrompt",
-    "InputSettings",
-    "LoraSettings",
-    "PolicyBackbone",
-    "PolicyConfig",
-    "build_backbone",
-    "gather_logprobs",
-    "load_policy",
-    "register_backbone",
-]
+_EXPORTS = {
+    "EncodedPrompt": "backbone",
+    "PolicyBackbone": "backbone",
+    "gather_logprobs": "backbone",
+    "InputSettings": "config",
+    "LoraSettings": "config",
+    "PolicyConfig": "config",
+    "BACKBONES": "registry",
+    "build_backbone": "registry",
+    "load_policy": "registry",
+    "register_backbone": "registry",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

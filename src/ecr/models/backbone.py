@@ -19,7 +19,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from pathlib import Path
+
 import torch
+
+from ecr.models.config import PolicyConfig
 
 CollateMode = Literal["train", "generate"]
 
@@ -82,6 +86,7 @@ class PolicyBackbone(Protocol):
     """What a model family provides to the stages (see module docstring)."""
 
     name: str
+    config: PolicyConfig  # what was asked for (weights, LoRA, quantisation, inputs)
     model: torch.nn.Module | None  # set by load(); a PeftModel when LoRA is on
 
     def load(self, device: torch.device | str | None = None) -> torch.nn.Module:
@@ -118,6 +123,10 @@ class PolicyBackbone(Protocol):
         """Completion texts (special tokens dropped, format tags kept)."""
         ...
 
-    def save_pretrained(self, out_dir: str, *, merged: bool = False) -> None:
-        """Adapters in PEFT format (or, merged=True, a full HF model folder + processor)."""
+    def trainable_parameter_names(self) -> list[str]:
+        """Names of the parameters training changes (LoRA adapters, unfrozen modules): what checkpoints hold."""
+        ...
+
+    def save_pretrained(self, out_dir: str | Path, *, merged: bool = False) -> Path:
+        """Adapters in PEFT format (or, merged=True, a full HF model folder + processor); returns the folder."""
         ...

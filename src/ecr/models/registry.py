@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ecr.errors import ConfigError
+from ecr.models.backbone import PolicyBackbone
 from ecr.models.config import PolicyConfig
 
 BACKBONES: dict[str, type] = {}
@@ -39,13 +40,16 @@ def backbone_class(name: str) -> type:
     return BACKBONES[name]
 
 
-def build_backbone(config: PolicyConfig | dict[str, Any]) -> Any:
+def build_backbone(config: PolicyConfig | dict[str, Any]) -> PolicyBackbone:
     """The backbone object for `config`, weights not loaded yet (cheap)."""
     config = PolicyConfig.from_dict(config)
-    return backbone_class(config.backbone)(config)
+    backbone = backbone_class(config.backbone)(config)
+    if not isinstance(backbone, PolicyBackbone):  # a registered class missing part of the protocol
+        raise ConfigError(f"policy.backbone: {type(backbone).__name__} does not implement PolicyBackbone")
+    return backbone
 
 
-def load_policy(config: PolicyConfig | dict[str, Any], device: Any = None) -> Any:
+def load_policy(config: PolicyConfig | dict[str, Any], device: Any = None) -> PolicyBackbone:
     """Build the backbone of `config` and load its weights (quantisation, LoRA, freezing included)."""
     backbone = build_backbone(config)
     backbone.load(device)

