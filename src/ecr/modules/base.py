@@ -125,19 +125,9 @@ class StageModule(LightningModule):
 class PolicyStageModule(StageModule):
     """A stage that trains the policy backbone (see module docstring)."""
 
-    def __init__(
-        self,
-        policy: PolicyConfig | dict[str, Any],
-        *,
-        lr: float,
-        weight_decay: float,
-        warmup_ratio: float,
-        scheduler: str,
-        optimizer: OptimizerFactory | None,
-    ) -> None:
-        super().__init__(
-            lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio, scheduler=scheduler, optimizer=optimizer
-        )
+    def __init__(self, policy: PolicyConfig | dict[str, Any], **optimization: Any) -> None:
+        """`optimization`: the `StageModule` settings (lr, weight_decay, warmup_ratio, scheduler, optimizer)."""
+        super().__init__(**optimization)
         self.policy_config = PolicyConfig.from_dict(policy)
         self.backbone: PolicyBackbone = build_backbone(self.policy_config)
         self.model: torch.nn.Module | None = None
