@@ -2,26 +2,20 @@
 
 The explanation reward is a ratio over sentences, so when it surprises you the useful view is per sentence:
 which emotions the verifier gives each sentence and whether they contain the ground truth. These functions
-return plain rows (lists of dicts) so they work with or without pandas.
+return plain rows (lists of dicts) so they work with or without pandas. `read_jsonl` (from `ecr.rows`) reads a
+manifest, predictions or labelled-sentence file.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from ecr.models.verifier import Verifier, decide
 from ecr.prompts import format_target
 from ecr.rl.rewards import ExplanationReward
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (manifests, predictions, labelled sentences)."""
-    with Path(path).open() as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+from ecr.rows import read_jsonl
 
 
 def sentence_table(reward: ExplanationReward, completions: Sequence[str], labels: Sequence[str]) -> list[dict]:

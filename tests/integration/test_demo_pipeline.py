@@ -143,7 +143,7 @@ def check_notebook(namespace: dict[str, Any], num_clips: int, threshold: float) 
     assert namespace["reward"].threshold == pytest.approx(threshold)
     by_consistency = namespace["rewards_by_consistency"]
     assert set(by_consistency) == {True, False} and all(0.0 <= v <= 1.0 for v in by_consistency.values())
-    plain, strict = namespace["reward"].last_stats(), namespace["strict"].last_stats()  # the gaming cell
+    plain, strict = namespace["plain_stats"], namespace["strict_stats"]  # the gaming cell
     assert plain["n_sentences"] == [5.0] and plain["duplicate_fraction"] == [pytest.approx(0.8)]  # 1 - 1/5
     assert strict["n_sentences"] == [1.0] and strict["duplicate_fraction"] == [pytest.approx(0.8)]  # deduped
     # what the GRPO stage optimises: reference explanations that fit the label score clearly higher

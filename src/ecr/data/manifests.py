@@ -1,26 +1,29 @@
 """Manifest readers: DFEW, MAFW, EMER and the custom JSONL/CSV format, all returning `list[ClipRecord]`.
 
-Each reader knows one dataset's release layout (DESIGN §6) and nothing else: it resolves clip paths under the
+Each reader knows one dataset's release layout (docs/method.md §6) and nothing else: it resolves clip paths under the
 dataset root, normalises labels through the active `LabelSet`, and turns every bad row into a
 `ManifestError` naming `file:line`. Readers never touch the media (that is `decode_clip`'s job), so reading a
 manifest is fast and happens in `ClipDataModule.setup()`.
 
 Every reader takes `errors`: with `None` the first bad row raises; with a list, bad rows are appended to it
 and skipped, which is how `ecr data check` reports all problems of a manifest at once.
+
+Custom (and text) manifests are read with `ecr.rows.iter_rows` (JSONL/CSV/TSV by suffix). The public helpers
+`record_error`, `canonical_label`, `normalize_split` and `pick_field` are shared with `ecr.data.text`.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from ecr.data.types import ClipRecord
 from ecr.errors import LabelError, ManifestError
 from ecr.labels import DFEW, MAFW, LabelSet, get_label_set
+from ecr.rows import BadRow, iter_rows
 
 Split = Literal["train", "val", "test"]
 SPLIT_ALIASES: dict[str, str] = {
@@ -37,7 +40,11 @@ VIDEO_EXTS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _fail(err: ManifestError, errors: list[ManifestError] | None) -> None:
+def record_error(err: ManifestError, errors: list[ManifestError] | None) -> None:
+    """Raise `err` (`errors` is None: the first bad row stops the reader) or append it to `errors` and go on.
+
+    Every reader's `errors` argument goes through this, so `ecr data check` can report all bad rows at once.
+    """
     if errors is None:
         raise err
     errors.append(err)
@@ -54,7 +61,13 @@ def resolve_under_root(root: Path, rel: str, where: str) -> Path:
     return full
 
 
-def _canonical_label(label_set: LabelSet, text: str, where: str) -> str:
+def canonical_label(label_set: LabelSet, text: str, where: str) -> str:
+    """`text` normalised to a label of `label_set` (synonyms allowed).
+
+    Raises:
+        ManifestError: `"{where}: unknown label ..."`, listing the label set (a manifest row's error, not a
+            `LabelError`, so readers collect it like any other bad row).
+    """
     try:
         return label_set.canonical(text, where=where)
     except LabelError as err:
@@ -83,7 +96,12 @@ def _opt_float(value: Any, field_name: str, where: str) -> float | None:
         raise ManifestError(f"{where}: field {field_name!r} must be a number of seconds, got {value!r}") from err
 
 
-def _norm_split(value: Any, where: str) -> str | None:
+def normalize_split(value: Any, where: str) -> str | None:
+    """The split of a cell: "train", "val" or "test" (aliases such as "dev", "validation" accepted); None if empty.
+
+    Raises:
+        ManifestError: `"{where}: unknown split ..."` for any other value.
+    """
     if value is None or not str(value).strip():
         return None
     key = str(value).strip().lower()
@@ -105,28 +123,12 @@ _FIELD_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row dict) of a JSONL or CSV/TSV manifest."""
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    yield lineno, {"__error__": f"invalid JSON ({err.msg})"}
-                    continue
-                yield lineno, row if isinstance(row, dict) else {"__error__": "a row must be a JSON object"}
-        return
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        for row in reader:
-            yield reader.line_num, {k.strip().lower(): v for k, v in row.items() if k is not None}
+def pick_field(row: dict[str, Any], key: str) -> Any:
+    """The first non-empty value of manifest field `key` under any of its aliases, or None.
 
-
-def _pick(row: dict[str, Any], key: str) -> Any:
+    Aliases are `_FIELD_ALIASES[key]` (e.g. "label": label, emotion, emotions); rows come from
+    `ecr.rows.iter_rows`, whose CSV keys are already lower-cased.
+    """
     for alias in _FIELD_ALIASES[key]:
         if alias in row and row[alias] not in (None, ""):
             return row[alias]
@@ -140,7 +142,7 @@ def read_custom_manifest(
     *,
     errors: list[ManifestError] | None = None,
 ) -> list[ClipRecord]:
-    """Read a custom JSONL/CSV manifest (DESIGN §6); paths are relative to `root` (default: its folder).
+    """Read a custom JSONL/CSV manifest (docs/method.md §6); paths are relative to `root` (default: its folder).
 
     Columns: `video` (required), `label` (required), optional `audio`, `start`, `end` (seconds),
     `explanation`, `split` (train/val/test), `id`. Other columns are kept in `ClipRecord.meta`.
@@ -152,47 +154,47 @@ def read_custom_manifest(
     label_set = get_label_set(labels)
     known = {a for aliases in _FIELD_ALIASES.values() for a in aliases}
     records: list[ClipRecord] = []
-    for lineno, row in _iter_rows(manifest):
+    for lineno, row in iter_rows(manifest):
         where = f"{manifest}:{lineno}"
         try:
-            if "__error__" in row:
-                raise ManifestError(f"{where}: {row['__error__']}")
-            video_rel, label_text = _pick(row, "video"), _pick(row, "label")
+            if isinstance(row, BadRow):
+                raise ManifestError(f"{where}: {row.reason}")
+            video_rel, label_text = pick_field(row, "video"), pick_field(row, "label")
             if video_rel is None:
                 raise ManifestError(f"{where}: missing the video path (column 'video')")
             if label_text is None:
                 raise ManifestError(f"{where}: missing the label (column 'label')")
             video = resolve_under_root(root_p, str(video_rel), where)
-            audio_rel = _pick(row, "audio")
+            audio_rel = pick_field(row, "audio")
             audio = resolve_under_root(root_p, str(audio_rel), where) if audio_rel is not None else None
             start, end = (
-                _opt_float(_pick(row, "start"), "start", where),
-                _opt_float(_pick(row, "end"), "end", where),
+                _opt_float(pick_field(row, "start"), "start", where),
+                _opt_float(pick_field(row, "end"), "end", where),
             )
             if start is not None and start < 0:
                 raise ManifestError(f"{where}: start must be >= 0, got {start}")
             if start is not None and end is not None and end <= start:
                 raise ManifestError(f"{where}: end ({end}) must be greater than start ({start})")
-            rid = _pick(row, "id")
+            rid = pick_field(row, "id")
             if rid is None:
                 rid = Path(str(video_rel)).stem + (f"@{start or 0:g}-{end:g}" if end is not None else "")
-            expl = _pick(row, "explanation")
+            expl = pick_field(row, "explanation")
             records.append(
                 ClipRecord(
                     id=str(rid),
                     video=video,
-                    label=_canonical_label(label_set, str(label_text), where),
+                    label=canonical_label(label_set, str(label_text), where),
                     audio=audio,
                     start=start,
                     end=end,
                     explanation=None if expl is None else str(expl),
-                    split=_norm_split(_pick(row, "split"), where),
+                    split=normalize_split(pick_field(row, "split"), where),
                     source=where,
                     meta={k: v for k, v in row.items() if k not in known},
                 )
             )
         except ManifestError as err:
-            _fail(err, errors)
+            record_error(err, errors)
     return records
 
 
@@ -230,10 +232,10 @@ def read_dfew(
                     raise ManifestError(f"{where}: unknown label id {lab!r}; DFEW ids are 1..7 = {list(DFEW.labels)}")
                 stems = [vid] + ([f"{int(vid):05d}"] if vid.isdigit() else [])
                 video = _find_clip(root, ["clip", "clips"], stems, where)
-                label = _canonical_label(label_set, DFEW.labels[int(lab) - 1], where)
+                label = canonical_label(label_set, DFEW.labels[int(lab) - 1], where)
                 records.append(ClipRecord(id=vid, video=video, label=label, split=split, source=where))
             except ManifestError as err:
-                _fail(err, errors)
+                record_error(err, errors)
     return records
 
 
@@ -308,11 +310,11 @@ def read_mafw(
                 )
             if text_label is not None and xlsx_label is not None and MAFW.normalize(text_label) != xlsx_label:
                 raise ManifestError(f"{where}: label {text_label!r} disagrees with {xlsx} ({xlsx_label!r})")
-            label = _canonical_label(label_set, text_label or str(xlsx_label), where)
+            label = canonical_label(label_set, text_label or str(xlsx_label), where)
             video = _find_clip(root, ["clips", "clip"], [name], where)
             records.append(ClipRecord(id=name, video=video, label=label, split=split, source=where))
         except ManifestError as err:
-            _fail(err, errors)
+            record_error(err, errors)
     return records
 
 
@@ -352,14 +354,14 @@ def read_emer(
                     ClipRecord(
                         id=Path(name).stem,
                         video=video,
-                        label=_canonical_label(label_set, row["emotions"], where),
+                        label=canonical_label(label_set, row["emotions"], where),
                         explanation=row.get("reasons") or None,
                         source=where,
                         meta={"subtitles": row["subtitles"]} if row.get("subtitles") else {},
                     )
                 )
             except ManifestError as err:
-                _fail(err, errors)
+                record_error(err, errors)
     return records
 
 

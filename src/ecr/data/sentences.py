@@ -14,7 +14,6 @@ pipeline independent of the student. Targets are float [B, C]: the teacher's pro
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from ecr.data.sampler import EpochSampler
 from ecr.errors import ConfigError, LabelError, ManifestError
 from ecr.labels import LabelSet, resolve_label_space
+from ecr.rows import BadRow, iter_rows
 
 
 class SentenceRow(TypedDict, total=False):
@@ -46,7 +46,7 @@ class SentenceBatch(TypedDict):
 
 
 def read_sentence_rows(path: str | Path, space: LabelSet) -> list[SentenceRow]:
-    """Read and validate a labelled-sentence JSONL; labels are normalised into `space`.
+    """Read and validate a labelled-sentence JSONL (`ecr.rows.iter_rows`); labels are normalised into `space`.
 
     Raises ManifestError (bad line/field) or LabelError (a label outside the space), naming file and line.
     """
@@ -54,30 +54,25 @@ def read_sentence_rows(path: str | Path, space: LabelSet) -> list[SentenceRow]:
     if not path.is_file():
         raise ManifestError(f"{path}: labelled-sentence file not found (write it with `ecr label`)")
     rows: list[SentenceRow] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ManifestError(f"{where}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
-                raise ManifestError(f"{where}: expected an object with a non-empty string field 'text'")
-            labels = row.get("labels")
-            if not isinstance(labels, list) or not labels:
-                raise ManifestError(f"{where}: field 'labels' must be a non-empty list of label names")
-            row["labels"] = [space.canonical(str(x), where=f"{where} field 'labels'") for x in labels]
-            probs = row.get("probs")
-            if probs is not None:
-                if not isinstance(probs, dict):
-                    raise ManifestError(f"{where}: field 'probs' must be an object label -> probability or null")
-                row["probs"] = {space.canonical(k, where=f"{where} field 'probs'"): float(v) for k, v in probs.items()}
-            split = row.get("split")
-            if split is not None and split not in ("train", "val"):
-                raise ManifestError(f"{where}: field 'split' must be 'train' or 'val', got {split!r}")
-            rows.append(row)  # type: ignore[arg-type]
+    for lineno, row in iter_rows(path, format="jsonl"):
+        where = f"{path}:{lineno}"
+        if isinstance(row, BadRow) and row.json_error is not None:
+            raise ManifestError(f"{where}: not valid JSON ({row.json_error})")
+        if isinstance(row, BadRow) or not isinstance(row.get("text"), str) or not row["text"].strip():
+            raise ManifestError(f"{where}: expected an object with a non-empty string field 'text'")
+        labels = row.get("labels")
+        if not isinstance(labels, list) or not labels:
+            raise ManifestError(f"{where}: field 'labels' must be a non-empty list of label names")
+        row["labels"] = [space.canonical(str(x), where=f"{where} field 'labels'") for x in labels]
+        probs = row.get("probs")
+        if probs is not None:
+            if not isinstance(probs, dict):
+                raise ManifestError(f"{where}: field 'probs' must be an object label -> probability or null")
+            row["probs"] = {space.canonical(k, where=f"{where} field 'probs'"): float(v) for k, v in probs.items()}
+        split = row.get("split")
+        if split is not None and split not in ("train", "val"):
+            raise ManifestError(f"{where}: field 'split' must be 'train' or 'val', got {split!r}")
+        rows.append(row)  # type: ignore[arg-type]
     if not rows:
         raise ManifestError(f"{path}: no labelled sentences")
     return rows

@@ -3,8 +3,9 @@
 The same stages that train on clips (SFT, ...) run on a text task through the `causal_lm` backbone, whose
 `TextCollator` renders `text` + the instruction and, for SFT, the `<think>explanation</think><answer>label`
 target. This module only turns a manifest into such samples; it reuses the clip pipeline's pieces:
-- rows: `manifests._iter_rows` (JSONL / CSV / TSV, `file:line`), its field aliases (`label`/`emotion`,
-  `explanation`/`reason`, `split`, `id`), label normalisation through the `LabelSet` and split aliases;
+- rows: `ecr.rows.iter_rows` (JSONL / CSV / TSV, `file:line`), the manifest field aliases
+  (`manifests.pick_field`: `label`/`emotion`, `explanation`/`reason`, `split`, `id`), label normalisation
+  through the `LabelSet` (`canonical_label`) and split aliases (`normalize_split`);
   an EMER CSV is read by `read_emer` and its `subtitles` become the text (clip files are not needed);
 - splits: `assign_splits` (the manifest's `split` column wins; other rows get a seeded split);
 - loading: `ResumableDataLoader` + `EpochSampler`, so training order is a function of (seed, epoch) and a run
@@ -24,9 +25,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ecr.data.datamodule import SplitDataModule
-from ecr.data.manifests import _canonical_label, _fail, _iter_rows, _norm_split, _pick, read_emer
+from ecr.data.manifests import canonical_label, normalize_split, pick_field, read_emer, record_error
 from ecr.errors import ConfigError, ManifestError
 from ecr.labels import LabelSet, get_label_set
+from ecr.rows import BadRow, iter_rows
 
 TextFormat = Literal["custom", "emer"]
 
@@ -78,32 +80,32 @@ def read_text_manifest(
     label_set = get_label_set(labels)
     records: list[TextRecord] = []
     seen: dict[str, str] = {}
-    for lineno, row in _iter_rows(manifest):
+    for lineno, row in iter_rows(manifest):
         where = f"{manifest}:{lineno}"
         try:
-            if "__error__" in row:
-                raise ManifestError(f"{where}: {row['__error__']}")
+            if isinstance(row, BadRow):
+                raise ManifestError(f"{where}: {row.reason}")
             text = _text_of(row, text_field, where)
-            label_text = _pick(row, "label")
+            label_text = pick_field(row, "label")
             if label_text is None:
                 raise ManifestError(f"{where}: missing the label (column 'label')")
-            rid = str(_pick(row, "id") or f"row{lineno}")
+            rid = str(pick_field(row, "id") or f"row{lineno}")
             if rid in seen:
                 raise ManifestError(f"{where}: duplicate id {rid!r} (first at {seen[rid]})")
-            expl = _pick(row, "explanation")
+            expl = pick_field(row, "explanation")
             records.append(
                 TextRecord(
                     id=rid,
                     text=text,
-                    label=_canonical_label(label_set, str(label_text), where),
+                    label=canonical_label(label_set, str(label_text), where),
                     explanation=None if expl is None else str(expl),
-                    split=_norm_split(_pick(row, "split"), where),
+                    split=normalize_split(pick_field(row, "split"), where),
                     source=where,
                 )
             )
             seen[rid] = where
         except ManifestError as err:
-            _fail(err, errors)
+            record_error(err, errors)
     return records
 
 
@@ -116,7 +118,7 @@ def read_emer_text(
         try:
             text = _text_of(clip.meta, "subtitles", clip.source)
         except ManifestError as err:
-            _fail(err, errors)
+            record_error(err, errors)
             continue
         records.append(TextRecord(clip.id, text, clip.label, clip.explanation, clip.split, clip.source))
     return records

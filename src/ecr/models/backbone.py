@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol, runtime_checkable
-
 from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 

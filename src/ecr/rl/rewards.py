@@ -1,7 +1,7 @@
 """GRPO rewards: format, accuracy and the explanation (ERV) reward, plus a weighted combination.
 
 All rewards take the decoded completions and the ground-truth labels of a rollout batch and return one float
-per completion. The rules are DESIGN.md §3, re-derived from the paper's code:
+per completion. The rules are docs/method.md §3, re-derived from the paper's code:
 
 - format: 1 if the completion is `<think>…</think>` + whitespace + `<answer>…</answer>` (`ecr.prompts`);
   strict=True is the official full match, the default tolerates surrounding whitespace/EOS strings.
@@ -14,9 +14,13 @@ A ground-truth label that cannot be mapped into the verifier's label space is a 
 `ExplanationReward` is built, i.e. before training starts, not in the middle of a step (the research code
 crashed with a KeyError there).
 
-Anti-gaming: a policy can inflate M/N by repeating one emotional sentence or by stuffing label words. Every
-call records per-completion `duplicate_fraction` and `label_word_density` (see `ExplanationScore`), and two
-opt-in options act on them (`dedupe_sentences`, `penalty`), documented on `ExplanationReward`.
+Anti-gaming: a policy can inflate M/N by repeating one emotional sentence or by stuffing label words.
+`ExplanationReward.evaluate` returns per-completion `duplicate_fraction` and `label_word_density` (see
+`ExplanationScore`) beside the rewards, and two opt-in options act on them (`dedupe_sentences`, `penalty`),
+documented on `ExplanationReward`.
+
+Statistics are returned, never stored on the term: a term that has some implements `RewardWithStats`
+(`evaluate` -> `TermResult`), and `CombinedReward` logs them as `"{term}/{statistic}"`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -44,6 +48,24 @@ class RewardFn(Protocol):
     """A reward term: completions and their ground-truth labels in, one float per completion out."""
 
     def __call__(self, completions: Sequence[str], labels: Sequence[str]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class TermResult:
+    """What a reward term with statistics returns: one reward per completion and named per-completion stats.
+
+    `stats[key]` has one float per completion, like `values`.
+    """
+
+    values: list[float]
+    stats: dict[str, list[float]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class RewardWithStats(Protocol):
+    """A reward term that also reports per-completion statistics (logged beside the reward by `CombinedReward`)."""
+
+    def evaluate(self, completions: Sequence[str], labels: Sequence[str]) -> TermResult: ...
 
 
 def _label_set(spec: LabelSpec) -> LabelSet:
@@ -169,13 +191,15 @@ class ExplanationReward:
             verifier once. Repeating one emotional sentence then stops raising M/N.
         penalty: when > 0, the reward becomes
             max(0, base - penalty * (duplicate_fraction + max(0, label_word_density - label_word_allowance)));
-            with the default 0 the statistics are only reported (`last_scores`, `last_stats()`).
+            with the default 0 the statistics are only reported (`evaluate(...).stats`, `score()`).
         label_word_allowance: label-word density tolerated before the penalty applies (natural explanations
             name the emotion once or twice).
 
     Raises:
         LabelError: a task label has no class in the verifier's label space.
     """
+
+    STAT_KEYS: tuple[str, ...] = ("n_sentences", "n_non_neutral", "n_match", "duplicate_fraction", "label_word_density")
 
     def __init__(
         self,
@@ -213,7 +237,6 @@ class ExplanationReward:
         self.label_word_allowance = label_word_allowance
         self.neutral_idx = self.verifier_labels.index(NEUTRAL) if NEUTRAL in self.verifier_labels else None
         self._label_words = self._collect_label_words()
-        self.last_scores: list[ExplanationScore] = []
 
     @staticmethod
     def _auto_mapping(verifier: Verifier, vlabels: list[str]) -> Mapping[str, str] | None:
@@ -289,16 +312,18 @@ class ExplanationReward:
                     has_think=has_think,
                 )
             )
-        self.last_scores = scores
         return scores
 
-    def __call__(self, completions: Sequence[str], labels: Sequence[str]) -> list[float]:
-        return [s.reward for s in self.score(completions, labels)]
+    def evaluate(self, completions: Sequence[str], labels: Sequence[str]) -> TermResult:
+        """Rewards plus their per-completion statistics (`STAT_KEYS` of `ExplanationScore`, as floats)."""
+        scores = self.score(completions, labels)
+        rows = [asdict(s) for s in scores]
+        return TermResult(
+            values=[s.reward for s in scores], stats={k: [float(r[k]) for r in rows] for k in self.STAT_KEYS}
+        )
 
-    def last_stats(self) -> dict[str, list[float]]:
-        """Per-completion statistics of the last call, for logging beside the reward."""
-        keys = ("n_sentences", "n_non_neutral", "n_match", "duplicate_fraction", "label_word_density")
-        return {k: [float(asdict(s)[k]) for s in self.last_scores] for k in keys}
+    def __call__(self, completions: Sequence[str], labels: Sequence[str]) -> list[float]:
+        return self.evaluate(completions, labels).values
 
 
 def explanation_reward(
@@ -312,7 +337,7 @@ def explanation_reward(
     mapping: MappingSpec = "auto",
     label_set: LabelSpec | None = None,
 ) -> list[float]:
-    """The explanation reward as one function call (DESIGN §3); see `ExplanationReward` for the options.
+    """The explanation reward as one function call (docs/method.md §3); see `ExplanationReward` for the options.
 
     `label_set` defaults to the distinct ground-truth labels of this batch; pass the task's set (e.g. "dfew")
     so synonyms in `labels` normalise. Training code should build `ExplanationReward` once instead, so a bad
@@ -333,10 +358,10 @@ def explanation_reward(
 
 @dataclass(frozen=True)
 class RewardSpec:
-    """A named reward term and its weight in the total."""
+    """A named reward term (a `RewardFn`, or a `RewardWithStats` whose statistics are logged) and its weight."""
 
     name: str
-    fn: RewardFn
+    fn: RewardFn | RewardWithStats
     weight: float = 1.0
 
 
@@ -350,7 +375,11 @@ class RewardOutput:
 
 
 class CombinedReward:
-    """Sum of weighted reward terms; terms are kept separately so each one can be logged."""
+    """Sum of weighted reward terms; terms are kept separately so each one can be logged.
+
+    A term implementing `RewardWithStats` is called through `evaluate` and its statistics land in
+    `RewardOutput.stats` as `"{name}/{key}"`; any other term is called as a plain `RewardFn`.
+    """
 
     def __init__(self, specs: Sequence[RewardSpec]) -> None:
         names = [s.name for s in specs]
@@ -362,13 +391,15 @@ class CombinedReward:
         terms: dict[str, list[float]] = {}
         stats: dict[str, list[float]] = {}
         for spec in self.specs:
-            values = [float(v) for v in spec.fn(completions, labels)]
+            if isinstance(spec.fn, RewardWithStats):
+                result = spec.fn.evaluate(completions, labels)
+            else:
+                result = TermResult(values=list(spec.fn(completions, labels)))
+            values = [float(v) for v in result.values]
             if len(values) != len(completions):
                 raise ValueError(f"reward {spec.name!r} returned {len(values)} values for {len(completions)}")
             terms[spec.name] = values
-            extra = getattr(spec.fn, "last_stats", None)
-            if callable(extra):
-                stats.update({f"{spec.name}/{k}": v for k, v in extra().items()})
+            stats.update({f"{spec.name}/{k}": v for k, v in result.stats.items()})
         total = [sum(s.weight * terms[s.name][i] for s in self.specs) for i in range(len(completions))]
         return RewardOutput(total=total, terms=terms, stats=stats)
 
@@ -405,6 +436,8 @@ __all__ = [
     "RewardFn",
     "RewardOutput",
     "RewardSpec",
+    "RewardWithStats",
+    "TermResult",
     "accuracy_reward",
     "default_rewards",
     "explanation_ratio",

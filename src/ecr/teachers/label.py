@@ -16,7 +16,6 @@ they never leak into validation.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -32,6 +31,7 @@ import numpy as np
 from ecr.errors import ConfigError, ECRError, ManifestError
 from ecr.labels import label_distribution
 from ecr.prompts import extract_think
+from ecr.rows import BadRow, iter_rows
 from ecr.sentences import get_splitter
 from ecr.teachers.base import Missing, Teacher, TeacherLabel
 from ecr.teachers.openai_chat import OpenAIConfig
@@ -67,37 +67,32 @@ def read_texts(
     splits: Sequence[str] | None = None,
     report: LabelReport | None = None,
 ) -> list[str]:
-    """Texts of a JSONL/CSV file. text_field "auto": the first of text, explanation, reason(s), completion.
+    """Texts of a JSONL/CSV/TSV file (`ecr.rows.iter_rows`: format by suffix, CSV column names lower-cased).
 
-    A `completion` field yields its `<think>` block. `splits` keeps only rows whose `split` field is listed.
+    text_field "auto": the first of text, explanation, reason(s), completion. A `completion` field yields its
+    `<think>` block. `splits` keeps only rows whose `split` field is listed. Errors name `file:line`.
     """
     path = Path(path)
     report = report if report is not None else LabelReport()
     if not path.is_file():
         raise ManifestError(f"{path}: input file not found")
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows: list[Any] = list(csv.DictReader(fh))
-    else:
-        rows = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise ManifestError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
     skipped: Counter[str] = Counter()
     texts = []
-    for i, row in enumerate(rows):
-        where = f"{path}:{i + 1}" if path.suffix.lower() != ".csv" else f"{path} row {i + 1}"
-        if not isinstance(row, dict):
+    rows_read = 0
+    for lineno, row in iter_rows(path):
+        where = f"{path}:{lineno}"
+        if isinstance(row, BadRow):
+            if row.json_error is not None:
+                raise ManifestError(f"{where}: not valid JSON ({row.json_error})")
             raise ManifestError(f"{where}: expected an object")
+        rows_read += 1
         name = text_field
         if text_field == "auto":
             name = next((f for f in _AUTO_FIELDS if f in row), "")
             if not name:
                 raise ManifestError(f"{where}: none of the fields {list(_AUTO_FIELDS)} present; set text_field")
+        elif name not in row and name.strip().lower() in row:  # a CSV column: its name is lower-cased
+            name = name.strip().lower()
         if name not in row:
             raise ManifestError(f"{where}: missing field {name!r}")
         if splits is not None and row.get("split") is not None and row["split"] not in splits:
@@ -116,7 +111,7 @@ def read_texts(
             skipped["empty"] += 1
             continue
         texts.append(value.strip())
-    report.rows_read += len(rows)
+    report.rows_read += rows_read
     for k, v in skipped.items():
         report.rows_skipped[k] = report.rows_skipped.get(k, 0) + v
     report.texts += len(texts)

@@ -1,4 +1,4 @@
-"""Rewards of DESIGN §3 with a fake verifier whose probabilities are fixed per sentence."""
+"""Rewards of docs/method.md §3 with a fake verifier whose probabilities are fixed per sentence."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from ecr.rl.rewards import (
     ExplanationReward,
     FormatReward,
     RewardSpec,
+    RewardWithStats,
+    TermResult,
     accuracy_reward,
     default_rewards,
     explanation_reward,
@@ -214,7 +216,7 @@ def test_dedupe_and_penalty_against_gaming() -> None:
     assert s2[0].base_reward == 1.0
     assert s2[0].label_word_density == pytest.approx(4 / 6)
     assert s2[0].reward == pytest.approx(1.0 - (4 / 6 - 0.1))
-    assert rw.last_stats()["duplicate_fraction"] == [pytest.approx(0.5)]
+    assert rw.evaluate([repeated], ["happy"]).stats["duplicate_fraction"] == [pytest.approx(0.5)]
 
 
 def test_format_reward_strict_vs_tolerant() -> None:
@@ -242,3 +244,28 @@ def test_combined_reward_returns_terms_and_weights() -> None:
         CombinedReward([RewardSpec("a", FormatReward()), RewardSpec("a", FormatReward())])
     with pytest.raises(ConfigError):
         default_rewards(v, "dfew", weights={"bogus": 1.0}, mapping="identity")
+
+
+def test_statistics_are_returned_not_stored() -> None:
+    rw = ExplanationReward(FakeVerifier(S), LABELS)
+    one, two = think("He smiles.", "He smiles."), think("He smiles.", "He shouts.", "He shouts.", "He shouts.")
+    first = rw.evaluate([one], ["happy"])
+    second = rw.evaluate([two, one], ["happy", "happy"])
+    assert first.values == rw([one], ["happy"]) == [1.0]
+    assert first.stats["n_sentences"] == [2.0] and first.stats["duplicate_fraction"] == [0.5]  # not overwritten
+    assert second.stats["n_sentences"] == [4.0, 2.0] and second.values == [0.25, 1.0]
+    assert set(first.stats) == set(ExplanationReward.STAT_KEYS)
+    assert not hasattr(rw, "last_stats") and not hasattr(rw, "last_scores")
+    assert isinstance(rw, RewardWithStats) and not isinstance(FormatReward(), RewardWithStats)
+
+
+def test_combined_reward_logs_the_stats_of_any_term_with_evaluate() -> None:
+    class Length:
+        def evaluate(self, completions, labels):
+            return TermResult(values=[1.0] * len(completions), stats={"chars": [float(len(c)) for c in completions]})
+
+    out = CombinedReward([RewardSpec("len", Length(), 0.5), RewardSpec("fmt", lambda c, lbl: [0.0] * len(c))])(
+        ["ab", "abcd"], ["happy", "sad"]
+    )
+    assert out.terms == {"len": [1.0, 1.0], "fmt": [0.0, 0.0]} and out.total == [0.5, 0.5]
+    assert out.stats == {"len/chars": [2.0, 4.0]}
