@@ -33,8 +33,15 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 
 from ecr.errors import ConfigError, LabelError
-from ecr.labels import GOEMOTIONS_LABELS, GOEMOTIONS_MAPPING, NEUTRAL, SYNONYM_GROUPS, LabelSet, clean_text
-from ecr.labels import get_label_set as _get_label_set
+from ecr.labels import (
+    GOEMOTIONS_LABELS,
+    GOEMOTIONS_MAPPING,
+    NEUTRAL,
+    SYNONYM_GROUPS,
+    LabelSet,
+    clean_text,
+    get_label_set,
+)
 from ecr.models.verifier import DEFAULT_MAX_LABELS, DEFAULT_THRESHOLD, Verifier, decide
 from ecr.prompts import extract_answer, extract_think, is_well_formed
 from ecr.sentences import Splitter, get_splitter
@@ -68,10 +75,6 @@ class RewardWithStats(Protocol):
     def evaluate(self, completions: Sequence[str], labels: Sequence[str]) -> TermResult: ...
 
 
-def _label_set(spec: LabelSpec) -> LabelSet:
-    return _get_label_set(spec)
-
-
 # ----------------------------------------------------------------------------------------------- format / accuracy
 
 
@@ -82,7 +85,7 @@ def format_reward(completions: Sequence[str], *, strict: bool = False, eos_token
 
 def accuracy_reward(completions: Sequence[str], labels: Sequence[str], label_set: LabelSpec) -> list[float]:
     """1.0 when the first `<answer>` normalises to the ground-truth label (synonyms allowed), else 0.0."""
-    ls = _label_set(label_set)
+    ls = get_label_set(label_set)
     _check_lengths(completions, labels)
     out = []
     for completion, label in zip(completions, labels, strict=True):
@@ -112,7 +115,7 @@ class AccuracyReward:
     """`accuracy_reward` as a configured reward term (the label set is resolved once)."""
 
     def __init__(self, label_set: LabelSpec) -> None:
-        self.label_set = _label_set(label_set)
+        self.label_set = get_label_set(label_set)
 
     def __call__(self, completions: Sequence[str], labels: Sequence[str]) -> list[float]:
         return accuracy_reward(completions, labels, self.label_set)
@@ -221,7 +224,7 @@ class ExplanationReward:
         if penalty < 0:
             raise ConfigError(f"penalty must be >= 0, got {penalty}")
         self.verifier = verifier
-        self.label_set = _label_set(label_set)
+        self.label_set = get_label_set(label_set)
         self.verifier_labels = [clean_text(n) for n in verifier.label_names]
         chosen = self._auto_mapping(verifier, self.verifier_labels) if mapping == "auto" else mapping
         if chosen == "identity":
