@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from ecr.cli import EXTRA_COMMANDS, main
+from ecr.cli import EXTRA_COMMANDS, LIGHTNING_COMMANDS, help_text, main, summary
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "ecr"
 
@@ -45,3 +49,100 @@ def test_no_hard_coded_machine_paths() -> None:
         if bad.search(line)
     ]
     assert not hits, hits
+
+
+# --- help texts in a fresh process: right text, exit 0, and no heavy stack imported -------------------------
+
+HEAVY = ("lightning", "torch", "transformers")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _ecr(*args: str) -> subprocess.CompletedProcess[str]:
+    """The console entry (`python -m ecr.cli`, what the `ecr` script calls) in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "ecr.cli", *args], capture_output=True, text=True, env=ENV, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--help"], ["usage: ecr", "fit", "validate", "data synth", "data check", "label", "model tiny", "export"]),
+        (["-h"], ["usage: ecr", "fit"]),
+        (["data", "--help"], ["usage: ecr data {synth,check}", "synth", "check", "Write a synthetic"]),
+        (["model", "--help"], ["usage: ecr model {tiny}", "tiny"]),
+        (["label", "--help"], ["usage: ecr label", "--input", "--output", "--teacher", "Pseudo-label"]),
+    ],
+)
+def test_help_in_subprocess(args: list[str], expected: list[str]) -> None:
+    proc = _ecr(*args)
+    assert proc.returncode == 0, proc.stderr
+    for text in expected:
+        assert text in proc.stdout, (text, proc.stdout)
+
+
+def test_bare_ecr_prints_commands_and_exits_2() -> None:
+    proc = _ecr()
+    assert proc.returncode == 2
+    assert "usage: ecr" in proc.stderr and "data synth" in proc.stderr
+
+
+_PROBE = """
+import json, sys
+from ecr.cli import main
+try:
+    main(sys.argv[1:])
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+sys.__stdout__.write("\\nPROBE " + json.dumps({"code": code, "heavy": [m for m in HEAVY if m in sys.modules]}))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["data", "--help"], ["label", "--help"]])
+def test_help_does_not_import_heavy_stacks(args: list[str]) -> None:
+    code = f"HEAVY = {HEAVY!r}\n" + _PROBE
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=ENV, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    probe = json.loads(proc.stdout.rsplit("PROBE ", 1)[1])
+    assert probe["code"] == 0, proc.stdout
+    assert probe["heavy"] == [], f"`ecr {' '.join(args)}` imported {probe['heavy']}"
+
+
+def test_importing_cli_is_light() -> None:
+    code = (
+        "import sys, ecr.cli, ecr.models; from ecr.cli import EXTRA_COMMANDS, cli_main, main, run_extra; "
+        "from ecr.models import PolicyConfig; "
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_help_lists_every_command_with_its_docstring() -> None:
+    text = help_text()
+    for name in LIGHTNING_COMMANDS:
+        assert f"  {name} " in text
+    for target in _targets():
+        module, _, name = target.partition(":")
+        doc = getattr(importlib.import_module(module), name).__doc__
+        assert summary(target) == doc.strip().splitlines()[0]
+        assert summary(target) in text
+    assert summary("ecr.nope:missing") == ""
+    assert summary("ecr.cli:missing") == ""
+
+
+def test_ecrcli_is_built_lazily_and_once() -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    import ecr.cli
+
+    cls = ecr.cli.ECRCLI
+    assert issubclass(cls, LightningCLI) and cls is ecr.cli.ECRCLI
+    assert cls.__module__ == "ecr.cli" and cls.__qualname__ == "ECRCLI"
+    assert "ECRCLI" in dir(ecr.cli)
+    with pytest.raises(AttributeError):
+        ecr.cli.nope  # noqa: B018
