@@ -66,16 +66,8 @@ class CausalLMBackbone(HFBackbone):
         return tok
 
     def collator(self, mode: CollateMode) -> TextCollator:
-        inp = self.config.inputs
         end = self.tokenizer.eos_token if "<|im_end|>" not in self.tokenizer.get_vocab() else "<|im_end|>"
-        return TextCollator(
-            processor=self.processor,
-            mode=mode,
-            instruction=inp.instruction,
-            system=inp.system,
-            max_length=inp.max_length,
-            end_of_turn=end,
-        )
+        return TextCollator(**self.chat_settings(mode), end_of_turn=end)
 
     def encode_prompt(self, batch: Mapping[str, Any]) -> EncodedPrompt:
         ids, mask = batch["input_ids"], batch["attention_mask"]

@@ -20,7 +20,7 @@ import torch
 
 from ecr.errors import ConfigError
 from ecr.hub import resolve_pretrained
-from ecr.models.backbone import EncodedPrompt, completion_positions, gather_logprobs
+from ecr.models.backbone import CollateMode, EncodedPrompt, completion_positions, gather_logprobs
 from ecr.models.config import PolicyConfig
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,17 @@ class HFBackbone:
 
     def load_processor(self, path: Path) -> Any:
         raise NotImplementedError
+
+    def chat_settings(self, mode: CollateMode) -> dict[str, Any]:
+        """The `ChatCollator` fields every family sets the same way (processor, mode, prompt, length limit)."""
+        inp = self.config.inputs
+        return {
+            "processor": self.processor,
+            "mode": mode,
+            "instruction": inp.instruction,
+            "system": inp.system,
+            "max_length": inp.max_length,
+        }
 
     def frozen_towers(self) -> list[str]:
         """Module prefixes of the towers that stay frozen under this config."""

@@ -172,11 +172,7 @@ class QwenOmniBackbone(HFBackbone):
     def collator(self, mode: CollateMode) -> OmniCollator:
         inp = self.config.inputs
         return OmniCollator(
-            processor=self.processor,
-            mode=mode,
-            instruction=inp.instruction,
-            system=inp.system,
-            max_length=inp.max_length,
+            **self.chat_settings(mode),
             use_video=inp.use_video,
             use_audio=inp.use_audio,
             min_pixels=inp.min_pixels,
