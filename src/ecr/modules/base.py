@@ -74,6 +74,10 @@ class StageModule(LightningModule):
         }
 
     # -------------------------------------------------------------------------------------- optimiser
+    def total_optimizer_steps(self) -> int:
+        """Optimizer steps of the whole fit (the schedule's length); a stage with manual optimisation overrides it."""
+        return max(1, int(self.trainer.estimated_stepping_batches))
+
     def configure_optimizers(self) -> dict[str, Any]:
         from transformers import get_scheduler
 
@@ -85,7 +89,7 @@ class StageModule(LightningModule):
         if not groups:
             raise ConfigError("no trainable parameters: check the LoRA and freeze settings")
         optimizer = factory(groups)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = self.total_optimizer_steps()
         warmup = int(round(self.warmup_ratio * total))
         try:
             schedule = get_scheduler(self.scheduler_name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
