@@ -20,7 +20,13 @@ import torch
 
 from ecr.errors import ConfigError
 from ecr.hub import resolve_pretrained
-from ecr.models.backbone import CollateMode, EncodedPrompt, completion_positions, gather_logprobs
+from ecr.models.backbone import (
+    CollateMode,
+    EncodedPrompt,
+    TokenScores,
+    chunked_token_scores,
+    completion_positions,
+)
 from ecr.models.config import PolicyConfig
 
 log = logging.getLogger(__name__)
@@ -210,10 +216,22 @@ class HFBackbone:
     def token_logprobs(
         self, prompt: EncodedPrompt, completion_ids: torch.Tensor, completion_mask: torch.Tensor
     ) -> torch.Tensor:
-        """log p(completion_ids[:, t] | prompt, completion[:, :t]) → [B, C]; masked positions hold 0.
+        """log p(completion_ids[:, t] | prompt, completion[:, :t]) → [B, C]; masked positions hold 0."""
+        return self.score_completions(prompt, completion_ids, completion_mask).logprobs
 
-        Only the completion slice goes through the LM head (a full-vocab prompt slice would cost
-        B·P·V floats for nothing).
+    def score_completions(
+        self,
+        prompt: EncodedPrompt,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        chunk_tokens: int | None = None,
+    ) -> TokenScores:
+        """Log-probs (logits / `temperature`) and entropies of the completion tokens, [B, C] each, masked to 0.
+
+        Only the completion slice goes through the LM head (a full-vocab prompt slice would cost B·P·V floats
+        for nothing), in chunks (`chunked_token_scores`), so float32 logits of the whole batch never exist.
         """
         embed = self.base_model.get_input_embeddings()
         comp_embeds = embed(completion_ids).to(prompt.inputs_embeds.dtype)  # [B, C, H]
@@ -224,8 +242,28 @@ class HFBackbone:
         positions = torch.cat([prompt.position_ids, comp_pos], dim=2)  # [D, B, P+C]
         hidden = self._hidden_states(embeds, mask, positions)  # [B, P+C, H]
         p = prompt.input_ids.shape[1]
-        logits = self._lm_head()(hidden[:, p - 1 : -1])  # [B, C, V]: position t predicts token t+1
-        return gather_logprobs(logits, completion_ids) * completion_mask
+        scores = chunked_token_scores(
+            hidden[:, p - 1 : -1],  # [B, C, H]: position t predicts completion token t
+            self._lm_head(),
+            completion_ids,
+            temperature=temperature,
+            chunk_tokens=chunk_tokens,
+        )
+        mask = completion_mask.to(scores.logprobs.dtype)
+        return TokenScores(logprobs=scores.logprobs * mask, entropy=scores.entropy * mask)
+
+    # Config attributes under which HF multimodal models name their media placeholder / boundary tokens.
+    _MEDIA_TOKEN_ATTRS = (
+        "image_token_id", "video_token_id", "audio_token_id", "image_token_index", "video_token_index",
+        "audio_token_index", "vision_start_token_id", "vision_end_token_id", "audio_start_token_id",
+        "audio_end_token_id",
+    )  # fmt: skip
+
+    def media_token_ids(self) -> list[int]:
+        """Media placeholder/boundary ids from the model config (none for a text LM): never valid in a completion."""
+        cfg = self.base_model.config
+        ids = {getattr(cfg, a, None) for a in self._MEDIA_TOKEN_ATTRS}
+        return sorted(int(i) for i in ids if isinstance(i, int) and i >= 0)
 
     @contextlib.contextmanager
     def adapter_disabled(self) -> Iterator[None]:
@@ -246,6 +284,10 @@ class HFBackbone:
         tok = self.tokenizer
         generation_kwargs.setdefault("pad_token_id", tok.pad_token_id)
         generation_kwargs.setdefault("eos_token_id", tok.eos_token_id)
+        # A sampled media placeholder would be scattered over by nothing (a tiny policy did sample <|VIDEO|>).
+        suppress = set(generation_kwargs.pop("suppress_tokens", None) or []) | set(self.media_token_ids())
+        if suppress:
+            generation_kwargs["suppress_tokens"] = sorted(suppress)
         out = model.generate(
             input_ids=prompt.input_ids,
             inputs_embeds=prompt.inputs_embeds,

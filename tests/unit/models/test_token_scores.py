@@ -1,0 +1,77 @@
+"""Chunked completion scoring (GRPO's policy/old/reference passes) and placeholder suppression while sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ecr.models import PolicyConfig, load_policy
+from ecr.models.backbone import chunked_token_scores, gather_logprobs
+
+
+def _reference(hidden, head, ids, temperature):
+    logp = torch.log_softmax(head(hidden).float() / temperature, -1)  # [B, C, V]
+    return logp.gather(-1, ids[..., None])[..., 0], -(logp.exp() * logp).sum(-1)
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 3, 7, 1000])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunks_give_the_unchunked_values_and_gradients(chunk_tokens: int, temperature: float) -> None:
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50)
+    hidden = torch.randn(3, 5, 8, requires_grad=True)
+    ids = torch.randint(0, 50, (3, 5))
+    want_lp, want_ent = _reference(hidden, head, ids, temperature)
+    (want_grad,) = torch.autograd.grad(want_lp.sum(), hidden)
+    got = chunked_token_scores(hidden, head, ids, temperature=temperature, chunk_tokens=chunk_tokens)
+    assert torch.allclose(got.logprobs, want_lp, atol=1e-6) and torch.allclose(got.entropy, want_ent, atol=1e-5)
+    assert not got.entropy.requires_grad
+    (grad,) = torch.autograd.grad(got.logprobs.sum(), hidden)  # recomputed per chunk in backward
+    assert torch.allclose(grad, want_grad, atol=1e-6)
+    if temperature == 1.0:
+        assert torch.allclose(got.logprobs, gather_logprobs(head(hidden), ids), atol=1e-6)
+
+
+def test_chunk_size_follows_the_logit_budget_and_bad_temperature_fails(monkeypatch) -> None:
+    import ecr.models.backbone as backbone
+
+    calls = []
+    head = torch.nn.Linear(4, 10)
+    monkeypatch.setattr(backbone, "LOGIT_BUDGET", 20)  # 2 tokens of a 10-class vocabulary per chunk
+
+    def counting_head(x):
+        calls.append(x.shape[0])
+        return head(x)
+
+    with torch.no_grad():
+        chunked_token_scores(torch.randn(1, 5, 4), counting_head, torch.zeros(1, 5, dtype=torch.long))
+    assert calls == [1, 2, 2, 1]  # one probe for the vocabulary size, then chunks of 2
+    with pytest.raises(ValueError, match="temperature"):
+        chunked_token_scores(torch.randn(1, 2, 4), head, torch.zeros(1, 2, dtype=torch.long), temperature=0.0)
+
+
+def test_backbone_scores_match_token_logprobs_and_mask(tiny_omni, clip_samples, small_inputs) -> None:
+    bb = load_policy(PolicyConfig(model=str(tiny_omni), inputs=small_inputs, lora={"r": 4, "dropout": 0.0}))
+    bb.model.eval()
+    with torch.no_grad():
+        prompt = bb.encode_prompt(bb.collator("generate")(clip_samples[:2]))
+        ids = torch.randint(10, 100, (2, 6))
+        mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+        scores = bb.score_completions(prompt, ids, mask, chunk_tokens=4)
+        assert torch.allclose(scores.logprobs, bb.token_logprobs(prompt, ids, mask), atol=1e-6)
+        assert scores.entropy[0, 4:].abs().sum() == 0 and bool((scores.entropy[:, :4] > 0).all())
+        hot = bb.score_completions(prompt, ids, mask, temperature=2.0)
+        assert not torch.allclose(hot.logprobs, scores.logprobs)
+
+
+def test_sampling_never_emits_media_placeholders(tiny_omni, clip_samples, small_inputs) -> None:
+    bb = load_policy(PolicyConfig(model=str(tiny_omni), inputs=small_inputs, lora={"enabled": False}))
+    media = bb.media_token_ids()
+    cfg = bb.base_model.config
+    assert {cfg.video_token_id, cfg.audio_token_id, cfg.image_token_id} <= set(media)
+    with torch.no_grad():  # make the placeholders by far the likeliest tokens
+        bb.base_model.get_output_embeddings().bias = torch.nn.Parameter(torch.zeros(cfg.text_config.vocab_size))
+        bb.base_model.get_output_embeddings().bias[media] = 50.0
+        prompt = bb.encode_prompt(bb.collator("generate")(clip_samples[:2]))
+        out = bb.generate(prompt, max_new_tokens=6, do_sample=True, top_k=0, min_new_tokens=6)
+    assert not torch.isin(out, torch.tensor(media)).any()
