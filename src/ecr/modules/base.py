@@ -26,6 +26,7 @@ from lightning.pytorch import LightningModule
 
 from ecr.errors import ConfigError
 from ecr.models import PolicyBackbone, PolicyConfig, build_backbone
+from ecr.models.backbone import CollateMode
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 
@@ -129,6 +130,8 @@ class StageModule(LightningModule):
 class PolicyStageModule(StageModule):
     """A stage that trains the policy backbone (see module docstring)."""
 
+    training_collate_mode: CollateMode = "train"  # what the DataModule's batches hold (GRPO: "generate", prompts)
+
     def __init__(self, policy: PolicyConfig | dict[str, Any], **optimization: Any) -> None:
         """`optimization`: the `StageModule` settings (lr, weight_decay, warmup_ratio, scheduler, optimizer)."""
         super().__init__(**optimization)
@@ -143,7 +146,7 @@ class PolicyStageModule(StageModule):
         return {"policy": self.policy_config.to_dict(), **self.optimization_hparams()}
 
     def setup(self, stage: str) -> None:
-        self.collator = self.backbone.collator("train")
+        self.collator = self.backbone.collator(self.training_collate_mode)
         self.generation_collator = self.backbone.collator("generate")
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
