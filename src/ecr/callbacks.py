@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ecr.errors import ConfigError
+from ecr.modules.report import markdown_table
 from ecr.prompts import parse_completion
 
 
@@ -39,15 +40,6 @@ class TokenThroughputMonitor(ThroughputMonitor):
             window_size: Batches averaged in each reported throughput figure.
         """
         super().__init__(batch_size_fn=batch_size_of, length_fn=tokens_of, window_size=window_size)
-
-
-def _markdown_table(rows: list[tuple[str, str, str]]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", "<br>")
-
-    lines = ["| clip | label | completion |", "|---|---|---|"]
-    lines += [f"| {cell(a)} | {cell(b)} | {cell(c)} |" for a, b, c in rows]
-    return "\n".join(lines)
 
 
 class GenerationSampleLogger(Callback):
@@ -129,6 +121,8 @@ class GenerationSampleLogger(Callback):
         if logger is None:
             return
         rows = [(str(s["id"]), str(s["label"]), t) for s, t in zip(self._samples, texts, strict=True)]
-        logger.experiment.add_text(self.tag, _markdown_table(rows), global_step=trainer.global_step)
+        logger.experiment.add_text(
+            self.tag, markdown_table(["clip", "label", "completion"], rows), global_step=trainer.global_step
+        )
         answers = [parse_completion(t).answer for t in texts]
         self.history.append({"step": trainer.global_step, "texts": texts, "answers": answers})

@@ -182,6 +182,11 @@ class PolicyBackbone(Protocol):
         """Log-probs (at `temperature`) and entropies [B, C] in one chunked pass (GRPO's policy/old/ref passes)."""
         ...
 
+    def prompt_encoding_is_trainable(self) -> bool:
+        """True when a trained part (a media tower, the token embeddings) changes `encode_prompt`'s output, so a
+        cached encoding carries no gradient for it and update passes must encode again."""
+        ...
+
     def media_token_ids(self) -> list[int]:
         """Placeholder token ids a completion must never contain (suppressed while sampling)."""
         ...

@@ -252,6 +252,10 @@ class HFBackbone:
         mask = completion_mask.to(scores.logprobs.dtype)
         return TokenScores(logprobs=scores.logprobs * mask, entropy=scores.entropy * mask)
 
+    def prompt_encoding_is_trainable(self) -> bool:
+        embeddings = self.base_model.get_input_embeddings()
+        return bool(self.trainable_towers()) or any(p.requires_grad for p in embeddings.parameters())
+
     # Config attributes under which HF multimodal models name their media placeholder / boundary tokens.
     _MEDIA_TOKEN_ATTRS = (
         "image_token_id", "video_token_id", "audio_token_id", "image_token_index", "video_token_index",

@@ -22,6 +22,7 @@ CLASSES = {
     "ecr.modules.sft.SFTModule",
     "ecr.modules.erv.ERVModule",
     "ecr.modules.erv.ExportVerifier",
+    "ecr.modules.grpo.GRPOModule",
     "ecr.callbacks.GenerationSampleLogger",
     "ecr.callbacks.TokenThroughputMonitor",
     "ecr.data.ClipDataModule",
