@@ -156,3 +156,44 @@ def test_default_rewards_with_a_verifier_folder(tiny: Path, clips: Path, tmp_pat
     acc = EventAccumulator(str(Path(logger.log_dir)), size_guidance={"tensors": 0}).Reload()
     assert "completions/text_summary" in acc.Tags()["tensors"]
     assert {"train/reward", "train/frac_zero_std", "train/time/generate", "train/entropy"} <= set(acc.Tags()["scalars"])
+
+
+WORKER = Path(__file__).with_name("grpo_equivalence_worker.py")
+
+
+def _one_step(tiny: Path, clips: Path, out: Path, **kw) -> dict[str, dict[str, torch.Tensor]]:
+    import subprocess
+    import sys
+
+    args = [sys.executable, str(WORKER), str(tiny), str(clips), str(out)]
+    args += [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out, weights_only=True)
+
+
+def _assert_same_update(a: dict, b: dict) -> None:
+    """Both runs started from the same adapters and moved them by the same amount (and they did move)."""
+    assert a["after"].keys() == b["after"].keys()
+    assert all(torch.equal(a["before"][n], b["before"][n]) for n in a["before"])
+    deltas = {n: (a["after"][n] - a["before"][n], b["after"][n] - b["before"][n]) for n in a["after"]}
+    assert any(d.abs().max() > 1e-4 for d, _ in deltas.values()), "the step changed nothing"
+    for n, (da, db) in deltas.items():
+        assert torch.allclose(da, db, atol=1e-7, rtol=1e-4), (n, (da - db).abs().max())
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+def test_accumulated_micro_batches_give_the_full_batch_update(tiny, clips, tmp_path, loss_type) -> None:
+    """4 prompts in one micro-batch or in 2 accumulated ones: the same SGD step (fixed rollouts)."""
+    full = _one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, loss_type=loss_type)
+    split = _one_step(tiny, clips, tmp_path / "split.pt", batch_size=2, accumulation=2, loss_type=loss_type)
+    _assert_same_update(full, split)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+def test_two_ddp_processes_give_the_one_process_update(tiny, clips, tmp_path, loss_type) -> None:
+    """The same 4 prompts on 1 process or split over 2 gloo processes: the same SGD step (fixed rollouts)."""
+    full = _one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, loss_type=loss_type)
+    ddp = _one_step(tiny, clips, tmp_path / "ddp.pt", batch_size=2, devices=2, loss_type=loss_type)
+    _assert_same_update(full, ddp)
