@@ -197,3 +197,25 @@ def test_two_ddp_processes_give_the_one_process_update(tiny, clips, tmp_path, lo
     full = _one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, loss_type=loss_type)
     ddp = _one_step(tiny, clips, tmp_path / "ddp.pt", batch_size=2, devices=2, loss_type=loss_type)
     _assert_same_update(full, ddp)
+
+
+def test_the_same_module_trains_a_text_only_causal_lm(tmp_path: Path) -> None:
+    """GRPO on `causal_lm` + TextDataModule (what benchmarks against text-only trainers use)."""
+    from ecr.data import TextDataModule
+    from ecr.fixtures import build_tiny_causal_lm, write_text_manifest
+
+    lm = build_tiny_causal_lm(tmp_path / "lm", hidden_size=64)
+    manifest = synthesize(tmp_path / "synth", num_clips=3, labels="dfew", seed=4, size=32, duration=0.5)
+    text = write_text_manifest(manifest)
+    rows = [dict(json.loads(line), split="train") for line in text.read_text().splitlines()]
+    text.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    L.seed_everything(0)
+    policy = PolicyConfig(backbone="causal_lm", model=str(lm), lora={"r": 4, "dropout": 0.0})
+    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=6), rewards=[{"name": "format"}], lr=1e-3)
+    module.reward = CombinedReward([RewardSpec("vowels", vowel_share)])
+    module.configure_model()
+    before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
+    trainer = _trainer(tmp_path, max_steps=2)
+    trainer.fit(module, datamodule=TextDataModule(text, labels="dfew", val_fraction=0.0, batch_size=3))
+    assert trainer.global_step == 2 and math.isfinite(float(trainer.callback_metrics["train/kl"]))
+    assert any(not torch.equal(p, before[n]) for n, p in module.model.named_parameters() if n in before)
