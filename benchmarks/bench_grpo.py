@@ -1,0 +1,127 @@
+"""GRPO step time: media encoded once per prompt (ecr) vs re-encoded per completion (the paper's code path).
+
+One step on B prompts with G completions each, on real synthetic clips at the processor's default frame size
+(max 448 x 448 pixels: realistic media-token counts), LoRA on the tiny Qwen2.5-Omni thinker:
+- `ecr`: `encode_prompt` once per prompt batch, G samples per prompt in ONE `generate` call on the repeated
+  encoding, policy log-probs (with backward) and adapter-disabled reference log-probs on the same encoding;
+- `per-completion`: what the official code did — for every completion its own encoder run + `generate`, an
+  encoder run + forward/backward per completion for the policy log-probs, and one for the reference: 2G+1
+  encoder runs per prompt.
+Both generate exactly `--tokens` tokens (`min_new_tokens`), are interleaved within one process (ecr, peer,
+ecr, peer, ...) after a warm-up, and the table reports median seconds per step, the ratio, and the vision/audio
+tower runs per step counted with forward hooks.
+
+    .venv/bin/python benchmarks/bench_grpo.py [--prompts 2] [--groups 4 8] [--tokens 32] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ecr.data import decode_clip
+from ecr.fixtures import build_tiny_omni, synthesize
+from ecr.labels import get_label_set
+from ecr.models import PolicyConfig, load_policy
+
+
+def samples(root: Path, n: int, frames: int, size: int) -> list[dict]:
+    manifest = synthesize(root, num_clips=n, labels="dfew", seed=0, size=size, duration=2.0)
+    labels = get_label_set("dfew")
+    out = []
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        clip = decode_clip(root / row["video"], num_frames=frames)
+        out.append({"id": row["id"], "label": row["label"], "label_id": labels.index(row["label"]),
+                    "explanation": row["explanation"], "frames": clip.frames, "frame_times": clip.frame_times,
+                    "audio": clip.audio, "sample_rate": clip.sample_rate, "duration": clip.duration})  # fmt: skip
+    return out
+
+
+def ecr_step(bb, batch, group: int, tokens: int) -> None:
+    gen = {"do_sample": True, "max_new_tokens": tokens, "min_new_tokens": tokens}
+    with torch.no_grad():
+        prompt = bb.encode_prompt(batch).detach().repeat_interleave(group)
+        bb.model.eval()
+        ids = bb.generate(prompt, **gen)
+        bb.model.train()
+    mask = torch.ones_like(ids)
+    bb.token_logprobs(prompt, ids, mask).sum().backward()
+    with torch.no_grad(), bb.adapter_disabled():
+        bb.token_logprobs(prompt, ids, mask)
+
+
+def per_completion_step(bb, batch, group: int, tokens: int) -> None:
+    gen = {"do_sample": True, "max_new_tokens": tokens, "min_new_tokens": tokens}
+    rows = batch["input_ids"].shape[0]
+    for i in range(rows):
+        one = {k: (v[i : i + 1] if torch.is_tensor(v) and v.shape[0] == rows else v) for k, v in batch.items()}
+        if "pixel_values_videos" in batch:  # flattened patches: take this clip's share
+            per = batch["video_grid_thw"].prod(-1)
+            start = int(per[:i].sum())
+            one["pixel_values_videos"] = batch["pixel_values_videos"][start : start + int(per[i])]
+        completions = []
+        for _ in range(group):  # one encoder run per sampled completion
+            with torch.no_grad():
+                bb.model.eval()
+                completions.append(bb.generate(bb.encode_prompt(one), **gen))
+                bb.model.train()
+        for ids in completions:  # one encoder run per completion's policy log-probs
+            bb.token_logprobs(bb.encode_prompt(one), ids, torch.ones_like(ids)).sum().backward()
+        with torch.no_grad(), bb.adapter_disabled():  # and one for the reference
+            ids = torch.cat(completions)
+            bb.token_logprobs(bb.encode_prompt(one).repeat_interleave(group), ids, torch.ones_like(ids))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prompts", type=int, default=2)
+    p.add_argument("--groups", type=int, nargs="+", default=[4, 8])
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--size", type=int, default=448, help="synthetic frame size in pixels")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_tiny_omni(Path(tmp) / "tiny", hidden_size=args.hidden)
+        clips = samples(Path(tmp) / "clips", args.prompts, args.frames, args.size)
+        bb = load_policy(PolicyConfig(model=str(model), lora={"r": 8, "dropout": 0.0}))
+        batch = bb.collator("generate")(clips)
+        thinker = bb.base_model
+        runs = {"n": 0}
+        thinker.model.visual.register_forward_hook(lambda *_: runs.__setitem__("n", runs["n"] + 1))
+        media = int((batch["input_ids"] == thinker.config.video_token_id).sum(-1)[0])
+        audio = int((batch["input_ids"] == thinker.config.audio_token_id).sum(-1)[0])
+        print(f"tiny Omni hidden {args.hidden}, {args.prompts} prompts, {media} video + {audio} audio tokens per "
+              f"prompt, {args.tokens} completion tokens, LoRA r=8, CPU threads {torch.get_num_threads()}")  # fmt: skip
+        print(f"{'G':>3} {'path':<16} {'median s/step':>14} {'tower runs/step':>16} {'speed-up':>9}")
+        for group in args.groups:
+            times: dict[str, list[float]] = {"ecr": [], "per-completion": []}
+            counts: dict[str, int] = {}
+            steps = {"ecr": ecr_step, "per-completion": per_completion_step}
+            for rep in range(args.repeats + 1):  # the first round is a warm-up
+                for name, step in steps.items():
+                    bb.model.zero_grad(set_to_none=True)
+                    runs["n"] = 0
+                    torch.manual_seed(rep)
+                    t0 = time.perf_counter()
+                    step(bb, batch, group, args.tokens)
+                    if rep:
+                        times[name].append(time.perf_counter() - t0)
+                    counts[name] = runs["n"]
+            med = {k: statistics.median(v) for k, v in times.items()}
+            for name in steps:
+                ratio = med["per-completion"] / med[name]
+                print(f"{group:>3} {name:<16} {med[name]:>14.3f} {counts[name]:>16d} {ratio:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
