@@ -46,6 +46,10 @@ class InputSettings:
     """Feed the clip's frames."""
     use_audio: bool = True
     """Feed the clip's audio track."""
+    audio_in_video: bool = True
+    """Interleave the clip's audio with its frames on one timeline (Qwen2.5-Omni audio-in-video, TMRoPE: as the
+    released checkpoints were trained on clips with sound; needs use_video and use_audio). false = the video,
+    then the audio as a separate block with positions after the video's (the sequential layout)."""
     min_pixels: int = 56 * 56
     """Lower bound of pixels per frame after resizing (Qwen2-VL video processor `shortest_edge`)."""
     max_pixels: int = 448 * 448

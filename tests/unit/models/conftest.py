@@ -30,24 +30,40 @@ def clip_samples(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     root = tmp_path_factory.mktemp("synth")
     manifest = synthesize(root, num_clips=4, labels="dfew", seed=1, size=64, duration=2.0, avi_fraction=0.25)
     labels = get_label_set("dfew")
+    return [_sample(root, json.loads(line), labels, num_frames=4) for line in manifest.read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def long_clip_samples(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Clips of 5 s and 3 s (several 2 s audio-in-video chunks), 8 frames each, plus the [1, 4) s window of the
+    5 s clip (id suffix `-window`): same duration as the 3 s clip, cut from the middle of its container."""
+    labels = get_label_set("dfew")
     samples = []
-    for line in manifest.read_text().splitlines():
-        row = json.loads(line)
-        clip = decode_clip(root / row["video"], num_frames=4)
-        samples.append(
-            {
-                "id": row["id"],
-                "label": row["label"],
-                "label_id": labels.index(row["label"]),
-                "explanation": row["explanation"],
-                "frames": clip.frames,
-                "frame_times": clip.frame_times,
-                "audio": clip.audio,
-                "sample_rate": clip.sample_rate,
-                "duration": clip.duration,
-            }
-        )
-    return samples
+    for duration in (5.0, 3.0):
+        root = tmp_path_factory.mktemp(f"synth_{duration:g}s")
+        manifest = synthesize(root, num_clips=1, labels="dfew", seed=2, size=64, duration=duration, avi_fraction=0)
+        samples.append(_sample(root, json.loads(manifest.read_text().splitlines()[0]), labels, num_frames=8))
+        if duration == 5.0:
+            row = json.loads(manifest.read_text().splitlines()[0])
+            window = _sample(root, row, labels, num_frames=8, start=1.0, end=4.0)
+            samples.append(dict(window, id=f"{row['id']}-window"))
+    return samples  # [5 s, 5 s window [1, 4), 3 s]
+
+
+def _sample(root: Path, row: dict, labels, *, num_frames: int, start=None, end=None) -> dict:
+    """A manifest row decoded into the ClipSample dict the collators take."""
+    clip = decode_clip(root / row["video"], num_frames=num_frames, start=start, end=end)
+    return {
+        "id": row["id"],
+        "label": row["label"],
+        "label_id": labels.index(row["label"]),
+        "explanation": row["explanation"],
+        "frames": clip.frames,
+        "frame_times": clip.frame_times,
+        "audio": clip.audio,
+        "sample_rate": clip.sample_rate,
+        "duration": clip.duration,
+    }
 
 
 SMALL_INPUTS = {"min_pixels": 56 * 56, "max_pixels": 56 * 56}

@@ -133,15 +133,21 @@ def test_4bit_loads_and_runs_inference_on_cpu(tiny_omni, clip_samples):
 
 
 # -------------------------------------------------------------------------------------- encode once
+@pytest.mark.parametrize("audio_in_video", [True, False], ids=["interleaved", "sequential"])
 @pytest.mark.parametrize("quantization", ["none", "8bit"])
-def test_cached_prompt_logprobs_equal_plain_forward(tiny_omni, clip_samples, quantization):
+def test_cached_prompt_logprobs_equal_plain_forward(
+    tiny_omni, clip_samples, long_clip_samples, quantization, audio_in_video
+):
     torch.manual_seed(0)
-    bb = load_policy(_policy(tiny_omni, quantization=quantization, lora={"r": 4, "dropout": 0.0}))
+    inputs = {**SMALL, "audio_in_video": audio_in_video}
+    bb = load_policy(_policy(tiny_omni, quantization=quantization, lora={"r": 4, "dropout": 0.0}, inputs=inputs))
     for p in bb.model.parameters():  # non-zero adapters so LoRA takes part in both paths
         if "lora_B" in str(p.shape) or p.requires_grad:
             torch.nn.init.normal_(p, std=0.02)
     bb.model.eval()
-    batch = bb.collator("generate")(clip_samples[:3])  # different audio lengths -> left padding
+    samples = [clip_samples[0], long_clip_samples[0], long_clip_samples[2]]  # 2 s, 5 s, 3 s -> left padding
+    batch = bb.collator("generate")(samples)
+    assert batch["use_audio_in_video"] is audio_in_video  # the plain forward / HF generate read the flag
     with torch.no_grad():
         prompt = bb.encode_prompt(batch)
         completion = bb.generate(prompt, max_new_tokens=5, do_sample=False)

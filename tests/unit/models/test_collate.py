@@ -73,8 +73,9 @@ def test_audio_token_formula_matches_the_model(tiny_omni):
     assert torch.equal(qwen_omni_audio_tokens(lengths), expected)
 
 
-def test_cut_sequence_raises_mismatch_naming_the_clip(tiny_omni, clip_samples):
-    bb = _backbone(tiny_omni)
+@pytest.mark.parametrize("audio_in_video", [True, False], ids=["interleaved", "sequential"])
+def test_cut_sequence_raises_mismatch_naming_the_clip(tiny_omni, clip_samples, audio_in_video):
+    bb = _backbone(tiny_omni, audio_in_video=audio_in_video)
     batch = bb.collator("generate")(clip_samples[:2])
     audio_id = bb.tokenizer.audio_token_id
     first = int((batch["input_ids"][1] == audio_id).nonzero()[0])
@@ -89,9 +90,10 @@ def test_cut_sequence_raises_mismatch_naming_the_clip(tiny_omni, clip_samples):
         )
 
 
-def test_processor_model_geometry_disagreement_raises_before_forward(tiny_omni, clip_samples):
+@pytest.mark.parametrize("audio_in_video", [True, False], ids=["interleaved", "sequential"])
+def test_processor_model_geometry_disagreement_raises_before_forward(tiny_omni, clip_samples, audio_in_video):
     """A processor whose merge size differs from the model's emits the wrong number of video tokens."""
-    bb = _backbone(tiny_omni)
+    bb = _backbone(tiny_omni, audio_in_video=audio_in_video)
     bb.processor.video_processor.merge_size = 1  # consistent with itself, not with the model (merge 2)
     batch = bb.collator("train")(clip_samples[:1])
     bb.load()
