@@ -53,10 +53,10 @@ def _data(root: Path, batch_size: int = 2) -> ClipDataModule:
 
 def _trainer(tmp: Path, max_steps: int, **kw) -> L.Trainer:
     kw.setdefault("logger", False)
+    kw.setdefault("enable_checkpointing", False)
     return L.Trainer(
         accelerator="cpu", devices=1, precision="32-true", max_steps=max_steps, limit_val_batches=0,
-        num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        default_root_dir=tmp, **kw,
+        num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp, **kw,
     )  # fmt: skip
 
 
@@ -219,3 +219,54 @@ def test_the_same_module_trains_a_text_only_causal_lm(tmp_path: Path) -> None:
     trainer.fit(module, datamodule=TextDataModule(text, labels="dfew", val_fraction=0.0, batch_size=3))
     assert trainer.global_step == 2 and math.isfinite(float(trainer.callback_metrics["train/kl"]))
     assert any(not torch.equal(p, before[n]) for n, p in module.model.named_parameters() if n in before)
+
+
+class Completions(L.Callback):
+    """Sampled texts and the logged reward of every step (what an exact resume must reproduce)."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[list[str], float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append((list(batch["meta"]["ids"]), float(trainer.callback_metrics["train/reward"])))
+
+
+class StopAfter(L.Callback):
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True
+
+
+def test_resume_continues_the_uninterrupted_run(tiny: Path, clips: Path, tmp_path: Path) -> None:
+    """Checkpoint mid-epoch (step 3 of 2-batch epochs, shuffled): the resumed run samples the same completions
+    (RNG state in the checkpoint), sees the same batches and ends with the same adapters."""
+
+    def run(stop: int | None = None, ckpt_path: Path | None = None):
+        L.seed_everything(0)
+        module = _module(tiny, CombinedReward([RewardSpec("vowels", vowel_share)]), lr=1e-2)
+        seen = Completions()
+        callbacks: list = [seen]
+        if stop is not None:
+            callbacks += [
+                StopAfter(stop),
+                L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", filename="{step}", every_n_train_steps=1,
+                                                    save_top_k=-1),
+            ]  # fmt: skip
+        trainer = _trainer(tmp_path, max_steps=5, callbacks=callbacks, enable_checkpointing=stop is not None)
+        data = _data(clips)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        return module, seen.steps
+
+    full, full_steps = run()
+    assert len(full_steps) == 5
+    run(stop=3)
+    ckpt = tmp_path / "ck" / "step=3.ckpt"
+    assert "torch" in torch.load(ckpt, map_location="cpu", weights_only=True)["ecr_rng"]
+    resumed, resumed_steps = run(ckpt_path=ckpt)
+    assert [ids for ids, _ in resumed_steps] == [ids for ids, _ in full_steps[3:]]
+    assert [r for _, r in resumed_steps] == pytest.approx([r for _, r in full_steps[3:]], abs=1e-6)
+    for name in full.checkpoint_keys():
+        assert torch.allclose(full.get_parameter(name), resumed.get_parameter(name), atol=1e-6), name
