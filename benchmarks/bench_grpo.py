@@ -3,7 +3,8 @@
 One step on B prompts with G completions each, on real synthetic clips at the processor's default frame size
 (max 448 x 448 pixels: realistic media-token counts), LoRA on the tiny Qwen2.5-Omni thinker:
 - `ecr`: `encode_prompt` once per prompt batch, G samples per prompt in ONE `generate` call on the repeated
-  encoding, policy log-probs (with backward) and adapter-disabled reference log-probs on the same encoding;
+  encoding, policy log-probs (with backward) and adapter-disabled reference log-probs on the same encoding,
+  each prompt run once per group with its KV cache shared by the G completions (`shared_prefix`);
 - `per-completion`: what the official code did — for every completion its own encoder run + `generate`, an
   encoder run + forward/backward per completion for the policy log-probs, and one for the reference: 2G+1
   encoder runs per prompt.
@@ -52,9 +53,9 @@ def ecr_step(bb, batch, group: int, tokens: int) -> None:
         ids = bb.generate(prompt, **gen)
         bb.model.train()
     mask = torch.ones_like(ids)
-    bb.token_logprobs(prompt, ids, mask).sum().backward()
+    bb.score_completions(prompt, ids, mask, shared_prefix=group).logprobs.sum().backward()
     with torch.no_grad(), bb.adapter_disabled():
-        bb.token_logprobs(prompt, ids, mask)
+        bb.score_completions(prompt, ids, mask, shared_prefix=group)
 
 
 def per_completion_step(bb, batch, group: int, tokens: int) -> None:

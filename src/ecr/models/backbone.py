@@ -178,8 +178,10 @@ class PolicyBackbone(Protocol):
         *,
         temperature: float = 1.0,
         chunk_tokens: int | None = None,
+        shared_prefix: int = 1,
     ) -> TokenScores:
-        """Log-probs (at `temperature`) and entropies [B, C] in one chunked pass (GRPO's policy/old/ref passes)."""
+        """Log-probs (at `temperature`) and entropies [B, C] in one chunked pass (GRPO's policy/old/ref passes);
+        `shared_prefix=G`: rows come in groups of G identical prompts whose prefix runs once per group."""
         ...
 
     def prompt_encoding_is_trainable(self) -> bool:

@@ -81,9 +81,8 @@ class CausalLMBackbone(HFBackbone):
             next_position=positions[:, -1] + 1,
         )
 
-    def _hidden_states(
-        self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
-    ) -> torch.Tensor:
-        body = self.base_model.get_decoder()
-        out = body(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids[0], use_cache=False)
-        return out.last_hidden_state
+    def _decoder(self) -> torch.nn.Module:
+        return self.base_model.get_decoder()
+
+    def _decoder_positions(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return position_ids[0]  # plain 1-D rotary positions

@@ -204,11 +204,32 @@ class HFBackbone:
     def encode_prompt(self, batch: Mapping[str, Any]) -> EncodedPrompt:
         raise NotImplementedError
 
-    def _hidden_states(
-        self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
-    ) -> torch.Tensor:
-        """Final hidden states [B, L, H] of the language model for given embeddings and positions."""
+    def _decoder(self) -> torch.nn.Module:
+        """The language model body (embeddings in, final hidden states out)."""
         raise NotImplementedError
+
+    def _decoder_positions(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """`EncodedPrompt`-style positions [D, B, L] in the layout the decoder takes."""
+        raise NotImplementedError
+
+    def _hidden_states(
+        self,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        past_key_values: Any = None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, Any]:
+        """Final hidden states [B, L, H] for embeddings [B, L, H] and positions [D, B, L] (+ the KV cache when
+        `use_cache`); `attention_mask` [B, past + L] covers the cached prefix too."""
+        out = self._decoder()(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=self._decoder_positions(position_ids),
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
+        return out.last_hidden_state, out.past_key_values if use_cache else None
 
     def _lm_head(self) -> torch.nn.Module:
         return self.base_model.get_output_embeddings()
@@ -227,12 +248,22 @@ class HFBackbone:
         *,
         temperature: float = 1.0,
         chunk_tokens: int | None = None,
+        shared_prefix: int = 1,
     ) -> TokenScores:
         """Log-probs (logits / `temperature`) and entropies of the completion tokens, [B, C] each, masked to 0.
 
         Only the completion slice goes through the LM head (a full-vocab prompt slice would cost B·P·V floats
         for nothing), in chunks (`chunked_token_scores`), so float32 logits of the whole batch never exist.
+        `shared_prefix=G` says that each run of G consecutive rows holds the SAME prompt (`repeat_interleave(G)`,
+        GRPO's groups): the prompt then runs through the language model once per group and its KV cache is
+        shared by the G completions — the same values and gradients (the cache is expanded with a
+        differentiable `repeat_interleave`), (G-1)/G of the prompt compute saved. Refused while gradient
+        checkpointing trains (it recomputes layers without a cache).
         """
+        if shared_prefix > 1:
+            return self._score_with_shared_prefix(
+                prompt, completion_ids, completion_mask, shared_prefix, temperature, chunk_tokens
+            )
         embed = self.base_model.get_input_embeddings()
         comp_embeds = embed(completion_ids).to(prompt.inputs_embeds.dtype)  # [B, C, H]
         embeds = torch.cat([prompt.inputs_embeds, comp_embeds], dim=1)  # [B, P+C, H]
@@ -240,17 +271,55 @@ class HFBackbone:
         dims = prompt.position_ids.shape[0]
         comp_pos = completion_positions(prompt.next_position, completion_ids.shape[1], dims)
         positions = torch.cat([prompt.position_ids, comp_pos], dim=2)  # [D, B, P+C]
-        hidden = self._hidden_states(embeds, mask, positions)  # [B, P+C, H]
+        hidden, _ = self._hidden_states(embeds, mask, positions)  # [B, P+C, H]
         p = prompt.input_ids.shape[1]
+        return self._masked_scores(hidden[:, p - 1 : -1], completion_ids, completion_mask, temperature, chunk_tokens)
+
+    def _masked_scores(
+        self,
+        hidden: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        temperature: float,
+        chunk_tokens: int | None,
+    ) -> TokenScores:
+        """hidden [B, C, H] (position t predicts completion token t) → masked `TokenScores` [B, C]."""
         scores = chunked_token_scores(
-            hidden[:, p - 1 : -1],  # [B, C, H]: position t predicts completion token t
-            self._lm_head(),
-            completion_ids,
-            temperature=temperature,
-            chunk_tokens=chunk_tokens,
+            hidden, self._lm_head(), completion_ids, temperature=temperature, chunk_tokens=chunk_tokens
         )
         mask = completion_mask.to(scores.logprobs.dtype)
         return TokenScores(logprobs=scores.logprobs * mask, entropy=scores.entropy * mask)
+
+    def _score_with_shared_prefix(
+        self,
+        prompt: EncodedPrompt,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        group: int,
+        temperature: float,
+        chunk_tokens: int | None,
+    ) -> TokenScores:
+        """`score_completions` with one prompt pass per group of `group` identical rows (see there)."""
+        model = self._require_model()
+        if getattr(self.base_model, "is_gradient_checkpointing", False) and model.training and torch.is_grad_enabled():
+            raise ConfigError("shared_prefix scoring cannot run under gradient checkpointing (it needs the KV cache)")
+        n = prompt.input_ids.shape[0]
+        if n % group or not torch.equal(prompt.input_ids[::group].repeat_interleave(group, 0), prompt.input_ids):
+            raise ValueError(f"shared_prefix={group}: the {n} prompt rows are not groups of {group} identical prompts")
+        heads = slice(None, None, group)  # one row per group: [B = N/G]
+        hidden, cache = self._hidden_states(
+            prompt.inputs_embeds[heads], prompt.attention_mask[heads], prompt.position_ids[:, heads], use_cache=True
+        )  # [B, P, H] + KV cache of the prompt
+        cache.batch_repeat_interleave(group)  # [N, heads, P, d]: differentiable, gradients flow back per group
+        embed = self.base_model.get_input_embeddings()
+        comp_embeds = embed(completion_ids).to(prompt.inputs_embeds.dtype)  # [N, C, H]
+        mask = torch.cat([prompt.attention_mask, completion_mask.to(prompt.attention_mask.dtype)], dim=1)
+        dims = prompt.position_ids.shape[0]
+        comp_pos = completion_positions(prompt.next_position, completion_ids.shape[1], dims)  # [D, N, C]
+        comp_hidden, _ = self._hidden_states(comp_embeds, mask, comp_pos, past_key_values=cache, use_cache=True)
+        last = hidden[:, -1:].repeat_interleave(group, 0)  # [N, 1, H]: the prompt's last position predicts token 0
+        scoring = torch.cat([last, comp_hidden[:, :-1]], dim=1)  # [N, C, H]
+        return self._masked_scores(scoring, completion_ids, completion_mask, temperature, chunk_tokens)
 
     def prompt_encoding_is_trainable(self) -> bool:
         embeddings = self.base_model.get_input_embeddings()

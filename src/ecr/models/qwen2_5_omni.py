@@ -358,10 +358,8 @@ class QwenOmniBackbone(HFBackbone):
         generation_kwargs.setdefault("use_audio_in_video", bool(rows.any()))
         return super().generate(prompt, **generation_kwargs)
 
-    def _hidden_states(
-        self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
-    ) -> torch.Tensor:
-        out = self.base_model.model(
-            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        )
-        return out.last_hidden_state
+    def _decoder(self) -> torch.nn.Module:
+        return self.base_model.model  # the thinker's language model (3-D m-RoPE positions)
+
+    def _decoder_positions(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return position_ids

@@ -48,6 +48,7 @@ from ecr.rl.rollout import (
     collect_rollout,
     copy_reference,
     eval_mode,
+    prefix_groups,
 )
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
@@ -91,6 +92,7 @@ class GRPOModule(PolicyStageModule):
         reference_device: str | None = None,
         ref_model_sync_steps: int | None = None,
         logprob_chunk_tokens: int | None = None,
+        share_prompt_prefix: bool = True,
         max_consecutive_skips: int = 5,
         log_completions_every_n_steps: int = 10,
         val_max_new_tokens: int | None = None,
@@ -121,6 +123,8 @@ class GRPOModule(PolicyStageModule):
             reference_device: Device of a copy reference (None = the policy's; "cpu" saves accelerator memory).
             ref_model_sync_steps: Copy the policy into a copy reference every N optimizer steps (None = never).
             logprob_chunk_tokens: Tokens per chunk of the LM head in log-prob passes (None = a 128 MiB budget).
+            share_prompt_prefix: Run each prompt once per group in log-prob passes and share its KV cache with the
+                G completions (same values and gradients; off automatically under gradient checkpointing).
             max_consecutive_skips: Stop after this many consecutive non-finite steps (none was applied).
             log_completions_every_n_steps: Write a completion table to TensorBoard every N optimizer steps (0 = off).
             val_max_new_tokens: Generation length in validation (None = the sampling max_new_tokens).
@@ -168,6 +172,7 @@ class GRPOModule(PolicyStageModule):
             "reference_device": reference_device,
             "ref_model_sync_steps": ref_model_sync_steps,
             "logprob_chunk_tokens": logprob_chunk_tokens,
+            "share_prompt_prefix": share_prompt_prefix,
             "max_consecutive_skips": max_consecutive_skips,
             "log_completions_every_n_steps": log_completions_every_n_steps,
             "val_max_new_tokens": val_max_new_tokens,
@@ -220,7 +225,13 @@ class GRPOModule(PolicyStageModule):
                     "you start from. Export the SFT model merged (`ecr export --merge true`) and set policy.model to "
                     "its merged/ folder (a fresh LoRA is added), or set reference: copy"
                 )
-            self._reference_fn = adapter_reference(self.backbone, temperature=temperature, chunk_tokens=chunk)
+            self._reference_fn = adapter_reference(
+                self.backbone,
+                group_size=self.settings["num_generations"],
+                temperature=temperature,
+                chunk_tokens=chunk,
+                share_prefix=self.settings["share_prompt_prefix"],
+            )
             return
         self.reference_backbone = build_backbone(self.policy_config)
         device = self.settings["reference_device"] or (self.trainer.strategy.root_device if self._trainer else None)
@@ -233,6 +244,7 @@ class GRPOModule(PolicyStageModule):
             group_size=self.settings["num_generations"],
             temperature=temperature,
             chunk_tokens=chunk,
+            share_prefix=self.settings["share_prompt_prefix"],
         )
 
     def total_optimizer_steps(self) -> int:
@@ -257,6 +269,7 @@ class GRPOModule(PolicyStageModule):
             need_old_logp=s["num_iterations"] > 1,
             reference=self._reference_fn,
             chunk_tokens=s["logprob_chunk_tokens"],
+            share_prefix=s["share_prompt_prefix"],
         )
         self._log_rollout(rollout)
         if s["filter_zero_std_groups"]:
@@ -300,6 +313,7 @@ class GRPOModule(PolicyStageModule):
                     r.mask,
                     temperature=self.sampling.temperature,
                     chunk_tokens=s["logprob_chunk_tokens"],
+                    shared_prefix=prefix_groups(self.backbone, r.group_size, s["share_prompt_prefix"]),
                 )
                 old = r.old_logp if r.old_logp is not None else scores.logprobs.detach()
                 loss, st = grpo_loss(

@@ -28,6 +28,14 @@ from ecr.rl.rewards import CombinedReward, RewardOutput
 ReferenceFn = Callable[[EncodedPrompt, Mapping[str, Any], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def prefix_groups(backbone: PolicyBackbone, group_size: int, enabled: bool = True) -> int:
+    """`shared_prefix` for scoring G completions per prompt: G, unless disabled or gradient checkpointing trains
+    (it recomputes layers without a KV cache), where each row runs its own prompt."""
+    model = backbone.model
+    checkpointing = bool(getattr(getattr(model, "base_model", model), "is_gradient_checkpointing", False))
+    return group_size if enabled and not (checkpointing and model is not None and model.training) else 1
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """How rollouts are sampled (HF generation arguments)."""
@@ -163,6 +171,7 @@ def collect_rollout(
     need_old_logp: bool = False,
     reference: ReferenceFn | None = None,
     chunk_tokens: int | None = None,
+    share_prefix: bool = True,
 ) -> Rollout:
     """Sample and score one rollout for a collated prompt batch (`collator("generate")` output, B prompts)."""
     model = backbone.model
@@ -209,7 +218,12 @@ def collect_rollout(
         if need_old_logp:
             t0 = time.perf_counter()
             scores = backbone.score_completions(
-                repeated, ids, mask, temperature=sampling.temperature, chunk_tokens=chunk_tokens
+                repeated,
+                ids,
+                mask,
+                temperature=sampling.temperature,
+                chunk_tokens=chunk_tokens,
+                shared_prefix=prefix_groups(backbone, group_size, share_prefix),
             )
             rollout.old_logp, rollout.entropy = scores.logprobs, scores.entropy
             timings["old_logp"] = time.perf_counter() - t0
@@ -220,7 +234,14 @@ def collect_rollout(
     return rollout
 
 
-def adapter_reference(backbone: PolicyBackbone, *, temperature: float, chunk_tokens: int | None) -> ReferenceFn:
+def adapter_reference(
+    backbone: PolicyBackbone,
+    *,
+    group_size: int,
+    temperature: float,
+    chunk_tokens: int | None,
+    share_prefix: bool = True,
+) -> ReferenceFn:
     """Reference log-probs from the policy itself with its LoRA adapter switched off (no second copy).
 
     The policy's prompt encoding is reused: LoRA sits in the language model only, so with frozen towers and
@@ -229,21 +250,30 @@ def adapter_reference(backbone: PolicyBackbone, *, temperature: float, chunk_tok
 
     def reference(prompt: EncodedPrompt, batch: Mapping[str, Any], ids: torch.Tensor, mask: torch.Tensor):
         with backbone.adapter_disabled():
-            return backbone.score_completions(prompt, ids, mask, temperature=temperature, chunk_tokens=chunk_tokens)
+            groups = prefix_groups(backbone, group_size, share_prefix)
+            return backbone.score_completions(
+                prompt, ids, mask, temperature=temperature, chunk_tokens=chunk_tokens, shared_prefix=groups
+            )
 
     return lambda *args: reference(*args).logprobs
 
 
 def copy_reference(
-    reference_backbone: PolicyBackbone, *, group_size: int, temperature: float, chunk_tokens: int | None
+    reference_backbone: PolicyBackbone,
+    *,
+    group_size: int,
+    temperature: float,
+    chunk_tokens: int | None,
+    share_prefix: bool = True,
 ) -> ReferenceFn:
     """Reference log-probs from a frozen copy (full fine-tune): it encodes the prompt with its own weights,
     because the policy's trained token embeddings no longer match the reference's."""
 
     def reference(prompt: EncodedPrompt, batch: Mapping[str, Any], ids: torch.Tensor, mask: torch.Tensor):
         own = reference_backbone.encode_prompt(batch).repeat_interleave(group_size)
+        groups = group_size if share_prefix else 1  # the frozen copy is in eval mode: no checkpointing
         return reference_backbone.score_completions(
-            own, ids, mask, temperature=temperature, chunk_tokens=chunk_tokens
+            own, ids, mask, temperature=temperature, chunk_tokens=chunk_tokens, shared_prefix=groups
         ).logprobs
 
     return reference

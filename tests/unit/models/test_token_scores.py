@@ -75,3 +75,36 @@ def test_sampling_never_emits_media_placeholders(tiny_omni, clip_samples, small_
         prompt = bb.encode_prompt(bb.collator("generate")(clip_samples[:2]))
         out = bb.generate(prompt, max_new_tokens=6, do_sample=True, top_k=0, min_new_tokens=6)
     assert not torch.isin(out, torch.tensor(media)).any()
+
+
+@pytest.mark.parametrize("family", ["omni", "causal_lm"])
+def test_a_shared_prefix_gives_the_plain_values_and_gradients(family, tiny_omni, tiny_lm, clip_samples, text_samples,
+                                                              small_inputs) -> None:  # fmt: skip
+    """G completions per prompt scored with ONE prompt pass per group equal the plain per-row path."""
+    torch.manual_seed(0)
+    if family == "omni":
+        config = PolicyConfig(model=str(tiny_omni), inputs=small_inputs, lora={"r": 4, "dropout": 0.0})
+        samples = clip_samples[:2]
+    else:
+        config = PolicyConfig(backbone="causal_lm", model=str(tiny_lm), lora={"r": 4, "dropout": 0.0})
+        samples = text_samples
+    bb = load_policy(config)
+    for n, p in bb.model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.05)  # adapters take part in both paths
+    with torch.no_grad():
+        prompt = bb.encode_prompt(bb.collator("generate")(samples)).detach().repeat_interleave(3)  # G = 3
+    ids = torch.randint(10, 100, (6, 5))
+    mask = torch.ones_like(ids)
+    mask[1, 3:] = 0  # an early EOS
+    lora = [p for n, p in bb.model.named_parameters() if p.requires_grad]
+    plain = bb.score_completions(prompt, ids, mask)
+    plain_grads = torch.autograd.grad((plain.logprobs * torch.arange(1.0, 6.0)).sum(), lora)
+    shared = bb.score_completions(prompt, ids, mask, shared_prefix=3)
+    shared_grads = torch.autograd.grad((shared.logprobs * torch.arange(1.0, 6.0)).sum(), lora)
+    assert torch.allclose(shared.logprobs, plain.logprobs, atol=1e-5)
+    assert torch.allclose(shared.entropy, plain.entropy, atol=1e-4)
+    for a, b in zip(shared_grads, plain_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="not groups of 4"):
+        bb.score_completions(prompt, ids, mask, shared_prefix=4)
