@@ -37,3 +37,14 @@ def test_config_instantiates(path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     strategy = (content.get("trainer") or {}).get("strategy")
     if isinstance(strategy, dict):
         assert type(cli.trainer.strategy).__name__ == strategy["class_path"].rsplit(".", 1)[-1]
+
+
+@pytest.mark.parametrize("strategy", sorted((ROOT / "configs" / "deepspeed").glob("*.yaml")), ids=lambda p: p.stem)
+def test_deepspeed_configs_stack_onto_grpo(strategy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GRPO stage takes the same strategy snippets as SFT (ZeRO-3: unquantised LoRA)."""
+    monkeypatch.setattr("sys.argv", ["ecr"])
+    cli = cli_main(["--config", str(ROOT / "configs" / "grpo.yaml"), "--config", str(strategy)], run=False)
+    assert type(cli.trainer.strategy).__name__ == "DeepSpeedStrategy"
+    expected = (yaml.safe_load(strategy.read_text()).get("model") or {}).get("init_args", {}).get("policy", {})
+    for key, value in expected.items():
+        assert getattr(cli.model.policy_config, key) == value
