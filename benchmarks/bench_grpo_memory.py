@@ -93,7 +93,7 @@ def main() -> None:
                    "--tokens", str(args.tokens), "--device", args.device]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
             results[mode] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
-        print(f"tiny Omni hidden {args.hidden} x {args.layers} layers, G={args.group}, {args.tokens} tokens, {args.device}")
+        print(f"tiny Omni {args.hidden} x {args.layers} layers, G={args.group}, {args.tokens} tokens, {args.device}")
         print(f"{'reference':<10} {'peak MiB':>10} {'vs policy':>10}")
         for mode in MODES:
             print(f"{mode:<10} {results[mode]:>10.1f} {results[mode] / results['policy']:>9.2f}x")
