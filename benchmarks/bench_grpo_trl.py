@@ -151,8 +151,10 @@ def main() -> None:
 
     from ecr.fixtures import build_tiny_causal_lm
 
-    print(f"trl {trl.__version__}, torch threads {torch.get_num_threads()}, {PROMPTS} prompts x G={GROUP}, "
-          f"{args.tokens} completion tokens, {args.steps} steps per run (first is warm-up), {args.repeats} repeats")  # fmt: skip
+    print(
+        f"trl {trl.__version__}, torch threads {torch.get_num_threads()}, {PROMPTS} prompts x G={GROUP}, "
+        f"{args.tokens} completion tokens, {args.steps} steps per run (first is warm-up), {args.repeats} repeats"
+    )
     print(f"{'model':<8} {'ecr compl/s':>12} {'TRL compl/s':>12} {'ratio':>6}   ecr step split (median s)")
     with tempfile.TemporaryDirectory() as tmp:
         rows = text_rows(Path(tmp))
