@@ -7,6 +7,15 @@ LightningModule (`model.class_path`) and the DataModule (`data.class_path`), con
 Utility commands (`ecr data synth|check`, `ecr label`, `ecr model tiny`, `ecr export`) are ordinary typed
 Python functions exposed through jsonargparse, so the CLI stays a thin layer over importable APIs.
 
+Errors a user caused (`ecr.errors.ECRError`: a missing file, a bad field) print as one line naming the file or
+field and exit with code 2; any other exception is a bug and keeps its traceback. `--debug` (anywhere on the
+command line) or `ECR_DEBUG=1` shows the traceback of user errors too.
+
+A run stopped by SIGTERM (Lightning finishes the current step, then stops) exits with 143, not 0, so a
+scheduler does not take it for a finished run. `--ckpt_path last` resumes from the newest `last*.ckpt` of the
+run's checkpoint folders, including those of earlier logger versions (`<save_dir>/<name>/version_*/checkpoints/`),
+where Lightning itself looks only in the new version's (empty) folder and would silently start from scratch.
+
 Importing this module is cheap: Lightning (and with it torch/transformers) is imported only when a Lightning
 subcommand runs or `ECRCLI` is first accessed (a module `__getattr__` builds the class), and a utility command's
 module only when that command runs. `ecr --help` and `ecr data --help` read the commands' one-line summaries
@@ -19,16 +28,34 @@ import ast
 import functools
 import importlib
 import importlib.util
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ecr.errors import ConfigError, ECRError
 
 if TYPE_CHECKING:
     from lightning.pytorch.cli import ArgsType, LightningCLI
 
     ECRCLI = LightningCLI  # the real class is built by `_ecrcli()` on first use
 
-__all__ = ["ECRCLI", "EXTRA_COMMANDS", "LIGHTNING_COMMANDS", "cli_main", "configure_parsing", "main", "run_extra"]
+__all__ = [
+    "DEBUG_ENV",
+    "ECRCLI",
+    "check_checkpoint_file",
+    "EXTRA_COMMANDS",
+    "LIGHTNING_COMMANDS",
+    "cli_main",
+    "configure_parsing",
+    "find_last_checkpoint",
+    "main",
+    "run_extra",
+]
+
+DEBUG_ENV = "ECR_DEBUG"  # ECR_DEBUG=1: tracebacks for user errors too
 
 # command -> "module:function" or {subcommand: "module:function"}
 EXTRA_COMMANDS: dict[str, str | dict[str, str]] = {
@@ -36,6 +63,7 @@ EXTRA_COMMANDS: dict[str, str | dict[str, str]] = {
     "label": "ecr.teachers.label:label_command",
     "model": {"tiny": "ecr.fixtures.tiny_models:tiny_command"},
     "export": "ecr.export:export_command",
+    "score": "ecr.evaluation.score:score_command",
 }
 
 # LightningCLI's subcommands (their help needs Lightning: `ecr fit --help`)
@@ -80,9 +108,91 @@ def _ecrcli() -> type[LightningCLI]:
                 **kwargs,
             )
 
+        def instantiate_trainer(self, **kwargs: Any) -> Any:
+            """The configured Trainer, writing checkpoints through `SafeCheckpointIO` unless a plugin was chosen."""
+            from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+            from ecr.modules.base import SafeCheckpointIO
+
+            trainer = super().instantiate_trainer(**kwargs)
+            strategy = trainer.strategy
+            if type(strategy.checkpoint_io) is TorchCheckpointIO and not type(strategy).__name__.startswith(
+                "DeepSpeed"
+            ):
+                strategy.checkpoint_io = SafeCheckpointIO()
+            return trainer
+
+        def parse_arguments(self, parser: Any, args: ArgsType) -> None:
+            """Parse, then check a `--ckpt_path` file before Lightning unpickles it (a clear error, not an OSError)."""
+            super().parse_arguments(parser, args)
+            sub = self.config.get("subcommand")
+            ckpt = self.config[sub].get("ckpt_path") if sub else None
+            if ckpt and ckpt not in ("last", "best", "hpc") and "://" not in str(ckpt):
+                check_checkpoint_file(Path(ckpt))
+
+        def before_fit(self) -> None:
+            self._resolve_last("fit")
+
+        def _resolve_last(self, subcommand: str) -> None:
+            """`--ckpt_path last` -> the newest last checkpoint of this run's folders, earlier versions included."""
+            config = self.config_init[subcommand]
+            if config.get("ckpt_path") != "last":
+                return
+            found = find_last_checkpoint(_checkpoint_dirs(self.trainer))
+            if found is None:
+                print(
+                    f"ecr {subcommand}: --ckpt_path last: no last checkpoint in {_checkpoint_dirs(self.trainer)}; "
+                    "training starts from scratch",
+                    file=sys.stderr,
+                )
+                config["ckpt_path"] = None
+                return
+            print(f"ecr {subcommand}: resuming from {found}", file=sys.stderr)
+            config["ckpt_path"] = str(found)
+
     ECRCLI.__module__ = __name__
     ECRCLI.__qualname__ = "ECRCLI"
     return ECRCLI
+
+
+def _checkpoint_dirs(trainer: Any) -> list[Path]:
+    """Where the trainer's ModelCheckpoints write: their `dirpath`, or every version of the logger's root."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    dirs: list[Path] = []
+    for cb in trainer.checkpoint_callbacks:
+        if not isinstance(cb, ModelCheckpoint):
+            continue
+        if cb.dirpath is not None:
+            dirs.append(Path(cb.dirpath))
+        elif trainer.loggers and getattr(trainer.loggers[0], "root_dir", None):
+            dirs += sorted(Path(trainer.loggers[0].root_dir).glob("*/checkpoints"))
+        else:
+            dirs.append(Path(trainer.default_root_dir) / "checkpoints")
+    return dirs
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """A `--ckpt_path` must be a readable Lightning checkpoint; raises ConfigError naming it otherwise."""
+    import torch
+
+    if not path.is_file():
+        raise ConfigError(f"--ckpt_path {path}: no such file")
+    try:  # mmap: reads the index and the pickled structure, not the tensors
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - whatever the unpickler says, the file is unusable
+        raise ConfigError(
+            f"--ckpt_path {path}: not a readable checkpoint ({type(exc).__name__}: {str(exc)[:120]}); "
+            "truncated by a full disk or a kill while saving? use an earlier one"
+        ) from exc
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ConfigError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
+
+
+def find_last_checkpoint(dirs: Iterable[Path]) -> Path | None:
+    """Newest (by modification time) `last.ckpt` / `last-vN.ckpt` in `dirs`; None if there is none."""
+    found = [p for d in dirs if d.is_dir() for p in d.glob("last*.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
 def __getattr__(name: str) -> Any:
@@ -202,6 +312,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    if "--debug" in argv:
+        argv = [a for a in argv if a != "--debug"]
+        if from_command_line:
+            sys.argv = [sys.argv[0], *argv]
+    try:
+        _dispatch(argv, from_command_line)
+    except ECRError as err:
+        if debug:
+            raise
+        sys.exit(report_user_error(err, argv[0] if argv else ""))
+    except SystemExit as exc:
+        if type(exc).__name__ != "SIGTERMException":  # Lightning's: a SystemExit whose code is None (= 0)
+            raise
+        print(
+            "ecr: stopped by SIGTERM after the current step; resume with --ckpt_path last (exit code 143)",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signal.SIGTERM)
+
+
+def report_user_error(err: ECRError, command: str) -> int:
+    """Print an error the user caused as one line (+ how to see the traceback); the exit code (2)."""
+    prog = f"ecr {command}".strip() if command in EXTRA_COMMANDS or command in LIGHTNING_COMMANDS else "ecr"
+    print(f"{prog}: error: {type(err).__name__}: {err}", file=sys.stderr)
+    print(f"{prog}: (a traceback: add --debug or set {DEBUG_ENV}=1)", file=sys.stderr)
+    return 2
+
+
+def _dispatch(argv: list[str], from_command_line: bool) -> None:
     if argv and argv[0] in EXTRA_COMMANDS:
         result = run_extra(argv)
         if isinstance(result, int) and not isinstance(result, bool):

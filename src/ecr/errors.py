@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class ECRError(Exception):
     """Base class of all errors `ecr` raises on purpose."""
@@ -20,10 +25,11 @@ class ManifestError(ECRError, ValueError):
 
 
 class ClipError(ECRError):
-    """A clip that cannot be used: unreadable/corrupt, no audio stream, empty, or a window outside the clip.
+    """A clip that cannot be used: unreadable/corrupt/truncated, no audio stream, empty, a window outside the
+    clip, or audio that does not cover it.
 
     `path` is the offending file and `reason` a short machine-readable tag
-    ("unreadable", "no_audio", "empty", "window", "duration_mismatch").
+    ("unreadable", "truncated", "no_audio", "empty", "window", "duration_mismatch").
     """
 
     def __init__(self, path: str, reason: str, detail: str) -> None:
@@ -37,5 +43,39 @@ class MediaTokenMismatchError(ECRError, ValueError):
     """The number of media placeholder tokens differs from the number of encoder features of a sample."""
 
 
+class TrainingDivergedError(ECRError):
+    """Training stopped because it diverged (non-finite losses/gradients in a row, or non-finite weights after
+    a step); the checkpoints already written hold the last good weights."""
+
+
+class CheckpointWriteError(ECRError):
+    """A checkpoint could not be written (e.g. the disk is full); the file it would have replaced is intact."""
+
+
 class TeacherError(ECRError):
     """A teacher (pseudo-labeller) call failed in a way that is not a per-item 'missing' answer."""
+
+
+def first_non_utf8(data: bytes) -> tuple[int, int]:
+    """(line, column), both 1-based, of the first byte sequence in `data` that is not UTF-8; (0, 0) if none."""
+    for lineno, line in enumerate(data.splitlines(keepends=True), 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return lineno, err.start + 1
+    return 0, 0
+
+
+@contextmanager
+def reading_text(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Reading `path` as UTF-8 text: a `UnicodeDecodeError` becomes a `ManifestError` naming `file:line`.
+
+    Python's own error names neither the file nor the line (and text files decode in chunks, so its byte
+    position is not the line's); the file is read again as bytes to find them.
+    """
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        line, col = first_non_utf8(Path(path).read_bytes())
+        where = f"{os.fspath(path)}:{line}" if line else os.fspath(path)
+        raise ManifestError(f"{where}: not UTF-8 text (column {col}: {err.reason}); re-save the file as UTF-8") from err

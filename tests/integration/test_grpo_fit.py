@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from ecr.data import ClipDataModule
+from ecr.errors import TrainingDivergedError
 from ecr.fixtures import build_tiny_classifier, build_tiny_omni, synthesize
 from ecr.labels import resolve_label_space
 from ecr.models import PolicyConfig
@@ -100,7 +101,7 @@ def test_grpo_raises_a_dense_reward(tiny: Path, clips: Path, tmp_path: Path) -> 
     assert sum(last) / len(last) > sum(first) / len(first) + 0.15, history.rewards
     moved = {n for n, p in module.model.named_parameters() if not torch.equal(p, start[n])}
     assert any(".language_model." in n for n in moved) and not any(".visual." in n or "audio_tower" in n for n in moved)
-    assert module.skipped_steps == 0
+    assert module.nonfinite_skips == 0
 
 
 def test_media_is_encoded_once_per_prompt_batch_per_step(tiny: Path, clips: Path, tmp_path: Path) -> None:
@@ -122,12 +123,12 @@ def nan_reward(completions: Sequence[str], labels: Sequence[str]) -> list[float]
 
 
 def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tiny: Path, clips: Path, tmp_path: Path) -> None:
-    module = _module(tiny, CombinedReward([RewardSpec("nan", nan_reward)]), max_consecutive_skips=3)
+    module = _module(tiny, CombinedReward([RewardSpec("nan", nan_reward)]), max_nonfinite_skips=3)
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
-    with pytest.raises(FloatingPointError, match="3 consecutive steps"):
+    with pytest.raises(TrainingDivergedError, match="3 steps in a row"):
         _trainer(tmp_path, max_steps=10).fit(module, datamodule=_data(clips))
-    assert module.skipped_steps == 3
+    assert module.nonfinite_skips == 3
     after = dict(module.model.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before)  # nothing was applied
 

@@ -18,7 +18,7 @@ import torch
 
 from ecr.data.types import ClipRecord, DecodedClip
 
-CACHE_FORMAT = 1  # bump when the decoded representation changes
+CACHE_FORMAT = 2  # bump when the decoded representation or the acceptance rules change (2: duration, truncation)
 
 
 def _identity(path: Path | None) -> list[object] | None:

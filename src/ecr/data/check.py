@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from ecr.data.decode import decode_clip
 from ecr.data.manifests import DatasetFormat, read_dataset
 from ecr.data.types import ClipRecord
-from ecr.errors import ClipError, ConfigError, ManifestError
+from ecr.errors import ClipError, ConfigError, ECRError, ManifestError
 from ecr.labels import LabelSet, get_label_set
 
 
@@ -96,17 +96,6 @@ class _CheckRows(Dataset):
         return (i, *check_record(self.records[i], self.num_frames, self.sample_rate, self.tolerance))
 
 
-def _stream_durations(record: ClipRecord) -> tuple[float | None, float | None]:
-    """(video, audio) stream durations in seconds from the container headers."""
-    from torchcodec.decoders import get_container_metadata
-
-    vmeta = get_container_metadata(str(record.video))
-    amedia = get_container_metadata(str(record.audio)) if record.audio is not None else vmeta
-    v = vmeta.streams[vmeta.best_video_stream_index] if vmeta.best_video_stream_index is not None else None
-    a = amedia.streams[amedia.best_audio_stream_index] if amedia.best_audio_stream_index is not None else None
-    return (v.duration_seconds_from_header if v else None, a.duration_seconds_from_header if a else None)
-
-
 def check_record(
     record: ClipRecord, num_frames: int = 8, sample_rate: int = 16000, tolerance: float = 0.3
 ) -> tuple[list[CheckProblem], float]:
@@ -123,29 +112,11 @@ def check_record(
             end=record.end,
             sample_rate=sample_rate,
             audio_path=record.audio,
+            tolerance=tolerance,  # the same duration rule training applies
         )
     except ClipError as err:
         return [problem(err.path, err.reason, err.detail)], 0.0
-    problems = []
-    audio_s = clip.audio.numel() / clip.sample_rate
-    if clip.duration - audio_s > tolerance:
-        problems.append(
-            problem(
-                record.audio or record.video,
-                "duration_mismatch",
-                f"audio covers {audio_s:.3f} s of the {clip.duration:.3f} s window (tolerance {tolerance} s)",
-            )
-        )
-    elif record.start is None and record.end is None:
-        v_s, a_s = _stream_durations(record)
-        if v_s is not None and a_s is not None and abs(v_s - a_s) > tolerance:
-            problems.append(
-                problem(
-                    record.video,
-                    "duration_mismatch",
-                    f"video stream {v_s:.3f} s vs audio stream {a_s:.3f} s (tolerance {tolerance} s)",
-                )
-            )
+    problems: list[CheckProblem] = []
     return problems, clip.duration
 
 
@@ -262,8 +233,8 @@ def check_command(
             num_workers,
             bad_rows,
         )
-    except ConfigError as err:
-        print(str(err), file=sys.stderr)
+    except ECRError as err:  # a bad option or an unusable manifest (missing file, missing columns, bad encoding)
+        print(f"ecr data check: error: {err}", file=sys.stderr)
         return 2
 
 
@@ -292,18 +263,15 @@ def _check(
     }
     args.update({k: v for k, v in overrides.items() if v is not None})
     if args.get("root") is None:
-        raise ConfigError("ecr data check: give --root (or --config with a data section that has root)")
+        raise ConfigError("give --root (or --config with a data section that has root)")
     fmt = args.get("format", "custom")
     if fmt in ("custom", "emer") and args.get("labels") is None:
-        raise ConfigError(f"ecr data check: format {fmt!r} needs --labels (dfew, mafw or a list)")
+        raise ConfigError(f"format {fmt!r} needs --labels (dfew, mafw or a list)")
     label_set: LabelSet = get_label_set(args.get("labels") or fmt)
     errors: list[ManifestError] = []
-    try:
-        records = read_dataset(
-            fmt, args["root"], args.get("manifest"), label_set, int(args.get("fold", 1)), errors=errors
-        )
-    except ManifestError as err:  # the manifest itself is unusable (missing file, missing columns)
-        print(f"ecr data check: {err}", file=sys.stderr)
+    records = read_dataset(fmt, args["root"], args.get("manifest"), label_set, int(args.get("fold", 1)), errors=errors)
+    if not records and not errors:
+        print(f"ecr data check: {fmt} dataset at {args['root']}: the manifest has no rows", file=sys.stderr)
         return 1
     report = check_dataset(
         records,

@@ -38,7 +38,7 @@ from ecr.data.loader import OnError, ResumableDataLoader
 from ecr.data.manifests import DatasetFormat, read_dataset
 from ecr.data.sampler import EpochSampler
 from ecr.data.types import ClipFailure, ClipRecord, ClipSample
-from ecr.errors import ConfigError
+from ecr.errors import ConfigError, ManifestError
 from ecr.labels import LabelSet, get_label_set
 
 Stage = Literal["train", "val", "test"]
@@ -293,7 +293,10 @@ class ClipDataModule(SplitDataModule):
     # --------------------------------------------------------------------------------- SplitDataModule
     def read_records(self, errors: list | None = None) -> list[ClipRecord]:
         """Every manifest row of the configured dataset (DFEW/MAFW: train + test files of the fold)."""
-        return read_dataset(self.format, self.root, self.manifest, self._label_set, self.fold, errors=errors)
+        records = read_dataset(self.format, self.root, self.manifest, self._label_set, self.fold, errors=errors)
+        if not records and errors is None:
+            raise ManifestError(f"{self.manifest or self.root}: no rows (an empty manifest or label files)")
+        return records
 
     def _make_datasets(self, splits: dict[str, list[ClipRecord]]) -> dict[str, ClipDataset]:
         cache = ClipCache(self.cache_dir) if self.cache_dir is not None else None

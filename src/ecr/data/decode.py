@@ -7,7 +7,10 @@ and for the audio samples played in the same [start, end) window, down-mixed to 
 decoder. Frame k and the audio around `frame_times[k]` therefore come from the same moment.
 
 Anything that would make a sample silently wrong — a missing or corrupt file, no audio stream, an empty clip,
-a window outside the clip — raises `ClipError(path, reason, detail)` instead of returning zeros.
+a window outside the clip, a stream holding fewer frames than its container declares (a truncated file still
+decodes, as a shorter clip), audio that does not cover the window (a short separate audio file) — raises
+`ClipError(path, reason, detail)` instead of returning zeros or a shorter sample. `ecr data check` applies
+this same rule (`decode_clip(..., tolerance=...)`), so what the check passes is what training accepts.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from ecr.errors import ClipError
 # How far the first audio sample may start after the requested window start before the pair counts as out of
 # sync (AAC priming and container rounding give a few ms; a stream starting later is not the same moment).
 AUDIO_START_TOLERANCE_S = 0.1
+# How much shorter (s) the audio may be than the window, or the whole audio stream than the video stream.
+DURATION_TOLERANCE_S = 0.3
+# Frames a stream may hold fewer than its container header declares (some muxers count one extra).
+MISSING_FRAMES_TOLERANCE = 1
 _EPS = 1e-6
 
 
@@ -68,6 +75,36 @@ def _short(err: BaseException) -> str:
     return text.rsplit(", ", 1)[-1] if "SingleStreamDecoder" in text or ".cpp:" in text else text
 
 
+def check_complete(path: Path, meta: object, tolerance: float) -> None:
+    """A truncated file still decodes, as a shorter clip: compare the decoded stream with what the container
+    declares (frame count, else duration: the stream's, or the container's when the stream has none, as in MKV)."""
+    from torchcodec.decoders import get_container_metadata
+
+    declared, found = meta.num_frames_from_header, meta.num_frames_from_content  # type: ignore[attr-defined]
+    if declared and found is not None and found < declared - MISSING_FRAMES_TOLERANCE:
+        raise ClipError(
+            str(path), "truncated", f"the video stream holds {found} of the {declared} frames its header declares"
+        )
+    end = meta.end_stream_seconds_from_content  # type: ignore[attr-defined]
+    declared_s = meta.duration_seconds_from_header  # type: ignore[attr-defined]
+    if declared_s is None:
+        declared_s = get_container_metadata(str(path)).duration_seconds_from_header
+    if end is not None and declared_s is not None and end < declared_s - tolerance:
+        raise ClipError(
+            str(path), "truncated", f"the video stream ends at {end:.3f} s but the file declares {declared_s:.3f} s"
+        )
+
+
+def check_audio_duration(path: Path, window_s: float, audio_s: float, tolerance: float) -> None:
+    """The duration rule shared by training and `ecr data check`: the audio covers the window within `tolerance`."""
+    if window_s - audio_s > tolerance:
+        raise ClipError(
+            str(path),
+            "duration_mismatch",
+            f"audio covers {audio_s:.3f} s of the {window_s:.3f} s window (tolerance {tolerance} s)",
+        )
+
+
 def decode_clip(
     path: str | Path,
     *,
@@ -76,11 +113,14 @@ def decode_clip(
     end: float | None = None,
     sample_rate: int = 16000,
     audio_path: str | Path | None = None,
+    tolerance: float = DURATION_TOLERANCE_S,
 ) -> DecodedClip:
     """Decode `num_frames` frames at segment midpoints of [start, end) and the mono audio of that window.
 
     `start`/`end` are seconds on the container's timeline (default: the whole video stream). Audio comes from
-    the same container, or from `audio_path` (a separate file on the same timeline). Raises `ClipError`.
+    the same container, or from `audio_path` (a separate file on the same timeline). `tolerance`: seconds the
+    audio may fall short of the window (and, for a whole clip, the audio stream of the video stream).
+    Raises `ClipError`.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -92,6 +132,7 @@ def decode_clip(
     if not meta.num_frames or v_end is None or not math.isfinite(v_end) or v_end - v_begin <= _EPS:
         raise ClipError(str(path), "empty", f"the video stream has no frames/duration ({meta.num_frames} frames)")
     v_end = float(v_end)
+    check_complete(path, meta, tolerance)
     w_start = v_begin if start is None else float(start)
     w_end = v_end if end is None else float(end)
     if w_end - w_start <= _EPS:
@@ -124,6 +165,15 @@ def decode_clip(
             "window",
             f"audio starts at {samples.pts_seconds:.3f} s, after the window start {w_start:.3f} s",
         )
+    check_audio_duration(apath, w_end - w_start, audio.numel() / sample_rate, tolerance)
+    if start is None and end is None:  # a whole clip: the streams' declared lengths must agree too
+        v_s, a_s = meta.duration_seconds_from_header, adec.metadata.duration_seconds_from_header
+        if v_s is not None and a_s is not None and abs(v_s - a_s) > tolerance:
+            raise ClipError(
+                str(apath),
+                "duration_mismatch",
+                f"video stream {v_s:.3f} s vs audio stream {a_s:.3f} s (tolerance {tolerance} s)",
+            )
     return DecodedClip(
         frames=batch.data.contiguous(),  # uint8 [T, 3, H, W]
         frame_times=batch.pts_seconds.to(torch.float64),  # [T]

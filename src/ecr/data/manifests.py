@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ecr.data.types import ClipRecord
-from ecr.errors import LabelError, ManifestError
+from ecr.errors import ConfigError, LabelError, ManifestError, reading_text
 from ecr.labels import DFEW, MAFW, LabelSet, get_label_set
 from ecr.rows import BadRow, iter_rows
 
@@ -51,14 +51,25 @@ def record_error(err: ManifestError, errors: list[ManifestError] | None) -> None
 
 
 def resolve_under_root(root: Path, rel: str, where: str) -> Path:
-    """`root / rel`, normalised; a path escaping `root` (via `..` or an outside absolute path) is an error."""
+    """`root / rel`, normalised; a path escaping `root` is an error: via `..`, an outside absolute path, or a
+    symlink inside the root that points outside it (checked on the resolved paths; the root itself may be a link).
+    """
     if not rel or not str(rel).strip():
         raise ManifestError(f"{where}: empty path")
     root_n = Path(os.path.normpath(os.path.abspath(root)))
     full = Path(os.path.normpath(root_n / Path(rel).expanduser()))
-    if full != root_n and root_n not in full.parents:
+    if not _inside(full, root_n):
         raise ManifestError(f"{where}: path {rel!r} escapes the dataset root {str(root_n)!r}")
+    real, real_root = full.resolve(), root_n.resolve()
+    if not _inside(real, real_root):
+        raise ManifestError(
+            f"{where}: path {rel!r} is a symlink to {str(real)!r}, outside the dataset root {str(real_root)!r}"
+        )
     return full
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
 
 
 def canonical_label(label_set: LabelSet, text: str, where: str) -> str:
@@ -154,47 +165,48 @@ def read_custom_manifest(
     label_set = get_label_set(labels)
     known = {a for aliases in _FIELD_ALIASES.values() for a in aliases}
     records: list[ClipRecord] = []
-    for lineno, row in iter_rows(manifest):
-        where = f"{manifest}:{lineno}"
-        try:
-            if isinstance(row, BadRow):
-                raise ManifestError(f"{where}: {row.reason}")
-            video_rel, label_text = pick_field(row, "video"), pick_field(row, "label")
-            if video_rel is None:
-                raise ManifestError(f"{where}: missing the video path (column 'video')")
-            if label_text is None:
-                raise ManifestError(f"{where}: missing the label (column 'label')")
-            video = resolve_under_root(root_p, str(video_rel), where)
-            audio_rel = pick_field(row, "audio")
-            audio = resolve_under_root(root_p, str(audio_rel), where) if audio_rel is not None else None
-            start, end = (
-                _opt_float(pick_field(row, "start"), "start", where),
-                _opt_float(pick_field(row, "end"), "end", where),
-            )
-            if start is not None and start < 0:
-                raise ManifestError(f"{where}: start must be >= 0, got {start}")
-            if start is not None and end is not None and end <= start:
-                raise ManifestError(f"{where}: end ({end}) must be greater than start ({start})")
-            rid = pick_field(row, "id")
-            if rid is None:
-                rid = Path(str(video_rel)).stem + (f"@{start or 0:g}-{end:g}" if end is not None else "")
-            expl = pick_field(row, "explanation")
-            records.append(
-                ClipRecord(
-                    id=str(rid),
-                    video=video,
-                    label=canonical_label(label_set, str(label_text), where),
-                    audio=audio,
-                    start=start,
-                    end=end,
-                    explanation=None if expl is None else str(expl),
-                    split=normalize_split(pick_field(row, "split"), where),
-                    source=where,
-                    meta={k: v for k, v in row.items() if k not in known},
+    with reading_text(manifest):
+        for lineno, row in iter_rows(manifest):
+            where = f"{manifest}:{lineno}"
+            try:
+                if isinstance(row, BadRow):
+                    raise ManifestError(f"{where}: {row.reason}")
+                video_rel, label_text = pick_field(row, "video"), pick_field(row, "label")
+                if video_rel is None:
+                    raise ManifestError(f"{where}: missing the video path (column 'video')")
+                if label_text is None:
+                    raise ManifestError(f"{where}: missing the label (column 'label')")
+                video = resolve_under_root(root_p, str(video_rel), where)
+                audio_rel = pick_field(row, "audio")
+                audio = resolve_under_root(root_p, str(audio_rel), where) if audio_rel is not None else None
+                start, end = (
+                    _opt_float(pick_field(row, "start"), "start", where),
+                    _opt_float(pick_field(row, "end"), "end", where),
                 )
-            )
-        except ManifestError as err:
-            record_error(err, errors)
+                if start is not None and start < 0:
+                    raise ManifestError(f"{where}: start must be >= 0, got {start}")
+                if start is not None and end is not None and end <= start:
+                    raise ManifestError(f"{where}: end ({end}) must be greater than start ({start})")
+                rid = pick_field(row, "id")
+                if rid is None:
+                    rid = Path(str(video_rel)).stem + (f"@{start or 0:g}-{end:g}" if end is not None else "")
+                expl = pick_field(row, "explanation")
+                records.append(
+                    ClipRecord(
+                        id=str(rid),
+                        video=video,
+                        label=canonical_label(label_set, str(label_text), where),
+                        audio=audio,
+                        start=start,
+                        end=end,
+                        explanation=None if expl is None else str(expl),
+                        split=normalize_split(pick_field(row, "split"), where),
+                        source=where,
+                        meta={k: v for k, v in row.items() if k not in known},
+                    )
+                )
+            except ManifestError as err:
+                record_error(err, errors)
     return records
 
 
@@ -217,7 +229,7 @@ def read_dfew(
     if not csv_path.is_file():
         raise ManifestError(f"{csv_path}: DFEW label file not found (fold {fold}, split {split!r})")
     records = []
-    with csv_path.open(encoding="utf-8-sig", newline="") as fh:
+    with reading_text(csv_path), csv_path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         next(reader, None)  # header
         for row in reader:
@@ -294,27 +306,28 @@ def read_mafw(
     xlsx = root / "Labels" / "single-set.xlsx"
     table = read_mafw_xlsx(xlsx) if xlsx.is_file() else None
     records = []
-    for lineno, line in enumerate(txt.read_text(encoding="utf-8-sig").splitlines(), 1):
-        where = f"{txt}:{lineno}"
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            name = Path(parts[0]).stem
-            text_label = " ".join(parts[1:]) or None
-            xlsx_label = table.get(name) if table is not None else None
-            if text_label is None and xlsx_label is None:
-                raise ManifestError(
-                    f"{where}: no label for {name!r} (not on the line"
-                    + (f", not in {xlsx})" if table is not None else f", and {xlsx} does not exist)")
-                )
-            if text_label is not None and xlsx_label is not None and MAFW.normalize(text_label) != xlsx_label:
-                raise ManifestError(f"{where}: label {text_label!r} disagrees with {xlsx} ({xlsx_label!r})")
-            label = canonical_label(label_set, text_label or str(xlsx_label), where)
-            video = _find_clip(root, ["clips", "clip"], [name], where)
-            records.append(ClipRecord(id=name, video=video, label=label, split=split, source=where))
-        except ManifestError as err:
-            record_error(err, errors)
+    with reading_text(txt):
+        for lineno, line in enumerate(txt.read_text(encoding="utf-8-sig").splitlines(), 1):
+            where = f"{txt}:{lineno}"
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                name = Path(parts[0]).stem
+                text_label = " ".join(parts[1:]) or None
+                xlsx_label = table.get(name) if table is not None else None
+                if text_label is None and xlsx_label is None:
+                    raise ManifestError(
+                        f"{where}: no label for {name!r} (not on the line"
+                        + (f", not in {xlsx})" if table is not None else f", and {xlsx} does not exist)")
+                    )
+                if text_label is not None and xlsx_label is not None and MAFW.normalize(text_label) != xlsx_label:
+                    raise ManifestError(f"{where}: label {text_label!r} disagrees with {xlsx} ({xlsx_label!r})")
+                label = canonical_label(label_set, text_label or str(xlsx_label), where)
+                video = _find_clip(root, ["clips", "clip"], [name], where)
+                records.append(ClipRecord(id=name, video=video, label=label, split=split, source=where))
+            except ManifestError as err:
+                record_error(err, errors)
     return records
 
 
@@ -336,7 +349,7 @@ def read_emer(
     root_p = Path(root) if root is not None else manifest.parent
     label_set = get_label_set(labels)
     records = []
-    with manifest.open(encoding="utf-8-sig", newline="") as fh:
+    with reading_text(manifest), manifest.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         cols = {c.strip().lower() for c in reader.fieldnames or []}
         missing = {"names", "emotions"} - cols
@@ -384,10 +397,13 @@ def read_dataset(
     do not exist as given). `labels` defaults to the dataset's own set (DFEW/MAFW) or "dfew".
     """
     root = Path(root)
+    if not root.is_dir():  # found here, at DataModule setup, before any model weights load
+        raise ConfigError(f"data.root: {root} is not a directory (the dataset root every clip path is relative to)")
     if format in ("dfew", "mafw"):
         reader = read_dfew if format == "dfew" else read_mafw
         lset = labels if labels is not None else (DFEW if format == "dfew" else MAFW)
-        return [r for split in ("train", "test") for r in reader(root, fold, split, lset, errors=errors)]  # type: ignore[arg-type]
+        records = [r for split in ("train", "test") for r in reader(root, fold, split, lset, errors=errors)]  # type: ignore[arg-type]
+        return drop_duplicate_ids(records, errors)
     if format not in ("custom", "emer"):
         raise ManifestError(f"unknown dataset format {format!r}; expected custom, dfew, mafw or emer")
     if manifest is None:
@@ -396,5 +412,25 @@ def read_dataset(
     if not mpath.is_absolute() and not mpath.exists() and (root / mpath).exists():
         mpath = root / mpath
     if format == "emer":
-        return read_emer(mpath, root, labels if labels is not None else MAFW, errors=errors)
-    return read_custom_manifest(mpath, root, labels if labels is not None else "dfew", errors=errors)
+        records = read_emer(mpath, root, labels if labels is not None else MAFW, errors=errors)
+    else:
+        records = read_custom_manifest(mpath, root, labels if labels is not None else "dfew", errors=errors)
+    return drop_duplicate_ids(records, errors)
+
+
+def drop_duplicate_ids(records: list[ClipRecord], errors: list[ManifestError] | None) -> list[ClipRecord]:
+    """Records with their first id only; a repeated id is a `ManifestError` naming both rows (`record_error`).
+
+    A repeated id is the same sample twice (or two samples one cache entry, split and report row apart).
+    """
+    first: dict[str, str] = {}
+    kept: list[ClipRecord] = []
+    for rec in records:
+        if rec.id in first:
+            record_error(
+                ManifestError(f"{rec.source}: duplicate clip id {rec.id!r} (first at {first[rec.id]})"), errors
+            )
+            continue
+        first[rec.id] = rec.source
+        kept.append(rec)
+    return kept

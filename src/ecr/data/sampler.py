@@ -14,8 +14,9 @@ load it asks the sampler to drop that many batches' worth of indices from the fr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Sequence, Sized
 
+import torch
 from torch.utils.data import DistributedSampler
 
 
@@ -48,5 +49,28 @@ class EpochSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())  # [num_samples]: this rank's share of epoch `self.epoch`
+        skip, self._skip = self._skip, 0
+        return iter(indices[skip:])
+
+
+class WeightedEpochSampler(EpochSampler):
+    """Indices drawn with replacement by `weights`, the draw a pure function of (seed, epoch): like
+    `WeightedRandomSampler`, but resumable (same order after a restart, `skip_next` mid-epoch) and sharded.
+
+    Args:
+        weights: one non-negative weight per dataset row (not all zero).
+        seed, num_replicas, rank: as for `EpochSampler`.
+    """
+
+    def __init__(self, weights: Sequence[float], *, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(len(weights)), shuffle=True, seed=seed, num_replicas=num_replicas, rank=rank)
+        self.weights = torch.as_tensor(list(weights), dtype=torch.double)
+        if self.weights.numel() == 0 or bool((self.weights < 0).any()) or float(self.weights.sum()) <= 0:
+            raise ValueError("WeightedEpochSampler needs non-negative weights, not all zero")
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.total_size, replacement=True, generator=g).tolist()
+        indices = drawn[self.rank : self.total_size : self.num_replicas]
         skip, self._skip = self._skip, 0
         return iter(indices[skip:])

@@ -21,10 +21,11 @@ from typing import Any, Literal, TypedDict
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
-from ecr.data.sampler import EpochSampler
-from ecr.errors import ConfigError, LabelError, ManifestError
+from ecr.data.loader import ResumableDataLoader
+from ecr.data.sampler import EpochSampler, WeightedEpochSampler
+from ecr.errors import ConfigError, LabelError, ManifestError, reading_text
 from ecr.labels import LabelSet, resolve_label_space
 from ecr.rows import BadRow, iter_rows
 
@@ -54,25 +55,26 @@ def read_sentence_rows(path: str | Path, space: LabelSet) -> list[SentenceRow]:
     if not path.is_file():
         raise ManifestError(f"{path}: labelled-sentence file not found (write it with `ecr label`)")
     rows: list[SentenceRow] = []
-    for lineno, row in iter_rows(path, format="jsonl"):
-        where = f"{path}:{lineno}"
-        if isinstance(row, BadRow) and row.json_error is not None:
-            raise ManifestError(f"{where}: not valid JSON ({row.json_error})")
-        if isinstance(row, BadRow) or not isinstance(row.get("text"), str) or not row["text"].strip():
-            raise ManifestError(f"{where}: expected an object with a non-empty string field 'text'")
-        labels = row.get("labels")
-        if not isinstance(labels, list) or not labels:
-            raise ManifestError(f"{where}: field 'labels' must be a non-empty list of label names")
-        row["labels"] = [space.canonical(str(x), where=f"{where} field 'labels'") for x in labels]
-        probs = row.get("probs")
-        if probs is not None:
-            if not isinstance(probs, dict):
-                raise ManifestError(f"{where}: field 'probs' must be an object label -> probability or null")
-            row["probs"] = {space.canonical(k, where=f"{where} field 'probs'"): float(v) for k, v in probs.items()}
-        split = row.get("split")
-        if split is not None and split not in ("train", "val"):
-            raise ManifestError(f"{where}: field 'split' must be 'train' or 'val', got {split!r}")
-        rows.append(row)  # type: ignore[arg-type]
+    with reading_text(path):
+        for lineno, row in iter_rows(path, format="jsonl"):
+            where = f"{path}:{lineno}"
+            if isinstance(row, BadRow) and row.json_error is not None:
+                raise ManifestError(f"{where}: not valid JSON ({row.json_error})")
+            if isinstance(row, BadRow) or not isinstance(row.get("text"), str) or not row["text"].strip():
+                raise ManifestError(f"{where}: expected an object with a non-empty string field 'text'")
+            labels = row.get("labels")
+            if not isinstance(labels, list) or not labels:
+                raise ManifestError(f"{where}: field 'labels' must be a non-empty list of label names")
+            row["labels"] = [space.canonical(str(x), where=f"{where} field 'labels'") for x in labels]
+            probs = row.get("probs")
+            if probs is not None:
+                if not isinstance(probs, dict):
+                    raise ManifestError(f"{where}: field 'probs' must be an object label -> probability or null")
+                row["probs"] = {space.canonical(k, where=f"{where} field 'probs'"): float(v) for k, v in probs.items()}
+            split = row.get("split")
+            if split is not None and split not in ("train", "val"):
+                raise ManifestError(f"{where}: field 'split' must be 'train' or 'val', got {split!r}")
+            rows.append(row)  # type: ignore[arg-type]
     if not rows:
         raise ManifestError(f"{path}: no labelled sentences")
     return rows
@@ -208,19 +210,27 @@ class SentenceDataModule(LightningDataModule):
     def _dataset(self, rows: Sequence[SentenceRow]) -> SentenceDataset:
         return SentenceDataset(rows, self.label_names, soft_targets=self.soft_targets)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableDataLoader:
         ds = self._dataset(self.train_rows)
-        # Order = f(seed, epoch) (not the global RNG), so a run resumed at an epoch boundary sees the same batches.
-        sampler = EpochSampler.for_trainer(ds, getattr(self, "trainer", None), shuffle=True, seed=self.seed)
-        kwargs: dict[str, Any] = {"sampler": sampler}
+        # Order = f(seed, epoch) (not the global RNG) and a stateful loader: a run resumed at an epoch boundary
+        # or mid-epoch sees the uninterrupted run's batches.
+        trainer = getattr(self, "trainer", None)
         if self.sampler == "balanced":
             counts = self.label_counts().clamp(min=1).float()
             index = {n: i for i, n in enumerate(self.label_names)}
             weights = [float((1.0 / counts[[index[x] for x in r["labels"]]]).max()) for r in self.train_rows]
-            gen = torch.Generator().manual_seed(self.seed)
-            kwargs = {"sampler": WeightedRandomSampler(weights, len(weights), replacement=True, generator=gen)}
-        return DataLoader(
-            ds, batch_size=self.batch_size, collate_fn=collate_sentences, num_workers=self.num_workers, **kwargs
+            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            sampler: EpochSampler = WeightedEpochSampler(weights, seed=self.seed, num_replicas=world, rank=rank)
+        else:
+            sampler = EpochSampler.for_trainer(ds, trainer, shuffle=True, seed=self.seed)
+        return ResumableDataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=collate_sentences,
+            num_workers=self.num_workers,
+            on_error="raise",
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def val_dataloader(self) -> DataLoader:

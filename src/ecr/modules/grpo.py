@@ -16,9 +16,10 @@ Where the encoders' output is reused and where it is recomputed:
 
 Reference policy (β > 0): with LoRA the same model with the adapter disabled; else a frozen copy loaded once
 (`reference_device` may put it on the CPU). β = 0 computes none. A non-finite loss or gradient norm skips the
-optimizer step (counted in `train/skipped_steps`, logged); `max_consecutive_skips` in a row stop the run
-before a checkpoint can store diverged weights. Checkpoints add the torch RNG state (sampling) to what
-Lightning saves (trained tensors, optimizer, scheduler, loop and dataloader position).
+optimizer step (counted in `train/nonfinite_skips` by `StageModule.count_step`); `max_nonfinite_skips` in a
+row stop the run with `TrainingDivergedError` before a checkpoint can store diverged weights. Checkpoints add
+the torch RNG state (sampling) to what Lightning saves (trained tensors, optimizer, scheduler, loop and
+dataloader position).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 import torch
-from torchmetrics.aggregation import CatMetric
 
 from ecr.errors import ConfigError
+from ecr.metrics import RecognitionMetrics
 from ecr.models import PolicyBackbone, PolicyConfig, build_backbone
 from ecr.modules.base import OptimizerFactory, PolicyStageModule
 from ecr.modules.report import markdown_table
@@ -53,17 +54,6 @@ from ecr.rl.rollout import (
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 AdvantageScale = Literal["group", "batch", "none"]
-
-
-def war_uar(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """WAR (accuracy over all clips, -1 = unparseable counts wrong) and UAR (mean recall over the classes that
-    occur in `target`). pred, target: long [N] class ids → (war, uar)."""
-    if target.numel() == 0:
-        return 0.0, 0.0
-    hit = (pred == target).float()
-    classes = target.unique()
-    recalls = torch.stack([hit[target == c].mean() for c in classes])
-    return float(hit.mean()), float(recalls.mean())
 
 
 class GRPOModule(PolicyStageModule):
@@ -93,7 +83,7 @@ class GRPOModule(PolicyStageModule):
         ref_model_sync_steps: int | None = None,
         logprob_chunk_tokens: int | None = None,
         share_prompt_prefix: bool = True,
-        max_consecutive_skips: int = 5,
+        max_nonfinite_skips: int = 3,
         log_completions_every_n_steps: int = 10,
         val_max_new_tokens: int | None = None,
         lr: float = 1e-6,
@@ -125,7 +115,7 @@ class GRPOModule(PolicyStageModule):
             logprob_chunk_tokens: Tokens per chunk of the LM head in log-prob passes (None = a 128 MiB budget).
             share_prompt_prefix: Run each prompt once per group in log-prob passes and share its KV cache with the
                 G completions (same values and gradients; off automatically under gradient checkpointing).
-            max_consecutive_skips: Stop after this many consecutive non-finite steps (none was applied).
+            max_nonfinite_skips: Stop after this many non-finite steps in a row (none of them was applied).
             log_completions_every_n_steps: Write a completion table to TensorBoard every N optimizer steps (0 = off).
             val_max_new_tokens: Generation length in validation (None = the sampling max_new_tokens).
             lr: Peak learning rate of the default AdamW (ignored when `optimizer` is given).
@@ -173,7 +163,7 @@ class GRPOModule(PolicyStageModule):
             "ref_model_sync_steps": ref_model_sync_steps,
             "logprob_chunk_tokens": logprob_chunk_tokens,
             "share_prompt_prefix": share_prompt_prefix,
-            "max_consecutive_skips": max_consecutive_skips,
+            "max_nonfinite_skips": max_nonfinite_skips,
             "log_completions_every_n_steps": log_completions_every_n_steps,
             "val_max_new_tokens": val_max_new_tokens,
         }
@@ -190,22 +180,22 @@ class GRPOModule(PolicyStageModule):
         self.reference_backbone: PolicyBackbone | None = None
         self._reference_fn: ReferenceFn | None = None
         self._buffer: list[Rollout] = []
-        self.skipped_steps = 0
-        self._consecutive_skips = 0
-        self.val_pred = CatMetric()
-        self.val_target = CatMetric()
+        self.max_nonfinite_skips = max_nonfinite_skips
+        self.val_recognition: RecognitionMetrics | None = None  # built in setup (needs the label set)
 
     # ------------------------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        label_set = getattr(datamodule, "label_set", None)
+        if label_set is None:
+            raise ConfigError("GRPOModule needs a DataModule with a `label_set` (e.g. ecr.data.ClipDataModule)")
         if self.reward is None:
-            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-            label_set = getattr(datamodule, "label_set", None)
-            if label_set is None:
-                raise ConfigError("GRPOModule needs a DataModule with a `label_set` (e.g. ecr.data.ClipDataModule)")
             self.reward = build_reward(
                 self.reward_terms, label_set=label_set, verifier=self.verifier_path, eos_tokens=self._eos_texts()
             )
+        if self.val_recognition is None:
+            self.val_recognition = RecognitionMetrics(list(label_set.labels))
 
     def _eos_texts(self) -> tuple[str, ...]:
         tok = self.backbone.tokenizer
@@ -348,18 +338,9 @@ class GRPOModule(PolicyStageModule):
         finite = math.isfinite(loss) and bool(torch.isfinite(norm))
         if finite and s["max_grad_norm"] is not None:
             self.clip_gradients(optimizer, gradient_clip_val=s["max_grad_norm"], gradient_clip_algorithm="norm")
-        if not finite:
+        if not self.count_step(finite):  # counted as train/nonfinite_skips; too many in a row stop the run
             optimizer.zero_grad(set_to_none=True)
-            self.skipped_steps += 1
-            self._consecutive_skips += 1
-            self.log("train/skipped_steps", float(self.skipped_steps))
-            if self._consecutive_skips >= s["max_consecutive_skips"]:
-                raise FloatingPointError(
-                    f"GRPO: {self._consecutive_skips} consecutive steps with a non-finite loss ({loss}) or gradient "
-                    f"norm ({float(norm)}); none was applied, so the last checkpoint holds finite weights"
-                )
             return
-        self._consecutive_skips = 0
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if scheduler is not None:
@@ -376,7 +357,6 @@ class GRPOModule(PolicyStageModule):
                 "train/ratio": mean("mean_ratio"),
                 "train/entropy": sum(entropies) / len(entropies),
                 "train/time/update": seconds,
-                "train/skipped_steps": float(self.skipped_steps),
             },
             prog_bar=False,
         )
@@ -452,15 +432,14 @@ class GRPOModule(PolicyStageModule):
         for text in texts:
             answer = label_set.normalize(extract_answer(text))
             preds.append(label_set.labels.index(answer) if answer is not None else -1)
-        self.val_pred.update(torch.tensor(preds, dtype=torch.float32))
-        self.val_target.update(batch["meta"]["label_id"].float())
+        assert self.val_recognition is not None
+        self.val_recognition.to(self.device).update(torch.tensor(preds), batch["meta"]["label_id"])
 
     def on_validation_epoch_end(self) -> None:
-        pred, target = self.val_pred.compute(), self.val_target.compute()
-        self.val_pred.reset()
-        self.val_target.reset()
-        war, uar = war_uar(pred.long().flatten(), target.long().flatten())
-        self.log_dict({"val/war": war, "val/uar": uar})
+        assert self.val_recognition is not None
+        scores = self.val_recognition.compute()  # reduced over devices (torchmetrics)
+        self.val_recognition.reset()
+        self.log_dict({"val/war": float(scores["war"]), "val/uar": float(scores["uar"])})
 
     # ------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -468,12 +447,11 @@ class GRPOModule(PolicyStageModule):
         checkpoint["ecr_rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["ecr_rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        checkpoint["ecr_grpo"] = {"skipped_steps": self.skipped_steps}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         rng = checkpoint.get("ecr_rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        self.skipped_steps = int((checkpoint.get("ecr_grpo") or {}).get("skipped_steps", 0))

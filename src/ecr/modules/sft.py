@@ -61,10 +61,7 @@ class SFTModule(PolicyStageModule):
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
-        return loss
+        return self._step(batch, "train")  # a non-finite loss is skipped and counted by StageModule.optimizer_step
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")

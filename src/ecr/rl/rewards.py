@@ -19,6 +19,11 @@ Anti-gaming: a policy can inflate M/N by repeating one emotional sentence or by 
 `ExplanationScore`) beside the rewards, and two opt-in options act on them (`dedupe_sentences`, `penalty`),
 documented on `ExplanationReward`.
 
+Robustness: a `None` completion (a generation or an API answer that is missing) counts as the empty text,
+scoring 0 in every term; anything else that is not a string is a `TypeError` naming its index. The explanation
+reward scores at most `max_sentences` sentences per completion (the first ones; 64 by default, None = all), so a
+degenerate 10,000-sentence completion costs what 64 do; each capped completion is counted (statistic `capped`).
+
 Statistics are returned, never stored on the term: a term that has some implements `RewardWithStats`
 (`evaluate` -> `TermResult`), and `CombinedReward` logs them as `"{term}/{statistic}"`.
 """
@@ -49,6 +54,17 @@ from ecr.sentences import Splitter, get_splitter
 LabelSpec = LabelSet | str | Sequence[str]
 MappingSpec = Mapping[str, str] | Literal["auto", "identity"] | None
 _WORD = re.compile(r"[a-z]+")
+DEFAULT_MAX_SENTENCES = 64
+
+
+def completion_texts(completions: Sequence[str | None]) -> list[str]:
+    """The completions as strings: None (a missing completion) -> "" (scores 0); any other non-string raises."""
+    out = []
+    for i, c in enumerate(completions):
+        if c is not None and not isinstance(c, str):
+            raise TypeError(f"completion {i} is a {type(c).__name__}, expected str (or None for a missing one)")
+        out.append(c or "")
+    return out
 
 
 class RewardFn(Protocol):
@@ -80,7 +96,8 @@ class RewardWithStats(Protocol):
 
 def format_reward(completions: Sequence[str], *, strict: bool = False, eos_tokens: tuple[str, ...] = ()) -> list[float]:
     """1.0 per well-formed completion. strict=True: official full match (a trailing newline scores 0)."""
-    return [1.0 if is_well_formed(c, strict=strict, eos_tokens=eos_tokens) else 0.0 for c in completions]
+    texts = completion_texts(completions)
+    return [1.0 if is_well_formed(c, strict=strict, eos_tokens=eos_tokens) else 0.0 for c in texts]
 
 
 def accuracy_reward(completions: Sequence[str], labels: Sequence[str], label_set: LabelSpec) -> list[float]:
@@ -88,7 +105,7 @@ def accuracy_reward(completions: Sequence[str], labels: Sequence[str], label_set
     ls = get_label_set(label_set)
     _check_lengths(completions, labels)
     out = []
-    for completion, label in zip(completions, labels, strict=True):
+    for completion, label in zip(completion_texts(completions), labels, strict=True):
         truth = ls.canonical(label, where="ground-truth label")
         answer = extract_answer(completion)
         out.append(1.0 if answer is not None and ls.normalize(answer) == truth else 0.0)
@@ -175,6 +192,7 @@ class ExplanationScore:
     duplicate_fraction: float
     label_word_density: float
     has_think: bool
+    capped: bool = False  # more than `max_sentences` sentences: only the first ones were scored
 
 
 class ExplanationReward:
@@ -197,12 +215,21 @@ class ExplanationReward:
             with the default 0 the statistics are only reported (`evaluate(...).stats`, `score()`).
         label_word_allowance: label-word density tolerated before the penalty applies (natural explanations
             name the emotion once or twice).
+        max_sentences: sentences scored per completion (the first ones, after `dedupe_sentences`); a
+            completion with more is `capped` (counted in the statistics). None: no cap.
 
     Raises:
         LabelError: a task label has no class in the verifier's label space.
     """
 
-    STAT_KEYS: tuple[str, ...] = ("n_sentences", "n_non_neutral", "n_match", "duplicate_fraction", "label_word_density")
+    STAT_KEYS: tuple[str, ...] = (
+        "n_sentences",
+        "n_non_neutral",
+        "n_match",
+        "duplicate_fraction",
+        "label_word_density",
+        "capped",
+    )
 
     def __init__(
         self,
@@ -216,8 +243,13 @@ class ExplanationReward:
         dedupe_sentences: bool = False,
         penalty: float = 0.0,
         label_word_allowance: float = 0.1,
+        max_sentences: int | None = DEFAULT_MAX_SENTENCES,
     ) -> None:
         from ecr.labels import resolve_verifier_mapping
+
+        if max_sentences is not None and max_sentences < 1:
+            raise ConfigError(f"max_sentences must be >= 1 or None, got {max_sentences}")
+        self.max_sentences = max_sentences
 
         if max_labels < 1:
             raise ConfigError(f"max_labels must be >= 1, got {max_labels}")
@@ -278,6 +310,7 @@ class ExplanationReward:
     def score(self, completions: Sequence[str], labels: Sequence[str]) -> list[ExplanationScore]:
         """Scores and statistics per completion (one verifier call for the whole batch, none if no sentence)."""
         _check_lengths(completions, labels)
+        completions = completion_texts(completions)
         b = len(completions)
         truth_names = [self.label_set.canonical(lbl, where="ground-truth label") for lbl in labels]
         truth = torch.tensor([self.mapping[t] for t in truth_names], dtype=torch.long)  # [B]
@@ -285,6 +318,9 @@ class ExplanationReward:
             [self.neutral_idx is not None and int(t) == self.neutral_idx for t in truth], dtype=torch.bool
         )  # [B]
         per = [self.sentences(c) for c in completions]
+        cap = self.max_sentences
+        capped = [cap is not None and len(sents) > cap for sents, _, _ in per]
+        per = [(sents[:cap], think, dup) for sents, think, dup in per]
         flat = [s for sents, _, _ in per for s in sents]
         owner = torch.tensor([i for i, (sents, _, _) in enumerate(per) for _ in sents], dtype=torch.long)  # [S]
         if flat:
@@ -313,6 +349,7 @@ class ExplanationReward:
                     duplicate_fraction=float(dup),
                     label_word_density=float(density),
                     has_think=has_think,
+                    capped=capped[i],
                 )
             )
         return scores

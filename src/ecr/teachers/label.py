@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ecr.errors import ConfigError, ECRError, ManifestError
+from ecr.errors import ConfigError, ECRError, ManifestError, reading_text
 from ecr.labels import label_distribution
 from ecr.prompts import extract_think
 from ecr.rows import BadRow, iter_rows
@@ -79,38 +79,39 @@ def read_texts(
     skipped: Counter[str] = Counter()
     texts = []
     rows_read = 0
-    for lineno, row in iter_rows(path):
-        where = f"{path}:{lineno}"
-        if isinstance(row, BadRow):
-            if row.json_error is not None:
-                raise ManifestError(f"{where}: not valid JSON ({row.json_error})")
-            raise ManifestError(f"{where}: expected an object")
-        rows_read += 1
-        name = text_field
-        if text_field == "auto":
-            name = next((f for f in _AUTO_FIELDS if f in row), "")
-            if not name:
-                raise ManifestError(f"{where}: none of the fields {list(_AUTO_FIELDS)} present; set text_field")
-        elif name not in row and name.strip().lower() in row:  # a CSV column: its name is lower-cased
-            name = name.strip().lower()
-        if name not in row:
-            raise ManifestError(f"{where}: missing field {name!r}")
-        if splits is not None and row.get("split") is not None and row["split"] not in splits:
-            skipped["split"] += 1
-            continue
-        value = row[name]
-        if not isinstance(value, str):
-            raise ManifestError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
-        if name == "completion":
-            think = extract_think(value)
-            if think is None:
-                skipped["no_think"] += 1
+    with reading_text(path):
+        for lineno, row in iter_rows(path):
+            where = f"{path}:{lineno}"
+            if isinstance(row, BadRow):
+                if row.json_error is not None:
+                    raise ManifestError(f"{where}: not valid JSON ({row.json_error})")
+                raise ManifestError(f"{where}: expected an object")
+            rows_read += 1
+            name = text_field
+            if text_field == "auto":
+                name = next((f for f in _AUTO_FIELDS if f in row), "")
+                if not name:
+                    raise ManifestError(f"{where}: none of the fields {list(_AUTO_FIELDS)} present; set text_field")
+            elif name not in row and name.strip().lower() in row:  # a CSV column: its name is lower-cased
+                name = name.strip().lower()
+            if name not in row:
+                raise ManifestError(f"{where}: missing field {name!r}")
+            if splits is not None and row.get("split") is not None and row["split"] not in splits:
+                skipped["split"] += 1
                 continue
-            value = think
-        if not value.strip():
-            skipped["empty"] += 1
-            continue
-        texts.append(value.strip())
+            value = row[name]
+            if not isinstance(value, str):
+                raise ManifestError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
+            if name == "completion":
+                think = extract_think(value)
+                if think is None:
+                    skipped["no_think"] += 1
+                    continue
+                value = think
+            if not value.strip():
+                skipped["empty"] += 1
+                continue
+            texts.append(value.strip())
     report.rows_read += rows_read
     for k, v in skipped.items():
         report.rows_skipped[k] = report.rows_skipped.get(k, 0) + v

@@ -6,7 +6,9 @@ The model reads one emotional description and names up to two labels of the labe
 - bounded concurrency (a thread pool of `concurrency` workers sharing one client);
 - retries with exponential backoff on timeouts, connection errors, 429 and 5xx (a server's Retry-After is
   honoured up to `backoff_max`); the client's own retries are off so every attempt is counted here;
-- every reply is appended to the `AnswerCache` BEFORE it is parsed or used (rerun = no second payment);
+- every reply is appended to the `AnswerCache` BEFORE it is parsed or used (rerun = no second payment); an
+  HTTP-200 reply with an unusable body (no choices, invalid JSON) is cached too, as a counted failure that a
+  rerun reports again without asking (`retry_failures: true` asks again), and the cache is locked to one run;
 - strict parsing: the reply must be a JSON object `{"labels": [...]}` (optionally in a ``` fence) with 1..2
   labels that map into the label space; anything else is `Missing("unparseable" | "off_list" | ...)`;
 - authentication / permission / unknown-model errors abort the run (`TeacherError`): they would fail every
@@ -48,6 +50,7 @@ PARAPHRASE_PROMPT = (
 )
 SYSTEM_PROMPT = "You are a careful annotator of emotions in text."
 PROMPT_VERSION = hashlib.sha256((SYSTEM_PROMPT + LABEL_PROMPT + PARAPHRASE_PROMPT).encode()).hexdigest()[:12]
+BILLED_FAILURES = frozenset({"malformed_response"})  # HTTP 200 with an unusable body
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
 
 
@@ -75,6 +78,8 @@ class OpenAIConfig:
     """Longest wait between retries in seconds (also caps a server's Retry-After)."""
     concurrency: int = 8
     """Requests in flight at once."""
+    retry_failures: bool = False
+    """Ask again for prompts whose earlier (billed) reply was unusable; by default they stay missing."""
 
 
 def _json_object(reply: str) -> dict | Missing:
@@ -237,13 +242,21 @@ class OpenAITeacher:
     def _cached_reply(self, kind: str, text: str, prompt: str, max_tokens: int) -> str | Missing:
         key = cache_key(kind, text, {**self.settings(), "max_labels": self.max_labels})
         hit = self.cache.get(key)
-        if hit is not None:
+        if hit is not None and "failure" not in hit:
             self._count("cache_hits")
             return str(hit["reply"])
+        if hit is not None and not self.config.retry_failures:
+            self._count("cached_failures")
+            return Missing(
+                str(hit["failure"]), f"cached unusable reply ({hit.get('detail', '')}); retry_failures asks again"
+            )
         reply = self._ask(prompt, max_tokens)
+        record = {"kind": kind, "text": text, "model": self.config.model}
         if isinstance(reply, Missing):
+            if reply.reason in BILLED_FAILURES:  # the server answered (and billed): remember it
+                self.cache.put(key, {**record, "reply": None, "failure": reply.reason, "detail": reply.detail})
             return reply
-        self.cache.put(key, {"kind": kind, "text": text, "reply": reply, "model": self.config.model})
+        self.cache.put(key, {**record, "reply": reply})
         return reply
 
     def label_one(self, text: str) -> TeacherResult:

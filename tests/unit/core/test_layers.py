@@ -24,8 +24,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models",),
     ("teachers",),
     ("rl",),
+    ("metrics",),
     ("modules",),
-    ("callbacks", "export", "explore"),
+    ("callbacks", "export", "explore", "evaluation"),
     ("fixtures",),
     ("cli",),
 )

@@ -23,6 +23,8 @@ CLASSES = {
     "ecr.modules.erv.ERVModule",
     "ecr.modules.erv.ExportVerifier",
     "ecr.modules.grpo.GRPOModule",
+    "ecr.modules.predict.PredictModule",
+    "ecr.evaluation.PredictionWriter",
     "ecr.callbacks.GenerationSampleLogger",
     "ecr.callbacks.TokenThroughputMonitor",
     "ecr.data.ClipDataModule",

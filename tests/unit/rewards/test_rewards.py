@@ -269,3 +269,26 @@ def test_combined_reward_logs_the_stats_of_any_term_with_evaluate() -> None:
     )
     assert out.terms == {"len": [1.0, 1.0], "fmt": [0.0, 0.0]} and out.total == [0.5, 0.5]
     assert out.stats == {"len/chars": [2.0, 4.0]}
+
+
+def test_none_completion_scores_zero_in_every_term_and_other_types_raise() -> None:
+    reward = default_rewards(FakeVerifier(S), LABELS)
+    out = reward([None, think("He smiles.")], ["happy", "happy"])  # type: ignore[list-item]
+    assert out.terms["format"] == [0.0, 1.0] and out.terms["accuracy"] == [0.0, 1.0]
+    assert out.terms["explanation"] == [0.0, 1.0]
+    with pytest.raises(TypeError, match="completion 0 is a int"):
+        reward([3], ["happy"])  # type: ignore[list-item]
+
+
+def test_sentences_scored_per_completion_are_capped_and_counted() -> None:
+    """A 10,000-sentence explanation costs what `max_sentences` do (one verifier call of that size)."""
+    verifier = FakeVerifier(S)
+    reward = ExplanationReward(verifier, LABELS, max_sentences=3)
+    long = think(*(["He smiles."] * 2 + ["He shouts."] * 9998))
+    result = reward.evaluate([long, think("He smiles.", "He shouts.")], ["happy", "happy"])
+    assert verifier.calls == [["He smiles.", "He smiles.", "He shouts.", "He smiles.", "He shouts."]]
+    assert result.values == [pytest.approx(2 / 3), 0.5]
+    assert result.stats["capped"] == [1.0, 0.0] and result.stats["n_sentences"] == [3.0, 2.0]
+    assert ExplanationReward(FakeVerifier(S), LABELS).max_sentences == 64  # on by default
+    with pytest.raises(ConfigError, match="max_sentences"):
+        ExplanationReward(FakeVerifier(S), LABELS, max_sentences=0)

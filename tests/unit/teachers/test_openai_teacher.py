@@ -64,9 +64,11 @@ def test_faults_retries_and_missing(chat_server: ChatServer, tmp_path: Path, cap
     assert teacher.counts["retries"] == 2 + 2 + 1 + 3
     assert all(auth == f"Bearer {KEY}" for _, auth in chat_server.requests)
     assert 2 <= chat_server.max_in_flight <= 4  # concurrent, and bounded by `concurrency`
-    # every real reply (also unparseable ones) is cached; transport failures are not
+    # every real reply (also unparseable ones) is cached, an HTTP-200 unusable body as a failure; transport
+    # failures are not
     cached = [json.loads(x) for x in (tmp_path / "cache.jsonl").read_text().splitlines()]
-    assert sorted(r["text"] for r in cached) == sorted(texts[i] for i in (0, 1, 2, 3, 5, 6, 8))
+    assert sorted(r["text"] for r in cached if "failure" not in r) == sorted(texts[i] for i in (0, 1, 2, 3, 5, 6, 8))
+    assert [(r["text"], r["failure"]) for r in cached if "failure" in r] == [(texts[7], "malformed_response")]
     # a second teacher on the same cache sends requests only for uncached texts
     before = len(chat_server.requests)
     again = OpenAITeacher("dfew", config=config(chat_server, max_retries=0), cache_path=tmp_path / "cache.jsonl")
@@ -178,3 +180,43 @@ def test_paraphrase_balancing_with_llm_teacher(chat_server: ChatServer, tmp_path
     assert {r["group"] for r in para} == set(originals.values())  # paraphrases stay in their source's split group
     summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())
     assert summary["distribution_after_balance"] == {"happy": 8, "sad": 8} and summary["augmented"] == 6
+
+
+def test_an_unusable_billed_reply_is_cached_as_a_counted_failure(chat_server: ChatServer, tmp_path: Path) -> None:
+    """HTTP 200 with a broken body: asked once, then reported from the cache on reruns (not paid again) until
+    `retry_failures` asks again."""
+    cache = tmp_path / "c.jsonl"
+    first = OpenAITeacher("dfew", config=config(chat_server, max_retries=0), cache_path=cache)
+    assert first.label(["BROKENBODY x"])[0].reason == "malformed_response"  # type: ignore[union-attr]
+    again = OpenAITeacher("dfew", config=config(chat_server, max_retries=0), cache_path=cache)
+    result = again.label(["BROKENBODY x"])[0]
+    assert result.reason == "malformed_response" and "cached" in result.detail  # type: ignore[union-attr]
+    assert chat_server.attempts["BROKENBODY x"] == 1 and again.counts["cached_failures"] == 1
+    retry = OpenAITeacher("dfew", config=config(chat_server, max_retries=0, retry_failures=True), cache_path=cache)
+    retry.label(["BROKENBODY x"])
+    assert chat_server.attempts["BROKENBODY x"] == 2
+
+
+LOCK_HOLDER = """
+import sys, time
+from ecr.teachers.cache import AnswerCache
+AnswerCache(sys.argv[1])
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_two_runs_on_one_cache_cannot_both_pay(tmp_path: Path) -> None:
+    from ecr.teachers.cache import AnswerCache
+
+    cache = tmp_path / "out.jsonl.cache.jsonl"
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(cache)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(TeacherError, match=r"in use by pid \d+"):
+            AnswerCache(cache)
+    finally:
+        holder.kill()
+        holder.wait(10)
+    AnswerCache(cache)  # the kernel released the killed holder's lock
+    AnswerCache(cache)  # and the same process may open it again

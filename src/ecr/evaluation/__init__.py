@@ -1,0 +1,29 @@
+"""Evaluation: the predictions file writer, the explanation judges and `ecr score`.
+
+- `PredictionWriter` (a Lightning `BasePredictionWriter`): `ecr predict` writes one JSONL row per clip, one
+  file however many devices ran (per-rank part files merged by rank 0, checked for duplicates and gaps);
+- judges of the explanation label ê: `VerifierJudge` (offline default: the ERV's per-sentence label sets,
+  aggregated by `ecr.metrics.explanation_label`) and `LLMJudge` (the paper's prompt on any chat-completions
+  server, through the teacher's client: bounded concurrency, retries with backoff, an append-only cache);
+- `read_predictions` (strict: a malformed line, an unknown label or a duplicate id is a `ManifestError` naming
+  the line), `score_predictions` and `score_command` (`ecr score`): metrics.json with WAR/UAR, EPC/EEA/FCR,
+  the missing judge answers, per-class recall, the confusion matrix and the quadrants.
+"""
+
+from ecr.lazy import lazy_exports
+
+_EXPORTS = {
+    "PredictionWriter": "writer",
+    "merge_parts": "writer",
+    "Judge": "judges",
+    "LLMJudge": "judges",
+    "StoredVerifierJudge": "judges",
+    "VerifierJudge": "judges",
+    "JUDGE_PROMPT": "judges",
+    "Prediction": "predictions",
+    "read_predictions": "predictions",
+    "score_command": "score",
+    "score_predictions": "score",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,182 @@
+"""Judges of the explanation label ê: the emotion a think text expresses (docs/method.md §5).
+
+A judge answers one label of the task's label set per prediction, or `Missing(reason)`. A missing answer is
+excluded from EPC/EEA/FCR and counted per reason; it is never turned into a label.
+
+- `VerifierJudge` (offline default): the ERV's label set of each think sentence under its own τ, aggregated by
+  `ecr.metrics.explanation_label` (most votes among non-neutral sentences, ties by summed probability; neutral
+  iff every sentence is neutral; no think = MISSING).
+- `StoredVerifierJudge`: the same rule on the `sentences` that `ecr predict` stored with a verifier (no model
+  is loaded; the mapping saved in each row's `verifier` is used).
+- `LLMJudge`: the paper's judge prompt (`JUDGE_PROMPT`) on any chat-completions server, through the teacher's
+  client (`ecr.teachers.openai_chat.OpenAITeacher`): the key read from the environment variable named by
+  `api_key_env`, bounded concurrency, retries with backoff, every reply appended to an `AnswerCache` before it
+  is used, so an interrupted run resumes without paying twice. A reply is the judged label only when the whole
+  reply normalises to a label of the set (`LabelSet.normalize`: case, surrounding punctuation and synonyms are
+  tolerated, `"Happy."` is happy); anything else is MISSING ("off_list"), as is a failed call. A prediction
+  without a think block is MISSING ("no_think") and costs no call (the official code sent an empty reason).
+  Deviation: the request carries the teacher's system message ("You are a careful annotator of emotions in
+  text."); the paper's prompt is the user message, verbatim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, runtime_checkable
+
+from ecr.errors import ConfigError
+from ecr.evaluation.predictions import Prediction
+from ecr.labels import LabelSet
+from ecr.metrics.explanation import explanation_label, sentence_labels, verifier_mapping
+from ecr.models.verifier import Verifier
+from ecr.teachers.base import Missing
+from ecr.teachers.openai_chat import OpenAIConfig, OpenAITeacher
+
+JudgeResult = str | Missing
+
+JUDGE_PROMPT = (
+    "Read the reasoning content and respond with the appropriate emotion in {labels}. Reply with only the emotion "
+    "word.\nReason: {reason}\nAnswer Emotion:"
+)
+JUDGE_PROMPT_VERSION = hashlib.sha256(JUDGE_PROMPT.encode()).hexdigest()[:12]
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """Reads the think text of each prediction and names one label of the set, or says why it cannot."""
+
+    name: str
+
+    def judge(self, predictions: Sequence[Prediction]) -> list[JudgeResult]:
+        """One result per prediction, in order."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """What identifies this judge's answers (written to metrics.json); never a secret."""
+        ...
+
+
+def _as_completion(p: Prediction) -> str:
+    return f"<think>{p.think}</think>" if p.think is not None else ""
+
+
+class VerifierJudge:
+    """ê from the verifier's per-sentence label sets (rule: `ecr.metrics.explanation`), one batched call."""
+
+    name = "verifier"
+
+    def __init__(
+        self,
+        verifier: Verifier | str | os.PathLike[str],
+        label_set: LabelSet,
+        *,
+        threshold: float | None = None,
+        splitter: str = "official",
+    ) -> None:
+        from ecr.models.verifier import load_verifier
+        from ecr.rl.rewards import ExplanationReward
+
+        self.path = None if isinstance(verifier, Verifier) else os.fspath(verifier)
+        model = load_verifier(verifier) if self.path is not None else verifier
+        self.label_set = label_set
+        self.reward = ExplanationReward(model, label_set, threshold=threshold, splitter=splitter)  # type: ignore[arg-type]
+        self.mapping = verifier_mapping(self.reward)
+        self.splitter = splitter
+
+    def judge(self, predictions: Sequence[Prediction]) -> list[JudgeResult]:
+        per = sentence_labels(self.reward, [_as_completion(p) for p in predictions])
+        return [explanation_label(s, self.mapping, self.label_set.labels) for s in per]
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "judge": self.name,
+            "verifier": self.path,
+            "threshold": self.reward.threshold,
+            "max_labels": self.reward.max_labels,
+            "splitter": self.splitter,
+            "mapping": self.mapping,
+        }
+
+
+class StoredVerifierJudge:
+    """The verifier rule on the sentence label sets stored in the predictions file by `ecr predict`."""
+
+    name = "verifier"
+
+    def __init__(self, label_set: LabelSet) -> None:
+        self.label_set = label_set
+        self._seen: dict[str, Any] = {}
+
+    def judge(self, predictions: Sequence[Prediction]) -> list[JudgeResult]:
+        out: list[JudgeResult] = []
+        for p in predictions:
+            mapping = (p.verifier or {}).get("mapping")
+            if not isinstance(mapping, dict) or (p.think is not None and p.sentences is None):
+                raise ConfigError(
+                    f"prediction {p.id!r} (line {p.line}) has no stored verifier sentence labels: predict with a "
+                    "verifier configured, or score with --verifier DIR"
+                )
+            self._seen.setdefault("verifier", (p.verifier or {}).get("path"))
+            self._seen.setdefault("threshold", (p.verifier or {}).get("threshold"))
+            self._seen.setdefault("mapping", mapping)
+            out.append(explanation_label(p.sentences if p.think is not None else None, mapping, self.label_set.labels))
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        return {"judge": self.name, "source": "sentences stored in the predictions file", **self._seen}
+
+
+class LLMJudge(OpenAITeacher):
+    """The paper's LLM judge on a chat-completions server (see the module docstring); reuses the teacher's client."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        label_set: LabelSet,
+        *,
+        config: OpenAIConfig | None = None,
+        cache_path: str | os.PathLike[str],
+        client: Any = None,
+    ) -> None:
+        config = config or OpenAIConfig(model="gpt-4.1-mini", max_tokens=16)
+        super().__init__(list(label_set.labels), config=config, cache_path=cache_path, max_labels=1, client=client)
+        self.label_set = label_set
+        self.label_names = tuple(label_set.labels)  # exactly the task's labels, in id order (no neutral added)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "teacher": "openai_judge", "judge_prompt_version": JUDGE_PROMPT_VERSION}
+
+    def judge_one(self, think: str | None) -> JudgeResult:
+        if think is None or not think.strip():
+            result: JudgeResult = Missing("no_think")
+        else:
+            prompt = JUDGE_PROMPT.format(labels=", ".join(self.label_names), reason=think)
+            reply = self._cached_reply("judge", think, prompt, self.config.max_tokens)
+            if isinstance(reply, Missing):
+                result = reply
+            else:
+                label = self.label_set.normalize(reply)
+                result = label if label is not None else Missing("off_list", reply[:100])
+        if isinstance(result, Missing):
+            self._count(f"missing:{result.reason}")
+        return result
+
+    def judge(self, predictions: Sequence[Prediction]) -> list[JudgeResult]:
+        """At most `concurrency` requests in flight; results in input order; cached answers cost nothing."""
+        thinks = [p.think for p in predictions]
+        if any(t is not None and t.strip() for t in thinks):
+            self._get_client()  # a missing key fails here, once, before any request
+        with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
+            return list(pool.map(self.judge_one, thinks))
+
+    def usage(self) -> dict[str, int]:
+        """Requests, retries and cache hits of this run."""
+        return {k: v for k, v in Counter(self.counts).items() if not k.startswith("missing:")}
+
+
+__all__ = ["JUDGE_PROMPT", "Judge", "JudgeResult", "LLMJudge", "StoredVerifierJudge", "VerifierJudge"]

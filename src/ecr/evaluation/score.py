@@ -1,0 +1,160 @@
+"""`ecr score`: every metric of docs/method.md §5 from a predictions file alone.
+
+metrics.json holds, at the top level: `war`, `uar` (fractions in [0, 1]), `uar_rule` and `uar_classes` (the
+classes the mean runs over), `n`, `unparseable`; `epc`, `eea`, `fcr` (None when the judge answered nothing),
+`judged`, `missing` and `missing_reasons` (the judge's missing answers, counted, never labels); `per_class_recall`
+(None for a class absent from the truth), `support`, `confusion` (rows = truth, columns = prediction + "(no
+label)"), `quadrants` (judged clips: prediction right/wrong × explanation right/wrong) and `judge` (its
+settings; `usage` adds requests, retries and cache hits for the LLM judge). With `judge="none"` only the
+recognition metrics are computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ecr.errors import ConfigError
+from ecr.evaluation.judges import Judge, LLMJudge, StoredVerifierJudge, VerifierJudge
+from ecr.evaluation.predictions import Prediction, read_predictions
+from ecr.labels import LabelSet, get_label_set
+from ecr.metrics.explanation import ExplanationMetrics
+from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
+from ecr.modules.report import markdown_table
+from ecr.teachers.base import Missing
+from ecr.teachers.openai_chat import OpenAIConfig
+
+JudgeName = Literal["verifier", "openai", "none"]
+
+
+def _ids(values: Sequence[str | None], label_set: LabelSet) -> torch.Tensor:
+    return torch.tensor([label_set.labels.index(v) if v is not None else NO_LABEL for v in values], dtype=torch.long)
+
+
+def score_predictions(predictions: Sequence[Prediction], label_set: LabelSet, judge: Judge | None) -> dict[str, Any]:
+    """The metrics dict of metrics.json (see the module docstring) for validated predictions."""
+    recognition = RecognitionMetrics(label_set.labels)
+    target = _ids([p.label for p in predictions], label_set)  # [N]
+    pred = _ids([p.prediction for p in predictions], label_set)  # [N]
+    recognition.update(pred, target)
+    out: dict[str, Any] = {"labels": list(label_set.labels), **recognition.report()}
+    if judge is None:
+        out["judge"] = None
+        return out
+    results = judge.judge(predictions)
+    if len(results) != len(predictions):
+        raise RuntimeError(f"judge {judge.name!r} returned {len(results)} answers for {len(predictions)} predictions")
+    reasons = Counter(r.reason for r in results if isinstance(r, Missing))
+    explained = _ids([None if isinstance(r, Missing) else r for r in results], label_set)  # [N]
+    explanation = ExplanationMetrics()
+    explanation.update(pred, explained, target)
+    rep = explanation.report()
+    out.update(rep)
+    out["missing_reasons"] = dict(sorted(reasons.items()))
+    settings = judge.settings()
+    if isinstance(judge, LLMJudge):
+        settings["usage"] = judge.usage()
+    out["judge"] = settings
+    out["explanations"] = {
+        p.id: (None if isinstance(r, Missing) else r) for p, r in zip(predictions, results, strict=True)
+    }
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """The headline numbers as a markdown table (what `ecr score` prints)."""
+    rows = [
+        ["WAR", _pct(metrics["war"]), f"{metrics['n']} clips, {metrics['unparseable']} unparseable (wrong)"],
+        ["UAR", _pct(metrics["uar"]), f"mean recall over {len(metrics['uar_classes'])} classes present"],
+    ]
+    if metrics.get("judge"):
+        note = f"{metrics['judged']} judged, {metrics['missing']} missing {metrics.get('missing_reasons') or ''}"
+        rows += [[name.upper(), _pct(metrics[name]), note] for name in ("epc", "eea", "fcr")]
+    lines = [markdown_table(["metric", "%", "note"], rows)]
+    if metrics.get("judge"):
+        q = metrics["quadrants"]
+        lines += [
+            "",
+            markdown_table(
+                ["", "explanation right", "explanation wrong"],
+                [
+                    [
+                        "prediction right",
+                        q["prediction_right/explanation_right"],
+                        q["prediction_right/explanation_wrong"],
+                    ],
+                    [
+                        "prediction wrong",
+                        q["prediction_wrong/explanation_right"],
+                        q["prediction_wrong/explanation_wrong"],
+                    ],
+                ],
+            ),
+        ]
+    return "\n".join(lines)
+
+
+def score_command(
+    predictions: Path,
+    labels: str | list[str],
+    out: Path | None = None,
+    judge: JudgeName = "verifier",
+    verifier: Path | None = None,
+    threshold: float | None = None,
+    splitter: str = "official",
+    openai: OpenAIConfig | None = None,
+    cache: Path | None = None,
+) -> int:
+    """Score a predictions file: WAR/UAR, EPC/EEA/FCR with a judge, per-class recall, confusion, quadrants.
+
+    Args:
+        predictions: Predictions JSONL written by `ecr predict` (one row per clip: id, label, prediction, think, ...).
+        labels: Label set of the task: dfew | mafw | a list of labels (the file's labels must belong to it).
+        out: Where to write metrics.json (default: <predictions>.metrics.json).
+        judge: Explanation judge: verifier (offline, per-sentence ERV labels) | openai (LLM judge) | none (WAR/UAR).
+        verifier: Verifier folder for judge=verifier; without it the sentence labels stored by `ecr predict` are used.
+        threshold: Override of the verifier's saved threshold τ (None = the folder's own).
+        splitter: Sentence splitter of the verifier judge: official (paper regex) | pysbd.
+        openai: LLM judge settings (model, base_url, api_key_env, concurrency, retries); default model gpt-4.1-mini.
+        cache: Append-only answer cache of the LLM judge (default: <out>.judge_cache.jsonl).
+    """
+    label_set = get_label_set(labels)
+    predictions = Path(predictions)
+    rows = read_predictions(predictions, label_set)
+    out = Path(out) if out is not None else predictions.with_name(predictions.name + ".metrics.json")
+    chosen: Judge | None
+    if judge == "none":
+        chosen = None
+    elif judge == "verifier":
+        if verifier is not None:
+            chosen = VerifierJudge(verifier, label_set, threshold=threshold, splitter=splitter)
+        else:
+            chosen = StoredVerifierJudge(label_set)
+    elif judge == "openai":
+        config = openai or OpenAIConfig(model="gpt-4.1-mini", max_tokens=16)
+        cache_path = Path(cache) if cache is not None else out.with_name(out.name + ".judge_cache.jsonl")
+        chosen = LLMJudge(label_set, config=config, cache_path=cache_path)
+    else:
+        raise ConfigError(f"judge: {judge!r} is not verifier, openai or none")
+    metrics = {"predictions": os.fspath(predictions), **score_predictions(rows, label_set, chosen)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    print(summary_table(metrics))
+    print(f"metrics: {out}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["score_command", "score_predictions", "summary_table"]

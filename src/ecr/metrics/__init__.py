@@ -1,0 +1,32 @@
+"""Evaluation metrics (docs/method.md §5) as torchmetrics `Metric`s, plus the explanation-label rule of the verifier
+judge.
+
+- `RecognitionMetrics`: WAR, UAR, per-class recall and the confusion matrix from predicted and true class ids;
+- `ExplanationMetrics`: EPC, EEA, FCR and the consistency quadrants from predicted, judged and true class ids,
+  with the judge's missing answers counted beside them;
+- `sentence_labels` / `explanation_label`: the verifier's label sets of a think text's sentences and the rule
+  that turns them into one explanation label ê (the offline judge).
+
+States are counts reduced with `dist_reduce_fx="sum"`, so the metrics give the same numbers on one device and
+across DDP ranks. The maths are pure functions on tensors (`confusion_matrix`, `recognition_scores`,
+`explanation_scores`), shared by the metrics and by `ecr score`. Class id -1 means "no label" (an unparseable
+prediction, a missing judge answer).
+"""
+
+from ecr.lazy import lazy_exports
+
+_EXPORTS = {
+    "NO_LABEL": "recognition",
+    "RecognitionMetrics": "recognition",
+    "confusion_matrix": "recognition",
+    "recognition_scores": "recognition",
+    "ExplanationMetrics": "explanation",
+    "SentenceLabels": "explanation",
+    "explanation_label": "explanation",
+    "explanation_scores": "explanation",
+    "quadrant_counts": "explanation",
+    "sentence_labels": "explanation",
+    "verifier_mapping": "explanation",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,205 @@
+"""`ecr predict` on the tiny Omni model and real synthetic clips, then `ecr score` on its file.
+
+- one JSONL row per test clip, in dataset order, with the documented fields; media encoded once per batch;
+- greedy decoding reproduces itself, and seeded sampling reproduces itself too (and differs from another seed);
+- a stage checkpoint loads through `checkpoint:`; the verifier's sentence labels are stored and `ecr score` gives
+  the same numbers from them as from the verifier folder;
+- `merge_parts` keeps rows once, in dataset order, and refuses gaps; with 2 DDP processes (slow) one file is
+  written, without duplicates or gaps;
+- `ecr predict --config configs/demo/predict.yaml` runs on the demo outputs when they exist.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from ecr.data import ClipDataModule
+from ecr.evaluation import PredictionWriter, merge_parts
+from ecr.evaluation.judges import StoredVerifierJudge, VerifierJudge
+from ecr.evaluation.predictions import read_predictions
+from ecr.evaluation.score import score_command, score_predictions
+from ecr.fixtures import build_tiny_classifier, build_tiny_omni, synthesize
+from ecr.labels import DFEW, resolve_label_space
+from ecr.models import PolicyConfig
+from ecr.modules.predict import GenerationSettings, PredictModule
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = {"min_pixels": 3136, "max_pixels": 3136}
+FIELDS = {"id", "label", "prediction", "answer_text", "think", "completion", "num_tokens", "truncated",
+          "sentences", "verifier", "generation", "seed", "model"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny_omni(tmp_path_factory.mktemp("tiny"), hidden_size=64)
+
+
+@pytest.fixture(scope="module")
+def verifier(tmp_path_factory) -> Path:
+    return build_tiny_classifier(tmp_path_factory.mktemp("verifier"), resolve_label_space("dfew"))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("clips")
+    manifest = synthesize(root, num_clips=5, labels="dfew", seed=3, size=64, duration=2.0)
+    rows = [dict(json.loads(line), split="test") for line in manifest.read_text().splitlines()]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def _data(root: Path, batch_size: int = 2) -> ClipDataModule:
+    return ClipDataModule(
+        root, format="custom", manifest=root / "manifest.jsonl", labels="dfew", num_frames=4,
+        batch_size=batch_size, val_fraction=0.0, num_workers=0, on_error="raise",
+    )  # fmt: skip
+
+
+def _predict(module: PredictModule, clips: Path, out: Path, **trainer_kw) -> list[dict]:
+    writer = PredictionWriter(str(out))
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, precision="32-true", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[writer], default_root_dir=out.parent, **trainer_kw,
+    )  # fmt: skip
+    trainer.predict(module, datamodule=_data(clips), return_predictions=False)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_predict_writes_one_row_per_clip_and_scores(tiny: Path, verifier: Path, clips: Path, tmp_path: Path) -> None:
+    module = PredictModule(
+        PolicyConfig(model=str(tiny), inputs=SMALL),
+        verifier=str(verifier),
+        generation=GenerationSettings(max_new_tokens=12),
+    )
+    encodes = []
+    original = module.backbone.encode_prompt
+    module.backbone.encode_prompt = lambda batch: encodes.append(len(batch["meta"]["ids"])) or original(batch)  # type: ignore[method-assign]
+    rows = _predict(module, clips, tmp_path / "pred.jsonl")
+    manifest = [json.loads(line) for line in (clips / "manifest.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [Path(m["video"]).stem for m in manifest]  # dataset order, no gap
+    assert encodes == [2, 2, 1]  # several clips per batch, media encoded once per batch
+    assert not (tmp_path / "pred.jsonl.parts").exists()
+    for r in rows:
+        assert set(r) >= FIELDS
+        assert r["label"] in DFEW.labels and (r["prediction"] is None or r["prediction"] in DFEW.labels)
+        assert r["generation"]["do_sample"] is False and r["model"]["model"] == str(tiny)
+        assert r["verifier"]["mapping"]["happy"] == "happy" and 0 < r["num_tokens"] <= 12
+        assert r["sentences"] is None or all(1 <= len(s["labels"]) <= 2 for s in r["sentences"])
+    assert module.policy_config.lora.enabled is False  # no fresh identity LoRA at inference
+    assert not any(p.requires_grad for p in module.parameters())
+    # greedy: the same completions again
+    again = _predict(
+        PredictModule(PolicyConfig(model=str(tiny), inputs=SMALL), generation={"max_new_tokens": 12}),
+        clips, tmp_path / "again.jsonl",
+    )  # fmt: skip
+    assert [r["completion"] for r in again] == [r["completion"] for r in rows]
+    assert "sentences" not in again[0]
+    # scoring: stored sentence labels give the numbers the verifier folder gives
+    preds = read_predictions(tmp_path / "pred.jsonl", DFEW)
+    stored = score_predictions(preds, DFEW, StoredVerifierJudge(DFEW))
+    direct = score_predictions(preds, DFEW, VerifierJudge(verifier, DFEW))
+    for key in ("war", "uar", "epc", "eea", "fcr", "missing", "quadrants"):
+        assert stored[key] == direct[key], key
+    assert score_command(tmp_path / "pred.jsonl", "dfew", out=tmp_path / "metrics.json") == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 <= metrics["war"] <= 1 and 0 <= metrics["uar"] <= 1 and metrics["n"] == len(rows)
+
+
+def test_seeded_sampling_reproduces(tiny: Path, clips: Path, tmp_path: Path) -> None:
+    def sampled(seed: int, name: str) -> list[str]:
+        gen = GenerationSettings(do_sample=True, temperature=1.5, max_new_tokens=10)
+        module = PredictModule(PolicyConfig(model=str(tiny), inputs=SMALL), generation=gen, seed=seed)
+        rows = _predict(module, clips, tmp_path / name, limit_predict_batches=1)
+        assert all(r["sampling_seed"] is not None and r["seed"] == seed for r in rows)
+        return [r["completion"] for r in rows]
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = sampled(7, "a.jsonl")
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is untouched (forked per batch)
+    assert sampled(7, "b.jsonl") == first
+    assert sampled(8, "c.jsonl") != first
+
+
+def test_merge_parts_orders_dedupes_and_refuses_gaps(tmp_path: Path) -> None:
+    a, b = tmp_path / "rank0.jsonl", tmp_path / "rank1.jsonl"
+    a.write_text("".join(json.dumps({"id": i, "x": 0}) + "\n" for i in ("c0", "c2", "c4")))
+    b.write_text("".join(json.dumps({"id": i, "x": 1}) + "\n" for i in ("c1", "c3", "c0")))  # c0: padding duplicate
+    rows, dups = merge_parts([a, b], ["c0", "c1", "c2", "c3", "c4"], set())
+    assert [r["id"] for r in rows] == ["c0", "c1", "c2", "c3", "c4"] and dups == 1 and rows[0]["x"] == 0
+    rows, _ = merge_parts([a, b], ["c0", "c1", "c2", "c3", "c4", "c5"], {"c5"})  # c5 skipped: not a gap
+    assert len(rows) == 5
+    with pytest.raises(RuntimeError, match="1 clip\\(s\\) of the predict split have no row"):
+        merge_parts([a, b], ["c0", "c1", "c2", "c3", "c4", "c5"], set())
+
+
+def test_a_stage_checkpoint_loads_through_checkpoint(tiny: Path, clips: Path, tmp_path: Path) -> None:
+    from ecr.modules.sft import SFTModule
+
+    policy = PolicyConfig(model=str(tiny), inputs=SMALL, lora={"r": 4, "dropout": 0.0})
+    sft = SFTModule(policy)
+    sft.configure_model()
+    with torch.no_grad():
+        for name, p in sft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a trained-looking adapter, so the checkpoint changes the outputs
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(sft)
+    ckpt = tmp_path / "sft.ckpt"
+    trainer.save_checkpoint(ckpt)
+    module = PredictModule(checkpoint=str(ckpt), generation={"max_new_tokens": 8})
+    assert module.policy_config.lora.enabled and module.policy_config.lora.r == 4
+    rows = _predict(module, clips, tmp_path / "ckpt.jsonl", limit_predict_batches=1)
+    assert rows[0]["model"]["checkpoint"] == str(ckpt)
+    base = _predict(
+        PredictModule(PolicyConfig(model=str(tiny), inputs=SMALL), generation={"max_new_tokens": 8}),
+        clips, tmp_path / "base.jsonl", limit_predict_batches=1,
+    )  # fmt: skip
+    assert [r["completion"] for r in rows] != [r["completion"] for r in base]
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_write_one_file(tiny: Path, clips: Path, tmp_path: Path) -> None:
+    module = PredictModule(PolicyConfig(model=str(tiny), inputs=SMALL), generation={"max_new_tokens": 8})
+    out = tmp_path / "ddp.jsonl"
+    writer = PredictionWriter(str(out))
+    trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", precision="32-true", logger=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[writer], default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.predict(module, datamodule=_data(clips, batch_size=1), return_predictions=False)
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    manifest = [json.loads(line) for line in (clips / "manifest.jsonl").read_text().splitlines()]
+    assert ids == [Path(m["video"]).stem for m in manifest]  # 5 clips over 2 ranks: no duplicate, no gap
+    single = _predict(
+        PredictModule(PolicyConfig(model=str(tiny), inputs=SMALL), generation={"max_new_tokens": 8}),
+        clips, tmp_path / "one.jsonl",
+    )  # fmt: skip
+    assert [json.loads(line)["completion"] for line in out.read_text().splitlines()] == [
+        r["completion"] for r in single
+    ]
+
+
+DEMO = [REPO / "runs/demo_sft/export/merged", REPO / "runs/demo/erv/verifier", REPO / "demo_data/synth"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not all(p.exists() for p in DEMO), reason="demo outputs missing: run ./scripts/demo.sh + export")
+def test_demo_predict_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecr.cli import cli_main
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr("sys.argv", ["ecr"])
+    out = tmp_path / "demo.jsonl"
+    cli_main([
+        "predict", "--config", "configs/demo/predict.yaml", "--trainer.callbacks.init_args.output", str(out),
+        "--trainer.default_root_dir", str(tmp_path),
+    ])  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 8 and all(r["sentences"] is not None or r["think"] is None for r in rows)
+    assert score_command(out, "dfew", out=tmp_path / "m.json") == 0
