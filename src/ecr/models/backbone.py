@@ -47,18 +47,25 @@ class EncodedPrompt:
     def batch_size(self) -> int:
         return self.input_ids.shape[0]
 
-    def repeat_interleave(self, repeats: int) -> EncodedPrompt:
-        """Each prompt `repeats` times in a row (B → B·G), e.g. for G rollouts per prompt. No re-encoding."""
-        rep = lambda t, dim=0: t.repeat_interleave(repeats, dim=dim)  # noqa: E731
+    def map_rows(self, fn: Callable[[torch.Tensor, int], torch.Tensor]) -> EncodedPrompt:
+        """The encoding with `fn(tensor, batch_dim)` applied to every per-sample tensor (rows are samples)."""
         return replace(
             self,
-            input_ids=rep(self.input_ids),
-            inputs_embeds=rep(self.inputs_embeds),
-            attention_mask=rep(self.attention_mask),
-            position_ids=rep(self.position_ids, 1),
-            next_position=rep(self.next_position),
-            generate_kwargs={k: rep(v) for k, v in self.generate_kwargs.items()},
+            input_ids=fn(self.input_ids, 0),
+            inputs_embeds=fn(self.inputs_embeds, 0),
+            attention_mask=fn(self.attention_mask, 0),
+            position_ids=fn(self.position_ids, 1),
+            next_position=fn(self.next_position, 0),
+            generate_kwargs={k: fn(v, 0) for k, v in self.generate_kwargs.items()},
         )
+
+    def repeat_interleave(self, repeats: int) -> EncodedPrompt:
+        """Each prompt `repeats` times in a row (B → B·G), e.g. for G rollouts per prompt. No re-encoding."""
+        return self.map_rows(lambda t, dim: t.repeat_interleave(repeats, dim=dim))
+
+    def select(self, rows: torch.Tensor) -> EncodedPrompt:
+        """The rows `rows` (long [B']) of the batch, e.g. the groups a filter keeps."""
+        return self.map_rows(lambda t, dim: t.index_select(dim, rows.to(t.device)))
 
     def detach(self) -> EncodedPrompt:
         """The same encoding cut from the graph (frozen towers: nothing to back-propagate into)."""

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 import zlib
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,11 +32,10 @@ from ecr.labels import LabelSet
 from ecr.metrics.explanation import sentence_labels, verifier_mapping
 from ecr.models import PolicyConfig
 from ecr.modules.base import PolicyStageModule
+from ecr.modules.checkpoint import read_checkpoint
 from ecr.prompts import parse_completion
 from ecr.rl.masks import completion_mask
 from ecr.rl.rollout import eos_ids, eval_mode
-
-MODULE_PREFIX = "model."
 
 
 @dataclass(frozen=True)
@@ -71,25 +68,9 @@ class GenerationSettings:
         return kw
 
 
-def read_stage_checkpoint(path: str | os.PathLike[str]) -> tuple[PolicyConfig, dict[str, torch.Tensor]]:
-    """Policy config and trained tensors (module prefix removed) of an SFT/GRPO checkpoint (weights-only load)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
-    with torch.serialization.safe_globals([pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath]):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    hparams = ckpt.get("hyper_parameters", {})
-    if "policy" not in hparams:
-        raise ConfigError(f"{path}: no hyper_parameters['policy']; not a checkpoint of an ecr policy stage")
-    state = {k[len(MODULE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODULE_PREFIX)}
-    if not state:
-        raise ConfigError(f"{path}: the state_dict holds no '{MODULE_PREFIX}*' tensors")
-    return PolicyConfig.from_dict(hparams["policy"]), state
-
-
 def _inference_policy(policy: PolicyConfig | dict[str, Any] | None, checkpoint: str | None) -> PolicyConfig:
     if checkpoint is not None:
-        return PolicyConfig.from_dict(policy) if policy is not None else read_stage_checkpoint(checkpoint)[0]
+        return PolicyConfig.from_dict(policy) if policy is not None else read_checkpoint(checkpoint)[0]
     if policy is None:
         raise ConfigError("PredictModule needs `policy` (a model folder, merged export or adapter) or `checkpoint`")
     config = PolicyConfig.from_dict(policy)
@@ -181,7 +162,7 @@ class PredictModule(PolicyStageModule):
         super().configure_model()
         assert self.model is not None
         if self.checkpoint is not None:
-            _, state = read_stage_checkpoint(self.checkpoint)
+            _, state = read_checkpoint(self.checkpoint)
             expected = set(self.backbone.trainable_parameter_names())
             missing, unexpected = expected - set(state), set(state) - expected
             if missing or unexpected:
@@ -261,4 +242,4 @@ class PredictModule(PolicyStageModule):
         raise ConfigError("PredictModule trains nothing: run it with `ecr predict`, not `ecr fit`")
 
 
-__all__ = ["GenerationSettings", "PredictModule", "batch_seed", "read_stage_checkpoint"]
+__all__ = ["GenerationSettings", "PredictModule", "batch_seed"]

@@ -103,7 +103,7 @@ class Rollout:
         idx = rows.tolist()
         return replace(
             self,
-            prompt=_select_prompt(self.prompt, rows),
+            prompt=self.prompt.select(rows),
             completion_ids=pick(self.completion_ids),
             mask=pick(self.mask),
             truncated=pick(self.truncated),
@@ -121,19 +121,6 @@ class Rollout:
             ref_logp=pick(self.ref_logp),
             entropy=pick(self.entropy),
         )
-
-
-def _select_prompt(prompt: EncodedPrompt, rows: torch.Tensor) -> EncodedPrompt:
-    pick = lambda t, dim=0: t.index_select(dim, rows.to(t.device))  # noqa: E731
-    return replace(
-        prompt,
-        input_ids=pick(prompt.input_ids),
-        inputs_embeds=pick(prompt.inputs_embeds),
-        attention_mask=pick(prompt.attention_mask),
-        position_ids=pick(prompt.position_ids, 1),
-        next_position=pick(prompt.next_position),
-        generate_kwargs={k: pick(v) for k, v in prompt.generate_kwargs.items()},
-    )
 
 
 @contextlib.contextmanager

@@ -1,0 +1,59 @@
+"""Rollout bookkeeping: keeping whole groups (`filter_zero_std_groups`) and the sampling arguments."""
+
+from __future__ import annotations
+
+import torch
+
+from ecr.models import EncodedPrompt
+from ecr.rl.advantages import group_advantages, zero_std_groups
+from ecr.rl.rewards import RewardOutput
+from ecr.rl.rollout import Rollout, SamplingSettings
+
+
+def _rollout(totals: list[float], group: int) -> Rollout:
+    n, p, c = len(totals), 3, 4
+    b = n // group
+    prompt = EncodedPrompt(
+        input_ids=torch.arange(b * p).reshape(b, p),
+        inputs_embeds=torch.randn(b, p, 2),
+        attention_mask=torch.ones(b, p, dtype=torch.long),
+        position_ids=torch.arange(p).expand(3, b, p).clone(),
+        next_position=torch.full((b,), p),
+        generate_kwargs={"video_grid_thw": torch.arange(b * 3).reshape(b, 3)},
+    ).repeat_interleave(group)
+    rewards = torch.tensor(totals)
+    return Rollout(
+        prompt=prompt,
+        batch={},
+        completion_ids=torch.arange(n * c).reshape(n, c),
+        mask=torch.ones(n, c),
+        truncated=torch.zeros(n, dtype=torch.bool),
+        texts=[f"t{i}" for i in range(n)],
+        labels=["happy"] * n,
+        clip_ids=[f"clip{i // group}" for i in range(n)],
+        rewards=RewardOutput(total=totals, terms={"r": totals}, stats={"s": list(range(n))}),
+        advantages=group_advantages(rewards, group),
+        zero_std=zero_std_groups(rewards, group),
+        group_size=group,
+        old_logp=torch.randn(n, c),
+    )
+
+
+def test_keep_groups_drops_whole_groups_consistently() -> None:
+    r = _rollout([1.0, 1.0, 0.0, 1.0, 0.5, 0.5], group=2)  # groups: zero spread, spread, zero spread
+    assert r.zero_std.tolist() == [True, False, True]
+    kept = r.keep_groups(~r.zero_std)
+    assert kept.clip_ids == ["clip1", "clip1"] and kept.texts == ["t2", "t3"]
+    assert torch.equal(kept.completion_ids, r.completion_ids[2:4]) and torch.equal(kept.old_logp, r.old_logp[2:4])
+    assert torch.equal(kept.prompt.input_ids, r.prompt.input_ids[2:4])
+    assert torch.equal(kept.prompt.position_ids, r.prompt.position_ids[:, 2:4])
+    assert torch.equal(kept.prompt.generate_kwargs["video_grid_thw"], r.prompt.generate_kwargs["video_grid_thw"][2:4])
+    assert kept.rewards.terms == {"r": [0.0, 1.0]} and kept.rewards.stats == {"s": [2, 3]}
+    assert kept.zero_std.tolist() == [False] and kept.num_tokens == 8
+    assert torch.allclose(kept.advantages, r.advantages[2:4])
+
+
+def test_sampling_arguments_turn_hf_defaults_off() -> None:
+    kw = SamplingSettings(max_new_tokens=7, temperature=0.9).generate_kwargs()
+    assert kw["do_sample"] and kw["top_k"] == 0 and kw["top_p"] == 1.0 and "min_new_tokens" not in kw
+    assert SamplingSettings(min_new_tokens=5, min_p=0.1).generate_kwargs()["min_p"] == 0.1
