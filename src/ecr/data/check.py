@@ -19,7 +19,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from ecr.data.decode import decode_clip
+from ecr.data.decode import DURATION_TOLERANCE_S, decode_clip
 from ecr.data.manifests import DatasetFormat, read_dataset
 from ecr.data.types import ClipRecord
 from ecr.errors import ClipError, ConfigError, ECRError, ManifestError
@@ -97,7 +97,7 @@ class _CheckRows(Dataset):
 
 
 def check_record(
-    record: ClipRecord, num_frames: int = 8, sample_rate: int = 16000, tolerance: float = 0.3
+    record: ClipRecord, num_frames: int = 8, sample_rate: int = 16000, tolerance: float = DURATION_TOLERANCE_S
 ) -> tuple[list[CheckProblem], float]:
     """Problems of one row (empty when it is usable) and the duration of its window in seconds."""
 
@@ -126,7 +126,7 @@ def check_dataset(
     manifest_errors: Sequence[ManifestError] = (),
     num_frames: int = 8,
     sample_rate: int = 16000,
-    tolerance: float = 0.3,
+    tolerance: float = DURATION_TOLERANCE_S,
     num_workers: int = 0,
 ) -> CheckReport:
     """Decode every record (in `num_workers` processes) and collect all problems into a `CheckReport`.
@@ -179,7 +179,7 @@ def check_command(
     fold: int | None = None,
     num_frames: int | None = None,
     sample_rate: int | None = None,
-    tolerance: float = 0.3,
+    tolerance: float = DURATION_TOLERANCE_S,
     num_workers: int = 0,
     bad_rows: Path | None = None,
     data: dict[str, Any] | None = None,

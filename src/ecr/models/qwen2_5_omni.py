@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ecr.data.decode import DURATION_TOLERANCE_S
 from ecr.errors import ClipError, ConfigError, MediaTokenMismatchError
 from ecr.models.backbone import CollateMode, EncodedPrompt
 from ecr.models.collate import ChatCollator, check_media_tokens
@@ -45,9 +46,8 @@ _LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 
 
 _WHISPER_MAX_SECONDS = 30  # Whisper-style extractors pad/cut every clip to their window (30 s by default)
-# Largest gap between a clip's audio and its video window that may still be interleaved on one timeline
-# (the default tolerance of `ecr data check`); beyond it the clip is a ClipError, never padded or cut.
-AV_SYNC_TOLERANCE_S = 0.3
+# DURATION_TOLERANCE_S (the decoder's and `ecr data check`'s rule) is the largest gap between a clip's audio and
+# its video window that may still be interleaved on one timeline; beyond it the clip is a ClipError, never padded.
 
 
 def qwen_omni_audio_tokens(feature_lengths: torch.Tensor) -> torch.Tensor:
@@ -207,11 +207,11 @@ class OmniCollator(ChatCollator):
         """The clip's audio, refused when it does not cover the video window (it could not be interleaved)."""
         audio = self._audio(sample)
         seconds = audio.shape[0] / int(sample["sample_rate"])
-        if abs(seconds - float(sample["duration"])) > AV_SYNC_TOLERANCE_S:
+        if abs(seconds - float(sample["duration"])) > DURATION_TOLERANCE_S:
             raise ClipError(
                 sample["id"], "duration_mismatch",
                 f"audio lasts {seconds:.3f} s, the video window {float(sample['duration']):.3f} s "
-                f"(tolerance {AV_SYNC_TOLERANCE_S} s): they cannot share one timeline",
+                f"(tolerance {DURATION_TOLERANCE_S} s): they cannot share one timeline",
             )  # fmt: skip
         return audio
 
