@@ -13,6 +13,8 @@ Rules, decided once here:
   `"emotion"`); values are kept as read (strings; a short row's missing cells are None); cells past the
   header's width are dropped. A row's line number is the CSV reader's line number: the header is line 1, so
   the first data row is line 2 (a quoted field spanning lines gives the record's last line).
+- Both: a file that is not UTF-8 raises `ManifestError` naming `file:line` of the first undecodable byte (from
+  `iter_rows`, so every caller gets it; Python's own `UnicodeDecodeError` names neither).
 
 `read_rows` is the strict form (the first bad row or a missing file raises `ManifestError` naming
 `file:line`); `read_jsonl` is the notebook helper (a list of row dicts).
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ecr.errors import ManifestError
+from ecr.errors import ManifestError, reading_text
 
 RowFormat = Literal["jsonl", "csv", "tsv"]
 JSONL_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".ndjson")
@@ -59,10 +61,14 @@ def iter_rows(path: str | Path, *, format: RowFormat | None = None) -> Iterator[
     """(line number, row dict or `BadRow`) of every row of a JSONL/CSV/TSV file; `format` None: by suffix.
 
     Opening a missing file raises `FileNotFoundError` when iteration starts (`read_rows` reports it as a
-    `ManifestError`).
+    `ManifestError`). A byte sequence that is not UTF-8 raises `ManifestError` naming `file:line`.
     """
     path = Path(path)
-    fmt = format or row_format(path)
+    with reading_text(path):
+        yield from _iter_rows(path, format or row_format(path))
+
+
+def _iter_rows(path: Path, fmt: RowFormat) -> Iterator[tuple[int, Row | BadRow]]:
     if fmt == "jsonl":
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
@@ -85,7 +91,8 @@ def read_rows(path: str | Path, *, what: str = "file", format: RowFormat | None 
     """Every (line number, row dict) of `path`; `what` names the file in the missing-file message.
 
     Raises:
-        ManifestError: `"{path}: {what} does not exist"`, or `"{path}:{line}: {reason}"` at the first bad row.
+        ManifestError: `"{path}: {what} does not exist"`, `"{path}:{line}: {reason}"` at the first bad row, or
+            `"{path}:{line}: not UTF-8 text ..."`.
     """
     path = Path(path)
     if not path.is_file():
@@ -102,7 +109,8 @@ def read_jsonl(path: str | Path) -> list[Row]:
     """The rows of a JSONL file whatever its suffix (manifests, predictions, labelled sentences), for notebooks.
 
     Raises:
-        ManifestError: the file does not exist, or a line is not a JSON object (naming `file:line`).
+        ManifestError: the file does not exist, a line is not a JSON object, or the file is not UTF-8 (naming
+            `file:line`).
     """
     return [row for _, row in read_rows(path, what="JSONL file", format="jsonl")]
 

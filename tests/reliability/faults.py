@@ -184,3 +184,11 @@ class BlowUpAt(ToyStage):
         if self.global_step + 1 == self.blow_up_step:
             loss = loss + self.head.weight.sum() * 1e38
         return loss
+
+
+class OSErrorBugStage(ToyStage):
+    """A stage whose `setup` fails opening a file the program chose itself (not on the command line): an OSError
+    that is a bug, so its traceback must stay visible."""
+
+    def setup(self, stage: str) -> None:
+        open(os.path.join(os.path.dirname(__file__), "no-such-internal-file.bin"), "rb").close()

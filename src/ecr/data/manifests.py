@@ -165,48 +165,47 @@ def read_custom_manifest(
     label_set = get_label_set(labels)
     known = {a for aliases in _FIELD_ALIASES.values() for a in aliases}
     records: list[ClipRecord] = []
-    with reading_text(manifest):
-        for lineno, row in iter_rows(manifest):
-            where = f"{manifest}:{lineno}"
-            try:
-                if isinstance(row, BadRow):
-                    raise ManifestError(f"{where}: {row.reason}")
-                video_rel, label_text = pick_field(row, "video"), pick_field(row, "label")
-                if video_rel is None:
-                    raise ManifestError(f"{where}: missing the video path (column 'video')")
-                if label_text is None:
-                    raise ManifestError(f"{where}: missing the label (column 'label')")
-                video = resolve_under_root(root_p, str(video_rel), where)
-                audio_rel = pick_field(row, "audio")
-                audio = resolve_under_root(root_p, str(audio_rel), where) if audio_rel is not None else None
-                start, end = (
-                    _opt_float(pick_field(row, "start"), "start", where),
-                    _opt_float(pick_field(row, "end"), "end", where),
+    for lineno, row in iter_rows(manifest):
+        where = f"{manifest}:{lineno}"
+        try:
+            if isinstance(row, BadRow):
+                raise ManifestError(f"{where}: {row.reason}")
+            video_rel, label_text = pick_field(row, "video"), pick_field(row, "label")
+            if video_rel is None:
+                raise ManifestError(f"{where}: missing the video path (column 'video')")
+            if label_text is None:
+                raise ManifestError(f"{where}: missing the label (column 'label')")
+            video = resolve_under_root(root_p, str(video_rel), where)
+            audio_rel = pick_field(row, "audio")
+            audio = resolve_under_root(root_p, str(audio_rel), where) if audio_rel is not None else None
+            start, end = (
+                _opt_float(pick_field(row, "start"), "start", where),
+                _opt_float(pick_field(row, "end"), "end", where),
+            )
+            if start is not None and start < 0:
+                raise ManifestError(f"{where}: start must be >= 0, got {start}")
+            if start is not None and end is not None and end <= start:
+                raise ManifestError(f"{where}: end ({end}) must be greater than start ({start})")
+            rid = pick_field(row, "id")
+            if rid is None:
+                rid = Path(str(video_rel)).stem + (f"@{start or 0:g}-{end:g}" if end is not None else "")
+            expl = pick_field(row, "explanation")
+            records.append(
+                ClipRecord(
+                    id=str(rid),
+                    video=video,
+                    label=canonical_label(label_set, str(label_text), where),
+                    audio=audio,
+                    start=start,
+                    end=end,
+                    explanation=None if expl is None else str(expl),
+                    split=normalize_split(pick_field(row, "split"), where),
+                    source=where,
+                    meta={k: v for k, v in row.items() if k not in known},
                 )
-                if start is not None and start < 0:
-                    raise ManifestError(f"{where}: start must be >= 0, got {start}")
-                if start is not None and end is not None and end <= start:
-                    raise ManifestError(f"{where}: end ({end}) must be greater than start ({start})")
-                rid = pick_field(row, "id")
-                if rid is None:
-                    rid = Path(str(video_rel)).stem + (f"@{start or 0:g}-{end:g}" if end is not None else "")
-                expl = pick_field(row, "explanation")
-                records.append(
-                    ClipRecord(
-                        id=str(rid),
-                        video=video,
-                        label=canonical_label(label_set, str(label_text), where),
-                        audio=audio,
-                        start=start,
-                        end=end,
-                        explanation=None if expl is None else str(expl),
-                        split=normalize_split(pick_field(row, "split"), where),
-                        source=where,
-                        meta={k: v for k, v in row.items() if k not in known},
-                    )
-                )
-            except ManifestError as err:
-                record_error(err, errors)
+            )
+        except ManifestError as err:
+            record_error(err, errors)
     return records
 
 

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ecr.data.loader import ResumableDataLoader
 from ecr.data.sampler import EpochSampler, WeightedEpochSampler
-from ecr.errors import ConfigError, LabelError, ManifestError, reading_text
+from ecr.errors import ConfigError, LabelError, ManifestError
 from ecr.labels import LabelSet, resolve_label_space
 from ecr.rows import BadRow, iter_rows
 
@@ -55,26 +55,25 @@ def read_sentence_rows(path: str | Path, space: LabelSet) -> list[SentenceRow]:
     if not path.is_file():
         raise ManifestError(f"{path}: labelled-sentence file not found (write it with `ecr label`)")
     rows: list[SentenceRow] = []
-    with reading_text(path):
-        for lineno, row in iter_rows(path, format="jsonl"):
-            where = f"{path}:{lineno}"
-            if isinstance(row, BadRow) and row.json_error is not None:
-                raise ManifestError(f"{where}: not valid JSON ({row.json_error})")
-            if isinstance(row, BadRow) or not isinstance(row.get("text"), str) or not row["text"].strip():
-                raise ManifestError(f"{where}: expected an object with a non-empty string field 'text'")
-            labels = row.get("labels")
-            if not isinstance(labels, list) or not labels:
-                raise ManifestError(f"{where}: field 'labels' must be a non-empty list of label names")
-            row["labels"] = [space.canonical(str(x), where=f"{where} field 'labels'") for x in labels]
-            probs = row.get("probs")
-            if probs is not None:
-                if not isinstance(probs, dict):
-                    raise ManifestError(f"{where}: field 'probs' must be an object label -> probability or null")
-                row["probs"] = {space.canonical(k, where=f"{where} field 'probs'"): float(v) for k, v in probs.items()}
-            split = row.get("split")
-            if split is not None and split not in ("train", "val"):
-                raise ManifestError(f"{where}: field 'split' must be 'train' or 'val', got {split!r}")
-            rows.append(row)  # type: ignore[arg-type]
+    for lineno, row in iter_rows(path, format="jsonl"):
+        where = f"{path}:{lineno}"
+        if isinstance(row, BadRow) and row.json_error is not None:
+            raise ManifestError(f"{where}: not valid JSON ({row.json_error})")
+        if isinstance(row, BadRow) or not isinstance(row.get("text"), str) or not row["text"].strip():
+            raise ManifestError(f"{where}: expected an object with a non-empty string field 'text'")
+        labels = row.get("labels")
+        if not isinstance(labels, list) or not labels:
+            raise ManifestError(f"{where}: field 'labels' must be a non-empty list of label names")
+        row["labels"] = [space.canonical(str(x), where=f"{where} field 'labels'") for x in labels]
+        probs = row.get("probs")
+        if probs is not None:
+            if not isinstance(probs, dict):
+                raise ManifestError(f"{where}: field 'probs' must be an object label -> probability or null")
+            row["probs"] = {space.canonical(k, where=f"{where} field 'probs'"): float(v) for k, v in probs.items()}
+        split = row.get("split")
+        if split is not None and split not in ("train", "val"):
+            raise ManifestError(f"{where}: field 'split' must be 'train' or 'val', got {split!r}")
+        rows.append(row)  # type: ignore[arg-type]
     if not rows:
         raise ManifestError(f"{path}: no labelled sentences")
     return rows

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from ecr.data.datamodule import SplitDataModule
 from ecr.data.manifests import canonical_label, normalize_split, pick_field, read_emer, record_error
-from ecr.errors import ConfigError, ManifestError, reading_text
+from ecr.errors import ConfigError, ManifestError
 from ecr.labels import LabelSet, get_label_set
 from ecr.rows import BadRow, iter_rows
 
@@ -80,33 +80,32 @@ def read_text_manifest(
     label_set = get_label_set(labels)
     records: list[TextRecord] = []
     seen: dict[str, str] = {}
-    with reading_text(manifest):
-        for lineno, row in iter_rows(manifest):
-            where = f"{manifest}:{lineno}"
-            try:
-                if isinstance(row, BadRow):
-                    raise ManifestError(f"{where}: {row.reason}")
-                text = _text_of(row, text_field, where)
-                label_text = pick_field(row, "label")
-                if label_text is None:
-                    raise ManifestError(f"{where}: missing the label (column 'label')")
-                rid = str(pick_field(row, "id") or f"row{lineno}")
-                if rid in seen:
-                    raise ManifestError(f"{where}: duplicate id {rid!r} (first at {seen[rid]})")
-                expl = pick_field(row, "explanation")
-                records.append(
-                    TextRecord(
-                        id=rid,
-                        text=text,
-                        label=canonical_label(label_set, str(label_text), where),
-                        explanation=None if expl is None else str(expl),
-                        split=normalize_split(pick_field(row, "split"), where),
-                        source=where,
-                    )
+    for lineno, row in iter_rows(manifest):
+        where = f"{manifest}:{lineno}"
+        try:
+            if isinstance(row, BadRow):
+                raise ManifestError(f"{where}: {row.reason}")
+            text = _text_of(row, text_field, where)
+            label_text = pick_field(row, "label")
+            if label_text is None:
+                raise ManifestError(f"{where}: missing the label (column 'label')")
+            rid = str(pick_field(row, "id") or f"row{lineno}")
+            if rid in seen:
+                raise ManifestError(f"{where}: duplicate id {rid!r} (first at {seen[rid]})")
+            expl = pick_field(row, "explanation")
+            records.append(
+                TextRecord(
+                    id=rid,
+                    text=text,
+                    label=canonical_label(label_set, str(label_text), where),
+                    explanation=None if expl is None else str(expl),
+                    split=normalize_split(pick_field(row, "split"), where),
+                    source=where,
                 )
-                seen[rid] = where
-            except ManifestError as err:
-                record_error(err, errors)
+            )
+            seen[rid] = where
+        except ManifestError as err:
+            record_error(err, errors)
     return records
 
 

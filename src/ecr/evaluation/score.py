@@ -7,6 +7,13 @@ classes the mean runs over), `n`, `unparseable`; `epc`, `eea`, `fcr` (None when 
 label)"), `quadrants` (judged clips: prediction right/wrong × explanation right/wrong) and `judge` (its
 settings; `usage` adds requests, retries and cache hits for the LLM judge). With `judge="none"` only the
 recognition metrics are computed.
+
+Uncertainty (`ecr.metrics.intervals`): with `bootstrap` > 0 resamples (default 1000), `intervals` holds a
+percentile bootstrap 95 % interval over clips for `war`, `uar` and, with a judge, `epc`, `eea`, `fcr` (None when
+no resample had a judged clip), next to the settings `n_resamples`, `confidence` and `seed`. With `compare` (a
+second predictions file on the same clips, scored with the same judge), `comparison` holds `predictions` (that
+file), `n`, `metrics` ({name: {a, b, delta = b - a, interval, p_value}}: paired bootstrap on the same resampled
+clips, two-sided), `mcnemar` (WAR: exact McNemar test on the clips right in one file only) and the settings.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from ecr.evaluation.judges import Judge, LLMJudge, StoredVerifierJudge, Verifier
 from ecr.evaluation.predictions import Prediction, read_predictions
 from ecr.labels import LabelSet, get_label_set
 from ecr.metrics.explanation import ExplanationMetrics
+from ecr.metrics.intervals import ClipOutcomes, bootstrap_interval, paired_bootstrap
 from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
 from ecr.modules.report import markdown_table
 from ecr.teachers.base import Missing
@@ -38,8 +46,29 @@ def _ids(values: Sequence[str | None], label_set: LabelSet) -> torch.Tensor:
     return torch.tensor([label_set.labels.index(v) if v is not None else NO_LABEL for v in values], dtype=torch.long)
 
 
-def score_predictions(predictions: Sequence[Prediction], label_set: LabelSet, judge: Judge | None) -> dict[str, Any]:
-    """The metrics dict of metrics.json (see the module docstring) for validated predictions."""
+def score_predictions(
+    predictions: Sequence[Prediction],
+    label_set: LabelSet,
+    judge: Judge | None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """The metrics dict of metrics.json (see the module docstring) for validated predictions.
+
+    `bootstrap` > 0 adds `intervals` (that many resamples, seeded by `seed`); 0 leaves them out.
+    """
+    out, clips = _score(predictions, label_set, judge)
+    if bootstrap > 0:
+        out["intervals"] = bootstrap_interval(clips, n_resamples=bootstrap, confidence=confidence, seed=seed)
+    return out
+
+
+def _score(
+    predictions: Sequence[Prediction], label_set: LabelSet, judge: Judge | None
+) -> tuple[dict[str, Any], ClipOutcomes]:
+    """The metrics dict without intervals, and the per-clip class ids the bootstrap resamples."""
+    ids = [p.id for p in predictions]
     recognition = RecognitionMetrics(label_set.labels)
     target = _ids([p.label for p in predictions], label_set)  # [N]
     pred = _ids([p.prediction for p in predictions], label_set)  # [N]
@@ -47,7 +76,7 @@ def score_predictions(predictions: Sequence[Prediction], label_set: LabelSet, ju
     out: dict[str, Any] = {"labels": list(label_set.labels), **recognition.report()}
     if judge is None:
         out["judge"] = None
-        return out
+        return out, ClipOutcomes(pred, target, len(label_set.labels), ids=ids)
     results = judge.judge(predictions)
     if len(results) != len(predictions):
         raise RuntimeError(f"judge {judge.name!r} returned {len(results)} answers for {len(predictions)} predictions")
@@ -65,11 +94,52 @@ def score_predictions(predictions: Sequence[Prediction], label_set: LabelSet, ju
     out["explanations"] = {
         p.id: (None if isinstance(r, Missing) else r) for p, r in zip(predictions, results, strict=True)
     }
-    return out
+    return out, ClipOutcomes(pred, target, len(label_set.labels), explained, ids=ids)
+
+
+def compare_predictions(
+    a: Sequence[Prediction],
+    b: Sequence[Prediction],
+    label_set: LabelSet,
+    judge: Judge | None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Paired comparison b - a of two predictions files on the same clips (the `comparison` of metrics.json).
+
+    A different clip id set or ground truth is a ConfigError naming the difference.
+    """
+    _, clips_a = _score(a, label_set, judge)
+    return _compare(clips_a, b, label_set, judge, bootstrap, seed, confidence)
+
+
+def _compare(
+    clips_a: ClipOutcomes,
+    b: Sequence[Prediction],
+    label_set: LabelSet,
+    judge: Judge | None,
+    bootstrap: int,
+    seed: int,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    _, clips_b = _score(b, label_set, judge)
+    try:
+        return paired_bootstrap(clips_a, clips_b, n_resamples=bootstrap, confidence=confidence, seed=seed)
+    except ValueError as err:
+        raise ConfigError(f"compare: {err}") from err
 
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def _interval(x: Sequence[float] | None) -> str:
+    return "n/a" if x is None else f"[{100 * x[0]:.2f}, {100 * x[1]:.2f}]"
+
+
+def _p(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
 
 
 def summary_table(metrics: dict[str, Any]) -> str:
@@ -81,7 +151,13 @@ def summary_table(metrics: dict[str, Any]) -> str:
     if metrics.get("judge"):
         note = f"{metrics['judged']} judged, {metrics['missing']} missing {metrics.get('missing_reasons') or ''}"
         rows += [[name.upper(), _pct(metrics[name]), note] for name in ("epc", "eea", "fcr")]
-    lines = [markdown_table(["metric", "%", "note"], rows)]
+    intervals = metrics.get("intervals")
+    if intervals:
+        level = f"{100 * intervals['confidence']:g}% interval"
+        rows = [[r[0], r[1], _interval(intervals.get(r[0].lower())), r[2]] for r in rows]
+        lines = [markdown_table(["metric", "%", level, "note"], rows)]
+    else:
+        lines = [markdown_table(["metric", "%", "note"], rows)]
     if metrics.get("judge"):
         q = metrics["quadrants"]
         lines += [
@@ -102,6 +178,31 @@ def summary_table(metrics: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    comparison = metrics.get("comparison")
+    if comparison:
+        level = f"{100 * comparison['confidence']:g}% interval"
+        lines += ["", f"b = {comparison['predictions']} vs a = {metrics.get('predictions', 'predictions')}:", ""]
+        lines.append(
+            markdown_table(
+                ["metric", "a %", "b %", "b - a (points)", level, "p"],
+                [
+                    [
+                        k.upper(),
+                        _pct(v["a"]),
+                        _pct(v["b"]),
+                        _pct(v["delta"]),
+                        _interval(v["interval"]),
+                        _p(v["p_value"]),
+                    ]
+                    for k, v in comparison["metrics"].items()
+                ],
+            )
+        )
+        mc = comparison["mcnemar"]
+        lines.append(
+            f"\nWAR, exact McNemar: {mc['a_only']} clips right in a only, {mc['b_only']} in b only, "
+            f"p = {_p(mc['p_value'])}"
+        )
     return "\n".join(lines)
 
 
@@ -115,6 +216,9 @@ def score_command(
     splitter: str = "official",
     openai: OpenAIConfig | None = None,
     cache: Path | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    compare: Path | None = None,
 ) -> int:
     """Score a predictions file: WAR/UAR, EPC/EEA/FCR with a judge, per-class recall, confusion, quadrants.
 
@@ -128,6 +232,10 @@ def score_command(
         splitter: Sentence splitter of the verifier judge: official (paper regex) | pysbd.
         openai: LLM judge settings (model, base_url, api_key_env, concurrency, retries); default model gpt-4.1-mini.
         cache: Append-only answer cache of the LLM judge (default: <out>.judge_cache.jsonl).
+        bootstrap: Bootstrap resamples over clips for the 95 % intervals of every headline metric (0 = no intervals).
+        seed: Seed of the bootstrap resampling (same seed, same intervals).
+        compare: A second predictions file on the same clips: metrics.json gains `comparison` (deltas b - a with
+            paired-bootstrap intervals and p-values, exact McNemar test for WAR), scored with the same judge.
     """
     label_set = get_label_set(labels)
     predictions = Path(predictions)
@@ -147,7 +255,17 @@ def score_command(
         chosen = LLMJudge(label_set, config=config, cache_path=cache_path)
     else:
         raise ConfigError(f"judge: {judge!r} is not verifier, openai or none")
-    metrics = {"predictions": os.fspath(predictions), **score_predictions(rows, label_set, chosen)}
+    if bootstrap < 0:
+        raise ConfigError(f"bootstrap: {bootstrap} must be >= 0 (0 = no intervals)")
+    scored, clips = _score(rows, label_set, chosen)
+    metrics = {"predictions": os.fspath(predictions), **scored}
+    if bootstrap > 0:
+        metrics["intervals"] = bootstrap_interval(clips, n_resamples=bootstrap, seed=seed)
+    if compare is not None:
+        compare = Path(compare)
+        other = read_predictions(compare, label_set)
+        comparison = _compare(clips, other, label_set, chosen, bootstrap=bootstrap, seed=seed)
+        metrics["comparison"] = {"predictions": os.fspath(compare), **comparison}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -157,4 +275,4 @@ def score_command(
     return 0
 
 
-__all__ = ["score_command", "score_predictions", "summary_table"]
+__all__ = ["compare_predictions", "score_command", "score_predictions", "summary_table"]

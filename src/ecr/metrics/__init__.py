@@ -5,7 +5,10 @@ judge.
 - `ExplanationMetrics`: EPC, EEA, FCR and the consistency quadrants from predicted, judged and true class ids,
   with the judge's missing answers counted beside them;
 - `sentence_labels` / `explanation_label`: the verifier's label sets of a think text's sentences and the rule
-  that turns them into one explanation label ê (the offline judge).
+  that turns them into one explanation label ê (the offline judge);
+- `bootstrap_interval` / `paired_bootstrap` / `mcnemar_exact`: percentile bootstrap intervals over clips for the
+  headline metrics and paired tests between two prediction files (`ClipOutcomes` holds a file's per-clip ids);
+- `judge_agreement` / `agreement_scores`: raw agreement and Cohen's κ between two judges.
 
 States are counts reduced with `dist_reduce_fx="sum"`, so the metrics give the same numbers on one device and
 across DDP ranks. The maths are pure functions on tensors (`confusion_matrix`, `recognition_scores`,
@@ -27,6 +30,15 @@ _EXPORTS = {
     "quadrant_counts": "explanation",
     "sentence_labels": "explanation",
     "verifier_mapping": "explanation",
+    "ClipOutcomes": "intervals",
+    "bootstrap_interval": "intervals",
+    "mcnemar_exact": "intervals",
+    "paired_bootstrap": "intervals",
+    "percentile_interval": "intervals",
+    "point_metrics": "intervals",
+    "resampled_metrics": "intervals",
+    "agreement_scores": "agreement",
+    "judge_agreement": "agreement",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

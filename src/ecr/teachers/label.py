@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ecr.errors import ConfigError, ECRError, ManifestError, reading_text
+from ecr.errors import ConfigError, ECRError, ManifestError
 from ecr.labels import label_distribution
 from ecr.prompts import extract_think
 from ecr.rows import BadRow, iter_rows
@@ -79,39 +79,38 @@ def read_texts(
     skipped: Counter[str] = Counter()
     texts = []
     rows_read = 0
-    with reading_text(path):
-        for lineno, row in iter_rows(path):
-            where = f"{path}:{lineno}"
-            if isinstance(row, BadRow):
-                if row.json_error is not None:
-                    raise ManifestError(f"{where}: not valid JSON ({row.json_error})")
-                raise ManifestError(f"{where}: expected an object")
-            rows_read += 1
-            name = text_field
-            if text_field == "auto":
-                name = next((f for f in _AUTO_FIELDS if f in row), "")
-                if not name:
-                    raise ManifestError(f"{where}: none of the fields {list(_AUTO_FIELDS)} present; set text_field")
-            elif name not in row and name.strip().lower() in row:  # a CSV column: its name is lower-cased
-                name = name.strip().lower()
-            if name not in row:
-                raise ManifestError(f"{where}: missing field {name!r}")
-            if splits is not None and row.get("split") is not None and row["split"] not in splits:
-                skipped["split"] += 1
+    for lineno, row in iter_rows(path):
+        where = f"{path}:{lineno}"
+        if isinstance(row, BadRow):
+            if row.json_error is not None:
+                raise ManifestError(f"{where}: not valid JSON ({row.json_error})")
+            raise ManifestError(f"{where}: expected an object")
+        rows_read += 1
+        name = text_field
+        if text_field == "auto":
+            name = next((f for f in _AUTO_FIELDS if f in row), "")
+            if not name:
+                raise ManifestError(f"{where}: none of the fields {list(_AUTO_FIELDS)} present; set text_field")
+        elif name not in row and name.strip().lower() in row:  # a CSV column: its name is lower-cased
+            name = name.strip().lower()
+        if name not in row:
+            raise ManifestError(f"{where}: missing field {name!r}")
+        if splits is not None and row.get("split") is not None and row["split"] not in splits:
+            skipped["split"] += 1
+            continue
+        value = row[name]
+        if not isinstance(value, str):
+            raise ManifestError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
+        if name == "completion":
+            think = extract_think(value)
+            if think is None:
+                skipped["no_think"] += 1
                 continue
-            value = row[name]
-            if not isinstance(value, str):
-                raise ManifestError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
-            if name == "completion":
-                think = extract_think(value)
-                if think is None:
-                    skipped["no_think"] += 1
-                    continue
-                value = think
-            if not value.strip():
-                skipped["empty"] += 1
-                continue
-            texts.append(value.strip())
+            value = think
+        if not value.strip():
+            skipped["empty"] += 1
+            continue
+        texts.append(value.strip())
     report.rows_read += rows_read
     for k, v in skipped.items():
         report.rows_skipped[k] = report.rows_skipped.get(k, 0) + v
@@ -244,9 +243,24 @@ def make_teacher(
     raise ConfigError(f"unknown teacher {teacher!r}; choose lexicon, openai or classifier")
 
 
+def check_output_path(path: str | Path) -> None:
+    """Refuse an output that exists and is not a regular file (a folder, or a device such as `/dev/null`, which
+    the atomic rename of `write_rows` would replace with a regular file).
+
+    Raises:
+        ConfigError: naming the path.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        if path.is_dir():
+            raise ConfigError(f"{path}: the output is a folder; give a file path (e.g. {path / 'train.jsonl'})")
+        raise ConfigError(f"{path}: the output exists and is not a regular file; give a file path")
+
+
 def write_rows(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     """Write JSONL atomically (temp file + rename), so a crash never leaves half a training set."""
     path = Path(path)
+    check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -315,6 +329,7 @@ def label_command(
     Returns 0 on success, 1 when nothing could be labelled, 2 on a configuration or input error.
     """
     try:
+        check_output_path(output)  # before any teacher call is paid for
         report = LabelReport()
         cache_path = cache if cache is not None else output.with_name(output.name + ".cache.jsonl")
         t = make_teacher(

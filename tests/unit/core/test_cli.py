@@ -146,3 +146,42 @@ def test_ecrcli_is_built_lazily_and_once() -> None:
     assert "ECRCLI" in dir(ecr.cli)
     with pytest.raises(AttributeError):
         ecr.cli.nope  # noqa: B018
+
+
+def test_which_os_errors_are_the_users(tmp_path: Path) -> None:
+    import errno
+
+    from ecr.cli import is_user_os_error, os_error_message
+
+    out = str(tmp_path / "out")
+    argv = ["model", "tiny", f"--out={out}"]
+    assert is_user_os_error(FileNotFoundError(errno.ENOENT, "No such file", out), argv)
+    assert is_user_os_error(NotADirectoryError(errno.ENOTDIR, "Not a dir", str(tmp_path)), argv)  # a folder above
+    assert is_user_os_error(PermissionError(errno.EACCES, "Denied", os.path.join(out, "w.bin")), argv)  # inside
+    assert is_user_os_error(OSError(errno.ENOSPC, "No space left on device"), argv)  # the disk, whatever the path
+    assert is_user_os_error(OSError(errno.EROFS, "Read-only file system", "/elsewhere"), argv)
+    assert not is_user_os_error(FileNotFoundError(errno.ENOENT, "No such file", "/opt/lib/data.bin"), argv)
+    assert not is_user_os_error(FileNotFoundError(errno.ENOENT, "No such file"), argv)  # names no path
+    assert not is_user_os_error(ConnectionResetError(errno.ECONNRESET, "reset"), argv)
+    assert os_error_message(FileNotFoundError(errno.ENOENT, "No such file", out)) == f"{out}: No such file"
+    assert os_error_message(OSError(errno.ENOSPC, "No space left on device")) == "No space left on device"
+
+
+def test_a_full_disk_while_writing_is_a_short_user_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    import ecr.cli
+
+    def full_disk(argv: list[str]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ecr.cli, "run_extra", full_disk)
+    monkeypatch.delenv("ECR_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main(["model", "tiny", "--out", "x"])
+    assert info.value.code == 2
+    assert "ecr model: error: OSError: No space left on device" in capsys.readouterr().err
+    with pytest.raises(OSError, match="No space left"):
+        main(["model", "tiny", "--out", "x", "--debug"])

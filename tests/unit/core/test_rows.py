@@ -84,3 +84,28 @@ def test_explore_re_exports_the_reader() -> None:
     from ecr import explore, rows
 
     assert explore.read_jsonl is rows.read_jsonl
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "data", "line"),
+    [
+        ("rows.jsonl", None, b'{"text": "a"}\n\n{"text": "caf\xe9"}\n', 3),
+        ("rows.csv", None, "text,label\na,happy\n".encode("utf-8-sig") + b"caf\xe9,happy\n", 3),
+        ("rows.tsv", None, b"text\tlabel\na\thappy\nb\thappy\n\xff\thappy\n", 4),
+        ("rows.txt", "jsonl", b'{"text": "a"}\n\x80\n', 2),
+    ],
+)
+def test_non_utf8_is_a_manifest_error_naming_file_and_line_for_every_reader(
+    tmp_path: Path, name: str, fmt: str | None, data: bytes, line: int
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    want = re.escape(f"{path}:{line}: not UTF-8 text")
+    with pytest.raises(ManifestError, match=want) as info:
+        list(iter_rows(path, format=fmt))  # type: ignore[arg-type]
+    assert isinstance(info.value.__cause__, UnicodeDecodeError)
+    with pytest.raises(ManifestError, match=want):
+        read_rows(path, format=fmt)  # type: ignore[arg-type]
+    if fmt == "jsonl" or path.suffix == ".jsonl":
+        with pytest.raises(ManifestError, match=want):
+            read_jsonl(path)

@@ -126,3 +126,72 @@ def test_prediction_is_rederived_from_the_completion_when_absent(tmp_path: Path)
     assert [p.prediction for p in preds] == ["happy", "happy", "happy", "sad", "angry", None]
     assert preds[3].think is None and preds[0].think == "She is happy. A happy voice."
     assert explanation_label(None, IDENTITY, DFEW.labels).reason == "no_think"  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------------ intervals and paired comparison
+
+
+def test_score_writes_bootstrap_intervals_for_every_headline_metric(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_predictions(tmp_path / "pred.jsonl", _with_stored_sentences(rows()))
+    assert score_command(path, "dfew", out=tmp_path / "m.json", bootstrap=300, seed=5) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    iv = m["intervals"]
+    assert (iv["n_resamples"], iv["confidence"], iv["seed"]) == (300, 0.95, 5)
+    for key in ("war", "uar", "epc", "eea", "fcr"):
+        lo, hi = iv[key]
+        assert 0 <= lo <= m[key] <= hi <= 1, key
+    assert "| WAR | 66.67 | [" in capsys.readouterr().out  # the interval column
+    assert score_command(path, "dfew", out=tmp_path / "m2.json", bootstrap=300, seed=5) == 0
+    assert json.loads((tmp_path / "m2.json").read_text())["intervals"] == iv  # same seed, same intervals
+    assert score_command(path, "dfew", out=tmp_path / "m0.json", bootstrap=0) == 0
+    m0 = json.loads((tmp_path / "m0.json").read_text())
+    assert "intervals" not in m0 and "comparison" not in m0
+    assert {k: m0[k] for k in ("war", "uar", "epc", "quadrants")} == {
+        k: m[k] for k in ("war", "uar", "epc", "quadrants")
+    }
+
+
+def test_compare_through_jsonargparse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = _with_stored_sentences(rows())
+    a = write_predictions(tmp_path / "a.jsonl", raw)
+    # b: same clips in another order, c2 now right (sad) -> WAR 5/6; c1's explanation unchanged
+    fixed = [{**r, "completion": completion("He is sad.", "sad")} if r["id"] == "c2" else r for r in raw]
+    b = write_predictions(tmp_path / "b.jsonl", list(reversed(fixed)))
+    configure_parsing()
+    args = ["--predictions", str(a), "--labels", "dfew", "--bootstrap", "200", "--seed", "1", "--compare", str(b)]
+    assert (
+        CLI(score_command, args=[*args, "--out", str(tmp_path / "m.json")], prog="ecr score", as_positional=False) == 0
+    )
+    cmp = json.loads((tmp_path / "m.json").read_text())["comparison"]
+    assert cmp["predictions"] == str(b) and cmp["n"] == 6 and cmp["n_resamples"] == 200 and cmp["seed"] == 1
+    war = cmp["metrics"]["war"]
+    assert (
+        war["a"] == pytest.approx(4 / 6) and war["b"] == pytest.approx(5 / 6) and war["delta"] == pytest.approx(1 / 6)
+    )
+    assert war["interval"][0] <= war["delta"] <= war["interval"][1] and 0 < war["p_value"] <= 1
+    assert cmp["mcnemar"] == {"a_only": 0, "b_only": 1, "discordant": 1, "p_value": 1.0}
+    assert set(cmp["metrics"]) == {"war", "uar", "epc", "eea", "fcr"}
+    assert cmp["metrics"]["eea"]["delta"] == pytest.approx(0.0)  # same explanations
+    assert "exact McNemar" in capsys.readouterr().out
+
+    same = ["--predictions", str(a), "--labels", "dfew", "--judge", "none", "--compare", str(a)]
+    assert (
+        CLI(score_command, args=[*same, "--out", str(tmp_path / "s.json")], prog="ecr score", as_positional=False) == 0
+    )
+    cmp = json.loads((tmp_path / "s.json").read_text())["comparison"]
+    assert set(cmp["metrics"]) == {"war", "uar"}
+    for entry in cmp["metrics"].values():
+        assert entry["delta"] == 0.0 and entry["p_value"] == 1.0 and entry["interval"] == [0.0, 0.0]
+
+
+def test_compare_with_other_clips_is_a_config_error(tmp_path: Path) -> None:
+    from ecr.errors import ConfigError
+
+    a = write_predictions(tmp_path / "a.jsonl", rows())
+    b = write_predictions(tmp_path / "b.jsonl", rows()[:5])
+    with pytest.raises(ConfigError, match=r"compare: .*1 only in the first \(e.g. \['c5'\]\), 0 only in the second"):
+        score_command(a, "dfew", out=tmp_path / "m.json", judge="none", compare=b)
+    with pytest.raises(ConfigError, match="bootstrap"):
+        score_command(a, "dfew", out=tmp_path / "m.json", judge="none", bootstrap=-1)

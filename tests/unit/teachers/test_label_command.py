@@ -105,3 +105,19 @@ def test_cli_dispatch(tmp_path: Path) -> None:
         "fear",
         "disgust",
     }
+
+
+def test_an_output_that_is_a_folder_or_a_device_is_refused_before_labelling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ecr.errors import ConfigError
+    from ecr.teachers.label import write_rows
+
+    texts = write_jsonl(tmp_path / "t.jsonl", [{"text": "He smiles."}])
+    assert label_command(texts, tmp_path) == 2
+    assert f"{tmp_path}: the output is a folder" in capsys.readouterr().err
+    assert not (tmp_path.parent / f"{tmp_path.name}.cache.jsonl").exists()  # refused before the teacher was made
+    if Path("/dev/null").exists():
+        with pytest.raises(ConfigError, match="not a regular file"):
+            write_rows("/dev/null", [{"text": "x"}])  # the atomic rename would have replaced the device
+        assert not Path("/dev/null").is_file()

@@ -1,0 +1,239 @@
+"""The LLM judge of `ecr score --judge openai` against a local chat server that injects faults, killed mid-run.
+
+The server answers the paper's judge prompt (the reason between "Reason: " and "\\nAnswer Emotion:"); markers in
+a reason inject faults: FAIL500x1 (one HTTP 500, then an answer), ALWAYS500 (HTTP 500 forever: a missing answer,
+never a label), OFFLIST (a 200 reply that is not a label: a counted failure), BROKENBODY (a 200 response whose
+body is not JSON). `hold_at` = N makes the N-th request of a phase hang until released, so the test can
+`kill -9` the `ecr score` subprocess while a request is in flight (with concurrency 1 every earlier answer has
+been written to the cache by then, as the cache fsyncs a reply before it is used).
+
+The rerun must take every answer already paid for (an HTTP 200) from the cache (0 repeated paid calls),
+count the failures, and write the same metrics.json as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from faults import HERE, ecr_command, record_outcome, run_ecr
+
+KEY = "sk-judge-faults-0123456789"
+ENV = "ECR_TEST_JUDGE_FAULTS_KEY"
+WORDS = ["happy", "sad", "angry", "surprise", "disgust", "fear"]
+TABLE = "LLM judge (ecr score --judge openai) vs a faulty server"
+
+
+@dataclass
+class Server:
+    url: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    requests: list[str] = field(default_factory=list)  # reasons, this phase
+    paid: Counter = field(default_factory=Counter)  # reason -> HTTP 200 replies, all phases
+    attempts: Counter = field(default_factory=Counter)  # reason -> attempts, this phase
+    hold_at: int | None = None
+    held: threading.Event = field(default_factory=threading.Event)  # a request is being held
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def phase(self, hold_at: int | None = None) -> None:
+        with self.lock:
+            self.requests, self.attempts, self.hold_at = [], Counter(), hold_at
+            self.held.clear()
+            self.release.clear()
+
+
+def _handler(state: Server) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return
+
+        def _send(self, code: int, body: bytes) -> None:
+            try:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            content = body["messages"][-1]["content"]
+            m = re.search(r"Reason: (.*)\nAnswer Emotion:$", content, re.DOTALL)
+            reason = m.group(1) if m else ""
+            with state.lock:
+                state.requests.append(reason)
+                state.attempts[reason] += 1
+                attempt, n = state.attempts[reason], len(state.requests)
+                hold = state.hold_at is not None and n == state.hold_at
+            if hold:  # the client is killed while this request is in flight; it is never answered
+                state.held.set()
+                state.release.wait(30)
+                return None
+            if "ALWAYS500" in reason or ("FAIL500x1" in reason and attempt <= 1):
+                return self._send(500, b'{"error": {"message": "down"}}')
+            with state.lock:
+                state.paid[reason] += 1
+            if "BROKENBODY" in reason:
+                return self._send(200, b"<html>not json</html>")
+            found = [w for w in WORDS if w in reason.lower()]
+            reply = "jealousy" if "OFFLIST" in reason else (found[0] if found else "neutral")
+            return self._send(200, json.dumps({
+                "id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": reply}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }).encode())  # fmt: skip
+
+    return Handler
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), None)  # type: ignore[arg-type]
+    state = Server(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+    httpd.RequestHandlerClass = _handler(state)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+THINKS = [
+    "She smiles; she looks happy.",
+    "His voice is sad and low.",
+    "FAIL500x1 an angry frown.",
+    "ALWAYS500 a happy grin.",
+    "The face shows fear.",
+    "BROKENBODY he looks sad.",
+    "Pure surprise on her face.",
+    "OFFLIST a strange look.",
+    "Disgust at the food.",
+    None,  # no think block: missing without a request
+    "Nothing much; a calm face.",
+    "They are happy together.",
+]
+
+
+def _predictions(path: Path) -> Path:
+    truths = [
+        "happy",
+        "sad",
+        "angry",
+        "happy",
+        "fear",
+        "sad",
+        "surprise",
+        "sad",
+        "disgust",
+        "neutral",
+        "neutral",
+        "happy",
+    ]
+    preds = ["happy", "sad", "angry", "sad", "fear", "sad", "happy", "sad", "disgust", "neutral", "happy", "happy"]
+    rows = [
+        {"id": f"c{i}", "label": t, "prediction": p, "think": think}
+        for i, (t, p, think) in enumerate(zip(truths, preds, THINKS, strict=True))
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _args(server: Server, predictions: Path, out: Path) -> list[str]:
+    return [
+        "score", "--predictions", str(predictions), "--labels", "dfew", "--judge", "openai", "--out", str(out),
+        "--bootstrap", "50", "--openai.model", "judge-model", "--openai.base_url", server.url,
+        "--openai.api_key_env", ENV, "--openai.max_retries", "1", "--openai.backoff", "0.01",
+        "--openai.backoff_max", "0.02", "--openai.concurrency", "1", "--openai.timeout", "10",
+    ]  # fmt: skip
+
+
+def _comparable(metrics: dict) -> dict:
+    """metrics.json without what differs between a run and its resumption (this run's usage counters)."""
+    out = json.loads(json.dumps(metrics))
+    (out.get("judge") or {}).pop("usage", None)
+    return out
+
+
+def test_killed_judge_run_resumes_from_the_cache_without_paying_twice(server: Server, tmp_path: Path) -> None:
+    predictions = _predictions(tmp_path / "predictions.jsonl")
+    env = {ENV: KEY}
+
+    # an uninterrupted run (its own cache): the reference metrics
+    server.phase()
+    ref_out = tmp_path / "ref" / "metrics.json"
+    proc = run_ecr(_args(server, predictions, ref_out), cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reference = json.loads(ref_out.read_text(encoding="utf-8"))
+    paid_reference = Counter(server.paid)
+    assert all(n == 1 for n in paid_reference.values()), paid_reference  # retried 500s are not paid twice
+    assert reference["missing"] >= 4 and reference["judged"] == len(THINKS) - reference["missing"]
+    assert {"no_think", "off_list"} <= set(reference["missing_reasons"]), reference["missing_reasons"]
+
+    # the same run killed (kill -9) while its 9th request is in flight
+    server.paid.clear()
+    server.phase(hold_at=9)
+    out = tmp_path / "run" / "metrics.json"
+    full_env = {**os.environ, "PYTHONPATH": str(HERE), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env}
+    child = subprocess.Popen(  # noqa: S603 - our own console script
+        ecr_command() + _args(server, predictions, out), cwd=tmp_path, env=full_env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.held.wait(120), "the killed run never reached its 9th request"
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(30)
+        server.release.set()
+    assert child.returncode == -signal.SIGKILL
+    assert not out.exists()
+    paid_before_kill = {r for r, n in server.paid.items() if n}
+    assert len(paid_before_kill) >= 4, server.paid
+
+    # rerun: every answer paid before the kill comes from the cache
+    server.phase()
+    proc = run_ecr(_args(server, predictions, out), cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = json.loads(out.read_text(encoding="utf-8"))
+    asked_again = set(server.requests) & paid_before_kill
+    assert asked_again == set(), f"repeated paid calls: {sorted(asked_again)}"
+    assert server.paid == paid_reference, "killed + resumed paid for a different set of answers than one run"
+    assert "BROKENBODY he looks sad." in paid_before_kill  # a billed unusable reply, cached as a failure
+    usage = resumed["judge"]["usage"]
+    assert usage["cache_hits"] + usage.get("cached_failures", 0) >= len(paid_before_kill), usage
+    missing = {"no_think": 1, "off_list": 1, "retries_exhausted": 1, "malformed_response": 1}
+    assert resumed["missing_reasons"] == missing and resumed["missing"] == sum(missing.values())
+    assert _comparable(resumed) == _comparable(reference)
+
+    record_outcome(TABLE, "kill -9 mid-run, then rerun", "ecr score", "0 repeated paid calls; metrics equal")
+    for kind, reason in (
+        ("HTTP 500 once (FAIL500x1)", None),
+        ("HTTP 500 always", "retries_exhausted"),
+        ("200, reply not a label", "off_list"),
+        ("200, body not JSON", "malformed_response"),
+        ("no think block", "no_think"),
+    ):
+        if reason is None:
+            outcome = "retried, judged"
+        else:
+            outcome = f"counted missing ({reason}: {resumed['missing_reasons'][reason]})"
+        record_outcome(TABLE, kind, "ecr score", outcome)
