@@ -15,8 +15,7 @@ excluded from EPC/EEA/FCR and counted per reason; it is never turned into a labe
   reply normalises to a label of the set (`LabelSet.normalize`: case, surrounding punctuation and synonyms are
   tolerated, `"Happy."` is happy); anything else is MISSING ("off_list"), as is a failed call. A prediction
   without a think block is MISSING ("no_think") and costs no call (the official code sent an empty reason).
-  Deviation: the request carries the teacher's system message ("You are a careful annotator of emotions in
-  text."); the paper's prompt is the user message, verbatim.
+  The request is the paper's prompt alone, verbatim, as the user message (no system message).
 """
 
 from __future__ import annotations
@@ -135,6 +134,8 @@ class LLMJudge(OpenAITeacher):
 
     name = "openai"
 
+    system_prompt = None  # the paper's judge: its prompt alone, as the user message
+
     def __init__(
         self,
         label_set: LabelSet,
@@ -149,7 +150,12 @@ class LLMJudge(OpenAITeacher):
         self.label_names = tuple(label_set.labels)  # exactly the task's labels, in id order (no neutral added)
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "teacher": "openai_judge", "judge_prompt_version": JUDGE_PROMPT_VERSION}
+        return {
+            **super().settings(),
+            "teacher": "openai_judge",
+            "judge_prompt_version": JUDGE_PROMPT_VERSION,
+            "system_prompt": self.system_prompt,
+        }
 
     def judge_one(self, think: str | None) -> JudgeResult:
         if think is None or not think.strip():

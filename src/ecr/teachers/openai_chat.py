@@ -130,6 +130,8 @@ def parse_paraphrase_reply(reply: str) -> list[str] | Missing:
 class OpenAITeacher:
     """Chat-completions pseudo-labeller with retries, bounded concurrency and a durable answer cache."""
 
+    system_prompt: str | None = SYSTEM_PROMPT  # None: the prompt alone, as a user message (the paper's judge)
+
     name = "openai"
 
     def __init__(
@@ -188,6 +190,11 @@ class OpenAITeacher:
             self.counts[key] += n
 
     # -- one request with retries ------------------------------------------------------------------------------
+    def _messages(self, prompt: str) -> list[dict[str, str]]:
+        """The chat request: the `system_prompt` (when set) and the prompt as the user message."""
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
+        return [*system, {"role": "user", "content": prompt}]
+
     def _ask(self, prompt: str, max_tokens: int) -> str | Missing:
         import openai
 
@@ -201,7 +208,7 @@ class OpenAITeacher:
             try:
                 resp = client.chat.completions.create(
                     model=cfg.model,
-                    messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
+                    messages=self._messages(prompt),
                     temperature=cfg.temperature,
                     max_tokens=max_tokens,
                 )

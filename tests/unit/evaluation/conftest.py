@@ -31,6 +31,7 @@ class JudgeServer:
     url: str
     reasons: list[str] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
+    roles: list[list[str]] = field(default_factory=list)
     attempts: Counter = field(default_factory=Counter)
     deny_after: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -69,6 +70,7 @@ def _handler(state: JudgeServer) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 state.reasons.append(reason)
                 state.prompts.append(content)
+                state.roles.append([msg["role"] for msg in body["messages"]])
                 state.attempts[reason] += 1
                 attempt, total = state.attempts[reason], len(state.reasons)
             if state.deny_after is not None and total > state.deny_after:

@@ -84,6 +84,7 @@ def test_llm_judge_prompt_faults_missing_and_cache(judge_server: JudgeServer, tm
     # the paper's prompt, verbatim, with the labels in id order
     expected = JUDGE_PROMPT.format(labels=", ".join(DFEW.labels), reason="She is sad today.")
     assert expected in judge_server.prompts
+    assert all(roles == ["user"] for roles in judge_server.roles)  # no system message: the paper's request
     assert "in happy, sad, neutral, angry, surprise, disgust, fear. Reply with only the emotion word." in expected
     assert judge_server.attempts["ALWAYS500 happy"] == 3  # 1 + max_retries, then missing (never a label)
     assert judge.counts["missing:off_list"] == 1 and judge.counts["missing:no_think"] == 1
