@@ -131,16 +131,46 @@ def test_sigterm_exits_nonzero_and_says_how_to_resume(tmp_path: Path) -> None:
     assert [r["step"] for r in read_records(records)] == [1, 2, 3]  # the current step finished
 
 
-# ---------------------------------------------------------------------------------------------- SFT (demo)
-def test_sft_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
-    """`ecr fit --config configs/demo/sft.yaml … --ckpt_path last` after a kill -9 one batch into epoch 1."""
-    from ecr.fixtures import synthesize
-    from ecr.fixtures.tiny_models import build_tiny_omni
+def _full_then_killed_and_resumed(tmp_path: Path, demo: Path, override, kill_step) -> tuple[list[dict], list[dict]]:  # noqa: ANN001
+    """Records of an uninterrupted `demo` + `override` run, and of a run killed (SIGKILL) as optimizer step
+    `kill_step(full) + 1` starts and resumed with `--ckpt_path last`."""
+    full_dir, run_dir = tmp_path / "full", tmp_path / "run"
+    full_dir.mkdir()
+    run_dir.mkdir()
+    full_records, records = full_dir / "records.jsonl", run_dir / "records.jsonl"
+    _ok(run_ecr(["fit", "--config", str(demo), "--config", str(override(full_dir, full_records))], cwd=full_dir))
+    full = read_records(full_records)
+    kill = (kill_step(full), "SIGKILL")
+    pieces = _kill_then_resume(
+        run_dir, [demo, override(run_dir, records)], [demo, override(run_dir, records, kill)], records, "last"
+    )
+    return full, pieces
 
-    tiny = build_tiny_omni(tmp_path / "tiny", hidden_size=64)
+
+def _six_training_clips(tmp_path: Path) -> Path:
+    """Six synthetic clips, all in the train split (batch 2: 3 steps an epoch); returns the manifest."""
+    from ecr.fixtures import synthesize
+
     manifest = synthesize(tmp_path / "clips", num_clips=6, labels="dfew", seed=1, size=64, duration=2.0)
     rows = [dict(json.loads(line), split="train") for line in manifest.read_text().splitlines()]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest
+
+
+def _one_batch_into_epoch_1(full: list[dict]) -> int:
+    """The kill step of the reported bug (the resumed run replayed the epoch's first batch)."""
+    per_epoch = len(full) // 2
+    assert per_epoch >= 3 and full[:per_epoch] != full[per_epoch:]  # reshuffled every epoch
+    return per_epoch + 1
+
+
+# ---------------------------------------------------------------------------------------------- SFT (demo)
+def test_sft_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
+    """`ecr fit --config configs/demo/sft.yaml … --ckpt_path last` after a kill -9 one batch into epoch 1."""
+    from ecr.fixtures.tiny_models import build_tiny_omni
+
+    tiny = build_tiny_omni(tmp_path / "tiny", hidden_size=64)
+    manifest = _six_training_clips(tmp_path)
 
     def override(tmp: Path, records: Path, kill: tuple[int, str] | None = None) -> Path:
         config = {
@@ -154,21 +184,10 @@ def test_sft_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
         }  # fmt: skip
         return _write(tmp / ("kill.yaml" if kill else "run.yaml"), config)
 
-    demo = CONFIGS / "demo" / "sft.yaml"
-    full_dir, run_dir = tmp_path / "full", tmp_path / "run"
-    full_dir.mkdir()
-    run_dir.mkdir()
-    full_records, records = full_dir / "records.jsonl", run_dir / "records.jsonl"
-    _ok(run_ecr(["fit", "--config", str(demo), "--config", str(override(full_dir, full_records))], cwd=full_dir))
-    full = read_records(full_records)
-    assert len(full) == 6 and full[0:3] != full[3:6]  # 6 clips, batch 2 -> 3 steps an epoch
-    pieces = _kill_then_resume(
-        run_dir,
-        [demo, override(run_dir, records)],
-        [demo, override(run_dir, records, (4, "SIGKILL"))],  # killed as step 5 starts: one batch into epoch 1
-        records,
-        "last",
+    full, pieces = _full_then_killed_and_resumed(
+        tmp_path, CONFIGS / "demo" / "sft.yaml", override, _one_batch_into_epoch_1
     )
+    assert len(full) == 6  # 6 clips, batch 2 -> 3 steps an epoch
     _assert_same_run(full, pieces)
 
 
@@ -176,15 +195,13 @@ def test_sft_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
 def test_grpo_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
     """`ecr fit --config configs/demo/grpo.yaml … --ckpt_path last` after a kill -9 one batch into epoch 1: the same
     batches, sampled rewards (the RNG state is in the checkpoint) and learning rates as an uninterrupted run."""
-    from ecr.fixtures import build_tiny_classifier, synthesize
+    from ecr.fixtures import build_tiny_classifier
     from ecr.fixtures.tiny_models import build_tiny_omni
     from ecr.labels import resolve_label_space
 
     tiny = build_tiny_omni(tmp_path / "tiny", hidden_size=64)
     verifier = build_tiny_classifier(tmp_path / "verifier", resolve_label_space("dfew"))
-    manifest = synthesize(tmp_path / "clips", num_clips=6, labels="dfew", seed=1, size=64, duration=2.0)
-    rows = [dict(json.loads(line), split="train") for line in manifest.read_text().splitlines()]
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = _six_training_clips(tmp_path)
 
     def override(tmp: Path, records: Path, kill: tuple[int, str] | None = None) -> Path:
         config = {
@@ -202,22 +219,11 @@ def test_grpo_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
         }  # fmt: skip
         return _write(tmp / ("kill.yaml" if kill else "run.yaml"), config)
 
-    demo = CONFIGS / "demo" / "grpo.yaml"
-    full_dir, run_dir = tmp_path / "full", tmp_path / "run"
-    full_dir.mkdir()
-    run_dir.mkdir()
-    full_records, records = full_dir / "records.jsonl", run_dir / "records.jsonl"
-    _ok(run_ecr(["fit", "--config", str(demo), "--config", str(override(full_dir, full_records))], cwd=full_dir))
-    full = read_records(full_records)
-    assert len(full) == 6 and full[0:3] != full[3:6]  # 6 clips, batch 2 -> 3 steps an epoch, reshuffled
-    assert len({r["loss"] for r in full}) == 6  # the logged mean reward differs at every step
-    pieces = _kill_then_resume(
-        run_dir,
-        [demo, override(run_dir, records)],
-        [demo, override(run_dir, records, (4, "SIGKILL"))],  # killed as step 5 starts: one batch into epoch 1
-        records,
-        "last",
+    full, pieces = _full_then_killed_and_resumed(
+        tmp_path, CONFIGS / "demo" / "grpo.yaml", override, _one_batch_into_epoch_1
     )
+    assert len(full) == 6  # 6 clips, batch 2 -> 3 steps an epoch
+    assert len({r["loss"] for r in full}) == 6  # the logged mean reward differs at every step
     _assert_same_run(full, pieces)
 
 
@@ -242,17 +248,7 @@ def test_erv_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
         }  # fmt: skip
         return _write(tmp / ("kill.yaml" if kill else "run.yaml"), config)
 
-    demo = CONFIGS / "demo" / "erv.yaml"
-    full_dir, run_dir = tmp_path / "full", tmp_path / "run"
-    full_dir.mkdir()
-    run_dir.mkdir()
-    full_records, records = full_dir / "records.jsonl", run_dir / "records.jsonl"
-    _ok(run_ecr(["fit", "--config", str(demo), "--config", str(override(full_dir, full_records))], cwd=full_dir))
-    full = read_records(full_records)
-    per_epoch = len(full) // 2
-    assert per_epoch >= 3 and full[:per_epoch] != full[per_epoch:]
-    kill = (per_epoch + 1, "SIGKILL")  # one batch into epoch 1
-    pieces = _kill_then_resume(
-        run_dir, [demo, override(run_dir, records)], [demo, override(run_dir, records, kill)], records, "last"
+    full, pieces = _full_then_killed_and_resumed(
+        tmp_path, CONFIGS / "demo" / "erv.yaml", override, _one_batch_into_epoch_1
     )
     _assert_same_run(full, pieces)
