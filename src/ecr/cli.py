@@ -68,6 +68,7 @@ EXTRA_COMMANDS: dict[str, str | dict[str, str]] = {
     "model": {"tiny": "ecr.fixtures.tiny_models:tiny_command"},
     "export": "ecr.export:export_command",
     "score": "ecr.evaluation.score:score_command",
+    "pipeline": "ecr.pipeline:pipeline_command",
 }
 
 # LightningCLI's subcommands (their help needs Lightning: `ecr fit --help`)

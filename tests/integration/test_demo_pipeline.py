@@ -1,18 +1,20 @@
-"""The README's main job end to end: the `ecr` steps of scripts/demo.sh, then the exploration notebook.
+"""The README's main job end to end: the stages of configs/demo/pipeline.yaml (what scripts/demo.sh runs).
 
-The commands are parsed from scripts/demo.sh itself (so this test follows the script; the README's step list
-must match it, plus its `ecr export` line) and run in-process with `ecr.cli.main` in a temporary working
-directory: the demo configs' relative paths (demo_data/..., runs/...) land there. Training is shortened with
-CLI overrides. The notebook's code cells then run in that directory and the namespace they leave is checked.
-The slow test is the whole demo; the fast one is its verifier half (a small dataset, the ERV fit, the
-notebook), so the default suite notices a broken script or notebook too.
+The stage commands are read from the pipeline file itself (so this test follows it; the README's step list must
+match it) and run in a temporary working directory: the demo configs' relative paths (demo_data/..., runs/...)
+land there. The fast test runs the verifier half in-process with `ecr.cli.main` (a small dataset, the label
+and ERV stages, with the synthetic explanations standing in for the SFT policy's own); the slow test runs the
+whole chain through `ecr pipeline` in a subprocess, as users do, then again to see every stage skipped, and then
+the exploration notebook on its outputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +28,12 @@ from ecr.export import read_checkpoint
 from ecr.labels import DFEW_LABELS
 from ecr.models.registry import load_policy
 from ecr.models.verifier import load_verifier
+from ecr.pipeline import load_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_SCRIPT = REPO / "scripts" / "demo.sh"
+PIPELINE = REPO / "configs" / "demo" / "pipeline.yaml"
 README = REPO / "README.md"
 NOTEBOOK = REPO / "notebooks" / "explore_explanations.ipynb"
-STEPS = ["data synth", "data check", "model tiny", "label", "fit erv", "fit sft"]  # the script's order
 QUIET = ["--trainer.enable_progress_bar", "false"]
 
 
@@ -47,21 +49,16 @@ def readme_demo_commands(readme: Path = README) -> list[list[str]]:
     return ecr_lines(section.split("```bash", 1)[1].split("```", 1)[0])
 
 
-def demo_commands(script: Path = DEMO_SCRIPT) -> dict[str, list[str]]:
-    """The script's `ecr ...` command lines by step name (see STEPS), with `configs/...` made absolute."""
-    commands: dict[str, list[str]] = {}
-    for raw in ecr_lines(script.read_text()):
-        argv = [str(REPO / a) if a.startswith("configs/") else a for a in raw]
-        name = " ".join(argv[:2]) if argv[0] in ("data", "model") else argv[0]
-        if name == "fit":
-            name += " " + Path(argv[argv.index("--config") + 1]).stem
-        commands[name] = argv
-    assert list(commands) == STEPS, f"{script} changed its steps: {list(commands)}; update this test"
-    return commands
+def demo_commands(pipeline: Path = PIPELINE) -> dict[str, list[str]]:
+    """Each stage's `ecr ...` arguments by stage name, with `configs/...` made absolute."""
+    return {
+        s.name: [str(REPO / a) if a.startswith("configs/") else a for a in s.argv[1:]]
+        for s in load_pipeline(pipeline).stages
+    }
 
 
 def with_option(argv: list[str], option: str, value: str) -> list[str]:
-    """`argv` with the value of an existing `--option` replaced (the option must be in the script)."""
+    """`argv` with the value of an existing `--option` replaced (the option must be in the stage)."""
     i = argv.index(option)
     return [*argv[: i + 1], value, *argv[i + 2 :]]
 
@@ -150,50 +147,58 @@ def check_notebook(namespace: dict[str, Any], num_clips: int, threshold: float) 
     assert by_consistency[True] > by_consistency[False] + 0.2, by_consistency
 
 
+def run_pipeline_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`ecr pipeline --file configs/demo/pipeline.yaml ARGS` in `cwd` (a subprocess, output captured)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    argv = [sys.executable, "-c", "from ecr.cli import main; main()", "pipeline", "--file", str(PIPELINE), *args]
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
 @pytest.mark.slow
-def test_demo_script_and_notebook_end_to_end(demo_dir: Path) -> None:
-    steps = demo_commands()
-    num_clips = int(steps["data synth"][steps["data synth"].index("--num-clips") + 1])
-    for name in ("data synth", "data check", "model tiny", "label"):
-        run_ecr(steps[name])
-    assert (demo_dir / "demo_data/tiny_omni/model.safetensors").is_file()
-    check_data_and_labels(demo_dir, num_clips)
-
-    run_ecr([*steps["fit erv"], "--trainer.max_epochs", "3", *QUIET])
+def test_the_whole_demo_pipeline_then_every_stage_skipped_then_the_notebook(demo_dir: Path) -> None:
+    (demo_dir / "configs").symlink_to(REPO / "configs")  # the stages name configs/demo/... relative to the cwd
+    first = run_pipeline_cli(demo_dir)
+    stages = list(demo_commands())
+    assert first.stdout.count("runs (never ran)") == len(stages), first.stdout
+    num_clips = int(demo_commands()["synth"][demo_commands()["synth"].index("--num-clips") + 1])
+    rows = [json.loads(line) for line in (demo_dir / "demo_data/synth/manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == num_clips and {True, False} == {r["explanation_consistent"] for r in rows}
+    own = [json.loads(line) for line in (demo_dir / "runs/demo_explain/predictions.jsonl").read_text().splitlines()]
+    assert len(own) == sum(r["split"] == "train" for r in rows)  # the SFT policy explained every training clip
     threshold = check_verifier(demo_dir)
-
-    run_ecr([*steps["fit sft"], "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "1"])
-    tags = scalar_tags(demo_dir / "runs/demo_sft")
-    assert {"train/loss", "val/loss", "lr"} <= tags and any(t.endswith("items_per_sec") for t in tags), tags
-    export = readme_demo_commands()[-1]  # the README's `ecr export` line, with its checkpoint path
-    assert export[0] == "export", export
-    last = Path(export[export.index("--checkpoint") + 1])
-    assert last.is_file(), f"the README's checkpoint {last} was not written; found {list(Path().rglob('*.ckpt'))}"
-    run_ecr(export)
-    out = Path(export[export.index("--out") + 1])
-    assert not (out / "adapter").exists()  # a full fine-tune (no LoRA) exports a plain model folder
-    config, trained = read_checkpoint(last)  # the trained (unfrozen) tensors
-    base = load_policy(config).model.state_dict()  # demo_data/tiny_omni
-    assert any(not torch.equal(base[name], tensor) for name, tensor in trained.items()), "SFT changed nothing"
-    exported = load_policy(dataclasses.replace(config, model=str(out / "merged"))).model.state_dict()
-    for name, tensor in trained.items():  # reloaded through the same policy loader a later stage uses
+    assert {"train/loss", "val/loss", "lr"} <= scalar_tags(demo_dir / "runs/demo_sft")
+    grpo_tags = scalar_tags(demo_dir / "runs/demo_grpo")
+    assert any(t.startswith("train/reward") for t in grpo_tags), grpo_tags
+    config, trained = read_checkpoint(demo_dir / "runs/demo_sft/tb/version_0/checkpoints/last.ckpt")
+    exported = load_policy(dataclasses.replace(config, model="runs/demo_sft/export/merged")).model.state_dict()
+    for name, tensor in trained.items():  # the exported SFT policy is the trained one
         torch.testing.assert_close(exported[name], tensor, msg=lambda m, name=name: f"{name}: {m}")
+    for run in ("demo_predict", "demo_predict_grpo"):
+        metrics = json.loads((demo_dir / f"runs/{run}/metrics.json").read_text())
+        assert 0.0 <= metrics["war"] <= 1.0 and metrics["n"] == sum(r["split"] == "test" for r in rows)
+    assert "WAR" in first.stdout and "GRPO" in first.stdout  # the summary table
+
+    second = run_pipeline_cli(demo_dir)
+    assert second.stdout.count("up to date, skipped") == len(stages), second.stdout
 
     check_notebook(run_notebook(), num_clips, threshold)
 
 
-def test_readme_lists_the_demo_script_steps() -> None:
+def test_readme_lists_the_demo_pipeline_stages() -> None:
     readme = readme_demo_commands()
-    script = ecr_lines(DEMO_SCRIPT.read_text())
-    assert readme[: len(script)] == script and [c[0] for c in readme[len(script) :]] == ["export"], readme
+    stages = [s.argv[1:] for s in load_pipeline(PIPELINE).stages]
+    assert readme == stages, "README's demo step list differs from configs/demo/pipeline.yaml"
 
 
-def test_demo_verifier_half_and_notebook(demo_dir: Path) -> None:
-    """Fast variant: the script's synth (16 clips), check, label and ERV fit (3 epochs) steps, then the notebook."""
+def test_demo_verifier_half(demo_dir: Path) -> None:
+    """Fast variant: synth (16 clips), check, label (the synthetic explanations in place of the SFT policy's own)
+    and the ERV fit (3 epochs) of the demo pipeline."""
     steps = demo_commands()
-    run_ecr(with_option(steps["data synth"], "--num-clips", "16"))
-    run_ecr(steps["data check"])
-    run_ecr(steps["label"])
+    run_ecr(with_option(steps["synth"], "--num-clips", "16"))
+    run_ecr(steps["check"])
+    run_ecr([*with_option(steps["label"], "--input", "demo_data/synth/manifest.jsonl"), "--splits", "[train, val]"])
     check_data_and_labels(demo_dir, 16)
-    run_ecr([*steps["fit erv"], "--trainer.max_epochs", "3", *QUIET])
-    check_notebook(run_notebook(), 16, check_verifier(demo_dir))
+    run_ecr([*steps["erv"], "--trainer.max_epochs", "3", *QUIET])
+    check_verifier(demo_dir)

@@ -88,6 +88,7 @@ class SplitDataModule(LightningDataModule):
     """
 
     default_collate_fn: Callable[[list[Any]], Any] = staticmethod(default_collate)
+    predict_split: str = "test"  # the split the predict loop runs on (a subclass option may change it)
 
     def _init_splits(
         self,
@@ -197,7 +198,9 @@ class SplitDataModule(LightningDataModule):
         return self._loader("test", "test", train=False)
 
     def predict_dataloader(self) -> ResumableDataLoader:
-        return self._loader("test", "predict", train=False)
+        # the test split by default; `predict_split: train` generates on training clips (e.g. the SFT policy's
+        # own explanations, which the ERV teacher labels), always in order and never shuffled
+        return self._loader(self.predict_split, "predict", train=False)
 
 
 class ClipDataModule(SplitDataModule):
@@ -224,6 +227,8 @@ class ClipDataModule(SplitDataModule):
         drop_last: drop the last incomplete training batch.
         pin_memory: pin batches in page-locked memory (for GPU training).
         persistent_workers: keep decoding workers alive between epochs (saves their start-up each epoch).
+        predict_split: the split `ecr predict` runs on: "test" (default), "val" or "train" (e.g. to collect the
+            SFT policy's own explanations of training clips for the ERV teacher).
     """
 
     def __init__(
@@ -247,8 +252,11 @@ class ClipDataModule(SplitDataModule):
         drop_last: bool = False,
         pin_memory: bool = False,
         persistent_workers: bool = True,
+        predict_split: Literal["train", "val", "test"] = "test",
     ) -> None:
         super().__init__()
+        if predict_split not in ("train", "val", "test"):
+            raise ConfigError(f"data.predict_split: {predict_split!r} is not one of train, val, test")
         if format not in ("custom", "dfew", "mafw", "emer"):
             raise ConfigError(f"data.format: {format!r} is not one of custom, dfew, mafw, emer")
         if format in ("custom", "emer") and manifest is None:
@@ -286,6 +294,7 @@ class ClipDataModule(SplitDataModule):
         self.on_error: OnError = on_error
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.predict_split = predict_split
         self.skipped: dict[str, list[ClipFailure]] = {"train": [], "val": [], "test": [], "predict": []}
         self.skip_counts: dict[str, int] = {"train": 0, "val": 0, "test": 0, "predict": 0}
         self._epoch_counter: dict[str, int] = {}

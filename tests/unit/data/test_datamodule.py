@@ -52,6 +52,16 @@ def test_setup_reads_manifest_and_uses_its_splits(synth_dir: Path) -> None:
     assert "explanation_consistent" in rec.meta
 
 
+def test_predict_split_selects_the_clips_the_predict_loop_sees(synth_dir: Path) -> None:
+    for split in ("val", "train"):  # (the 16-clip set has no test rows)
+        dm = _dm(synth_dir, val_fraction=0.25, predict_split=split)
+        dm.setup("predict")
+        seen = [i for batch in dm.predict_dataloader() for i in batch["ids"]]
+        assert seen == [r.id for r in dm.splits[split]]  # every clip of that split, in order, unshuffled
+    with pytest.raises(ConfigError, match="predict_split"):
+        _dm(synth_dir, predict_split="dev")
+
+
 def test_manifest_is_read_in_setup_not_init(tmp_path: Path) -> None:
     dm = ClipDataModule(root=tmp_path, manifest=tmp_path / "missing.jsonl", labels="dfew")
     with pytest.raises(ManifestError, match="missing.jsonl"):
