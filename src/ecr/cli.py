@@ -65,7 +65,11 @@ DEBUG_ENV = "ECR_DEBUG"  # ECR_DEBUG=1: tracebacks for user errors too
 EXTRA_COMMANDS: dict[str, str | dict[str, str]] = {
     "data": {"synth": "ecr.fixtures.synth:synth_command", "check": "ecr.data.check:check_command"},
     "label": "ecr.teachers.label:label_command",
-    "model": {"tiny": "ecr.fixtures.tiny_models:tiny_command"},
+    "model": {
+        "tiny": "ecr.fixtures.tiny_models:tiny_command",
+        "info": "ecr.models.info:info_command",
+        "check": "ecr.models.layout:check_command",
+    },
     "export": "ecr.export:export_command",
     "score": "ecr.evaluation.score:score_command",
     "pipeline": "ecr.pipeline:pipeline_command",
