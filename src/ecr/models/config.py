@@ -63,7 +63,7 @@ class PolicyConfig:
     """The policy model: backbone family, weights, precision, adaptation and freezing."""
 
     backbone: str = "qwen2_5_omni"
-    """Registered backbone name (`ecr.models.registry.BACKBONES`): qwen2_5_omni | causal_lm."""
+    """Registered backbone name (`ecr.models.registry.BACKBONES`): qwen2_5_omni | causal_lm | humanomni."""
     model: str = "Qwen/Qwen2.5-Omni-3B"
     """Local folder or hub model id. Ids resolve in the local HF cache only; nothing is downloaded."""
     revision: str | None = None
@@ -88,6 +88,9 @@ class PolicyConfig:
     """Existing PEFT adapter folder to start from (e.g. the SFT adapter for GRPO); trained further."""
     inputs: InputSettings = field(default_factory=InputSettings)
     """Prompt and media settings."""
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    """Family-specific keyword options of the backbone class (e.g. humanomni: `vision_tower`, `audio_tower`,
+    `router`, `towers_from_checkpoint`); saved with the policy, so export and predict rebuild the same model."""
 
     def __post_init__(self) -> None:
         # folders given as Path objects in Python: keep strings so `to_dict()` stays weights_only-loadable

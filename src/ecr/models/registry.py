@@ -8,6 +8,7 @@ told otherwise, loads its weights. Built-in families are imported on first looku
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,7 +17,11 @@ from ecr.models.backbone import PolicyBackbone
 from ecr.models.config import PolicyConfig
 
 BACKBONES: dict[str, type] = {}
-_BUILTIN = {"qwen2_5_omni": "ecr.models.qwen2_5_omni", "causal_lm": "ecr.models.causal_lm"}
+_BUILTIN = {
+    "qwen2_5_omni": "ecr.models.qwen2_5_omni",
+    "causal_lm": "ecr.models.causal_lm",
+    "humanomni": "ecr.models.humanomni.backbone",
+}
 T = TypeVar("T", bound=type)
 
 
@@ -43,7 +48,12 @@ def backbone_class(name: str) -> type:
 def build_backbone(config: PolicyConfig | dict[str, Any]) -> PolicyBackbone:
     """The backbone object for `config`, weights not loaded yet (cheap)."""
     config = PolicyConfig.from_dict(config)
-    backbone = backbone_class(config.backbone)(config)
+    cls = backbone_class(config.backbone)
+    accepted = [p.name for p in inspect.signature(cls).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(config.backbone_options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"policy.backbone_options: {config.backbone!r} takes none of {unknown}; it takes {accepted}")
+    backbone = cls(config, **config.backbone_options)
     if not isinstance(backbone, PolicyBackbone):  # a registered class missing part of the protocol
         raise ConfigError(f"policy.backbone: {type(backbone).__name__} does not implement PolicyBackbone")
     return backbone
