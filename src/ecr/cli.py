@@ -31,6 +31,7 @@ import errno
 import functools
 import importlib
 import importlib.util
+import json
 import os
 import signal
 import sys
@@ -72,7 +73,18 @@ EXTRA_COMMANDS: dict[str, str | dict[str, str]] = {
     },
     "export": "ecr.export:export_command",
     "score": "ecr.evaluation.score:score_command",
+    "report": "ecr.evaluation.report:report_command",
     "pipeline": "ecr.pipeline:pipeline_command",
+}
+
+# commands whose leading bare arguments fill one option (`ecr score P.jsonl` = `ecr score --predictions P.jsonl`;
+# a list option takes them all: `ecr report A.jsonl B.jsonl`); the option form keeps working
+POSITIONAL: dict[str, tuple[str, bool]] = {
+    "ecr score": ("predictions", False),
+    "ecr report": ("predictions", True),
+    "ecr model info": ("model", False),
+    "ecr model check": ("path", False),
+    "ecr pipeline": ("file", False),
 }
 
 # LightningCLI's subcommands (their help needs Lightning: `ecr fit --help`)
@@ -288,6 +300,20 @@ def _underscore_option(arg: str) -> str:
     return "--" + name[2:].replace("-", "_") + eq + value
 
 
+def _positional_to_option(prog: str, rest: list[str]) -> list[str]:
+    """Leading bare arguments of a POSITIONAL command become its option (a list option takes them all)."""
+    if prog not in POSITIONAL:
+        return rest
+    n = next((i for i, a in enumerate(rest) if a.startswith("-")), len(rest))
+    if n == 0:
+        return rest
+    option, is_list = POSITIONAL[prog]
+    if n > 1 and not is_list:
+        raise ConfigError(f"{prog}: takes one bare argument (its --{option}), got {n}: {rest[:n]}")
+    value = "[" + ", ".join(json.dumps(a) for a in rest[:n]) + "]" if is_list else rest[0]
+    return [f"--{option}", value, *rest[n:]]
+
+
 def run_extra(argv: Sequence[str]) -> Any:
     """Run a utility command (`argv[0]` in EXTRA_COMMANDS) through jsonargparse and return its result."""
     spec = EXTRA_COMMANDS[argv[0]]
@@ -302,6 +328,7 @@ def run_extra(argv: Sequence[str]) -> Any:
         target, prog, rest = spec[rest[0]], f"ecr {argv[0]} {rest[0]}", rest[1:]
     else:
         target, prog = spec, f"ecr {argv[0]}"
+    rest = _positional_to_option(prog, rest)
     from jsonargparse import CLI
 
     configure_parsing()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ecr.cli import EXTRA_COMMANDS, LIGHTNING_COMMANDS, help_text, main, summary
+from ecr.errors import ConfigError
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "ecr"
 
@@ -185,3 +186,28 @@ def test_a_full_disk_while_writing_is_a_short_user_error(
     assert "ecr model: error: OSError: No space left on device" in capsys.readouterr().err
     with pytest.raises(OSError, match="No space left"):
         main(["model", "tiny", "--out", "x", "--debug"])
+
+
+def test_leading_bare_arguments_fill_the_commands_main_option() -> None:
+    from ecr.cli import POSITIONAL, _positional_to_option
+
+    assert _positional_to_option("ecr score", ["p.jsonl", "--labels", "dfew"]) == [
+        "--predictions",
+        "p.jsonl",
+        "--labels",
+        "dfew",
+    ]
+    assert _positional_to_option("ecr report", ["a.jsonl", "b c.jsonl", "--out", "r"]) == [
+        "--predictions",
+        '["a.jsonl", "b c.jsonl"]',
+        "--out",
+        "r",
+    ]
+    options = ["--predictions", "p.jsonl", "--labels", "dfew"]
+    assert _positional_to_option("ecr score", options) == options  # the option form is unchanged
+    assert _positional_to_option("ecr label", ["x"]) == ["x"]  # not a POSITIONAL command
+    with pytest.raises(ConfigError, match="takes one bare argument"):
+        _positional_to_option("ecr score", ["a.jsonl", "b.jsonl"])
+    assert set(POSITIONAL) <= {f"ecr {c}" for c in EXTRA_COMMANDS} | {
+        f"ecr {c} {s}" for c, sub in EXTRA_COMMANDS.items() if isinstance(sub, dict) for s in sub
+    }

@@ -16,9 +16,18 @@ from ecr.cli import cli_main
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "configs"
 RECIPES = CONFIGS / "recipes"
-MODELS = ("qwen2.5-omni-3b", "qwen2.5-omni-7b")
+MODELS = ("qwen2.5-omni-3b", "qwen2.5-omni-7b", "r1-omni-0.5b")
 DATASETS = ("dfew", "mafw")
-MODEL_FOLDERS = {"qwen2.5-omni-3b": "models/Qwen2.5-Omni-3B", "qwen2.5-omni-7b": "models/Qwen2.5-Omni-7B"}
+MODEL_FOLDERS = {
+    "qwen2.5-omni-3b": "models/Qwen2.5-Omni-3B",
+    "qwen2.5-omni-7b": "models/Qwen2.5-Omni-7B",
+    "r1-omni-0.5b": "models/R1-Omni-0.5B",
+}
+INFO_PRESETS = {
+    "qwen2.5-omni-3b": "qwen2.5-omni-3b",
+    "qwen2.5-omni-7b": "qwen2.5-omni-7b",
+    "r1-omni-0.5b": "humanomni-0.5b",
+}
 MULTI_SFT = ["--data.init_args.batch_size", "2", "--trainer.accumulate_grad_batches", "1"]
 MULTI_GRPO = ["--data.init_args.batch_size", "1", "--model.init_args.gradient_accumulation_steps", "1"]
 # Machine-specific path shapes: absolute POSIX or Windows paths, home folders, cluster mounts.
@@ -59,6 +68,12 @@ def recipes() -> dict[str, tuple[list[str], dict[str, Any]]]:
             {"data": data},
         )
         out[f"erv-{data}"] = (_c("erv.yaml") + ["--model.init_args.task", data], {"task": data})
+        out[f"grpo-{data}-r1-omni-0.5b-one_gpu"] = (  # the paper's exact setting: R1-Omni-0.5B -> SFT -> GRPO
+            grpo
+            + _c("recipes/r1-omni-0.5b.yaml", "recipes/one_gpu.yaml")
+            + ["--model.init_args.policy.model", "runs/sft/export/merged"],
+            {"strategy": None, "quantization": "8bit", "nodes_x_devices": 1, "global": 16, "data": data},
+        )
     return out
 
 
@@ -90,6 +105,12 @@ def test_recipe_resolves_as_intended(recipe: str, monkeypatch: pytest.MonkeyPatc
         assert data["format"] == want["data"] and data["root"] == f"data/{want['data'].upper()}"
     if "model" in want:
         assert policy.model == MODEL_FOLDERS[want["model"]]
+    if "r1-omni" in recipe:
+        assert policy.backbone == "humanomni" and set(policy.backbone_options) == {
+            "vision_tower",
+            "audio_tower",
+            "router",
+        }
     if "quantization" not in want:  # the explanation pass: the merged SFT policy, plain bf16
         assert policy.model == "runs/sft/export/merged" and data["predict_split"] == "train"
         return
@@ -130,5 +151,5 @@ def test_readme_lists_every_recipe_file_and_the_memory_of_each_model() -> None:
     for path in RECIPES.glob("*.yaml"):
         assert f"configs/recipes/{path.name}" in readme
     for model in MODELS:
-        assert f"ecr model info --model {model}" in readme
+        assert f"ecr model info --model {INFO_PRESETS[model]}" in readme
     assert "Activations are not included" in readme
