@@ -52,10 +52,12 @@ def overlay(path: Path, text: str) -> str:
 def predict(run: Path, checkpoint: Path | None, extra: str = "") -> Path:
     """`ecr predict` of the demo config for a checkpoint (None: the SFT export) into `run`/predictions.jsonl."""
     out = run / "predictions.jsonl"
-    model = f"model:\n  init_args:\n    checkpoint: {checkpoint}\n{extra}" if checkpoint else ""
+    model = f"model:\n  init_args:\n    policy: null\n    checkpoint: {checkpoint}\n{extra}" if checkpoint else ""
     config = overlay(
         run / "predict_overlay.yaml",
-        f"{model}trainer:\n  default_root_dir: {run}\n  callbacks:\n"
+        f"{model}trainer:\n  default_root_dir: {run}\n"
+        f"  logger:\n    class_path: lightning.pytorch.loggers.TensorBoardLogger\n"
+        f"    init_args:\n      save_dir: {run}\n      name: tb\n  callbacks:\n"
         f"    - class_path: ecr.evaluation.PredictionWriter\n      init_args:\n        output: {out}\n",
     )
     ecr("predict", "--config", "configs/demo/predict.yaml", "--config", config)

@@ -91,7 +91,7 @@ POSITIONAL: dict[str, tuple[str, bool]] = {
 LIGHTNING_COMMANDS: dict[str, str] = {
     "fit": "train a stage: ecr fit --config configs/<stage>.yaml",
     "validate": "run the validation loop of a stage config (optionally --ckpt_path)",
-    "test": "run the test loop of a stage config (optionally --ckpt_path)",
+    "test": "run the test loop (with a predict config: predictions + metrics.json + TensorBoard test/war ...)",
     "predict": "run the predict loop of a stage config (optionally --ckpt_path)",
 }
 

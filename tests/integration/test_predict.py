@@ -6,7 +6,12 @@
   the same numbers from them as from the verifier folder;
 - `merge_parts` keeps rows once, in dataset order, and refuses gaps; with 2 DDP processes (slow) one file is
   written, without duplicates or gaps;
-- `ecr predict --config configs/demo/predict.yaml` runs on the demo outputs when they exist.
+- best-of-N: one generate call per batch draws N candidates per clip (media encoded once), every candidate is
+  recorded with its score, the kept one is the verifier's choice, and seeded runs reproduce;
+- `ecr test` (Lightning's test loop): logs test/* to TensorBoard and writes the predictions file and a metrics.json
+  with the numbers `ecr score` computes from that file (compound truth included); with 2 DDP processes (slow) the
+  synced metrics count each clip once and equal the single-process ones;
+- `ecr predict` / `ecr test --config configs/demo/predict.yaml` run on the demo outputs when they exist.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ from ecr.evaluation.predictions import read_predictions
 from ecr.evaluation.score import score_command, score_predictions
 from ecr.fixtures import build_tiny_classifier, build_tiny_omni, synthesize
 from ecr.labels import DFEW, resolve_label_space
+from ecr.metrics.rerank import CandidateScore, rank_key
 from ecr.models import PolicyConfig
 from ecr.modules.predict import GenerationSettings, PredictModule
+from ecr.rl.rewards import ExplanationReward
+from tests.unit.evaluation.fakes import KeywordVerifier
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"min_pixels": 3136, "max_pixels": 3136}
@@ -53,9 +61,9 @@ def clips(tmp_path_factory) -> Path:
     return root
 
 
-def _data(root: Path, batch_size: int = 2) -> ClipDataModule:
+def _data(root: Path, batch_size: int = 2, manifest: str = "manifest.jsonl") -> ClipDataModule:
     return ClipDataModule(
-        root, format="custom", manifest=root / "manifest.jsonl", labels="dfew", num_frames=4,
+        root, format="custom", manifest=root / manifest, labels="dfew", num_frames=4,
         batch_size=batch_size, val_fraction=0.0, num_workers=0, on_error="raise",
     )  # fmt: skip
 
@@ -185,6 +193,148 @@ def test_two_ddp_processes_write_one_file(tiny: Path, clips: Path, tmp_path: Pat
     ]
 
 
+# ------------------------------------------------------------------------------------------------ best-of-N
+SAMPLED = GenerationSettings(do_sample=True, temperature=1.5, max_new_tokens=10)
+CRAFTED = [  # candidate j of every clip: the keyword verifier prefers j = 1 (its explanation supports its answer)
+    "<think>She is sad. Sad eyes.</think>\n<answer>happy</answer>",
+    "<think>She is happy. A happy voice.</think>\n<answer>happy</answer>",
+    "<think>She is happy.</think>\n<answer>bored</answer>",
+]
+
+
+class DeviceKeywordVerifier(KeywordVerifier):
+    def to(self, device: object) -> DeviceKeywordVerifier:  # the module moves its verifier to its device
+        return self
+
+
+def test_best_of_n_keeps_the_candidate_the_verifier_prefers(
+    tiny: Path, verifier: Path, clips: Path, tmp_path: Path
+) -> None:
+    def module() -> PredictModule:
+        return PredictModule(
+            PolicyConfig(model=str(tiny), inputs=SMALL), verifier=str(verifier), generation=SAMPLED, seed=3,
+            num_samples=3, rerank="verifier",
+        )  # fmt: skip
+
+    real = module()
+    calls: list[tuple[str, int]] = []
+    encode, generate = real.backbone.encode_prompt, real.backbone.generate
+    real.backbone.encode_prompt = lambda b: calls.append(("encode", len(b["meta"]["ids"]))) or encode(b)  # type: ignore[method-assign]
+    real.backbone.generate = lambda p, **kw: calls.append(("generate", p.batch_size)) or generate(p, **kw)  # type: ignore[method-assign]
+    rows = _predict(real, clips, tmp_path / "real.jsonl", limit_predict_batches=1)
+    assert calls == [("encode", 2), ("generate", 6)]  # media once per batch, ONE generate call for 2 clips x 3
+    for r in rows:
+        assert len(r["candidates"]) == 3 and r["rerank"] == {"method": "verifier", "num_samples": 3}
+        kept = r["candidates"][r["chosen"]]
+        assert (kept["completion"], kept["prediction"]) == (r["completion"], r["prediction"])
+        scores = [CandidateScore(c["prediction"], c["score"], c["well_formed"]) for c in r["candidates"]]
+        assert r["chosen"] == max(range(3), key=lambda j: rank_key(scores[j], j))
+        assert r["sentences"] is None or isinstance(r["sentences"], list)  # the kept candidate's
+    again = _predict(module(), clips, tmp_path / "again.jsonl", limit_predict_batches=1)
+    assert [r["candidates"] for r in again] == [r["candidates"] for r in rows]  # seeded: the same N candidates
+
+    crafted = module()
+    crafted.reward = ExplanationReward(DeviceKeywordVerifier(), DFEW)  # a verifier whose preferences are known
+    decode = crafted.backbone.decode
+    crafted.backbone.decode = lambda ids: [CRAFTED[k % 3] for k in range(len(decode(ids)))]  # type: ignore[method-assign]
+    rows = _predict(crafted, clips, tmp_path / "crafted.jsonl")
+    assert [r["chosen"] for r in rows] == [1] * 5
+    assert all(r["completion"] == CRAFTED[1] and r["prediction"] == "happy" for r in rows)
+    assert [c["score"] for c in rows[0]["candidates"]] == [0.0, 1.0, None]
+
+
+# ------------------------------------------------------------------------------------------------ ecr test
+HEADLINE = ("war", "uar", "uar_classes", "n", "unparseable", "per_class_recall", "support", "confusion", "epc",
+            "eea", "fcr", "judged", "missing", "quadrants", "compound")  # fmt: skip
+POOL = ["She smiles.", "He frowns.", "The voice is flat.", "Her brows rise.", "A harsh tone.", "Nothing moves."]
+
+
+class CraftedPredictModule(PredictModule):
+    """The tiny model's real (greedy) completions turned into well-formed ones, deterministically, so that the
+    random verifier reads real think blocks and answers parse: the metrics then have something to count."""
+
+    def configure_model(self) -> None:
+        super().configure_model()
+        decode = self.backbone.decode
+
+        def crafted(ids: torch.Tensor) -> list[str]:
+            out = []
+            for text in decode(ids):
+                h = sum(text.encode()) + len(text)
+                think = " ".join(POOL[(h + i) % len(POOL)] for i in range(1 + h % 3))
+                out.append(f"<think>{think}</think>\n<answer>{DFEW.labels[h % 7]}</answer>")
+            return out
+
+        self.backbone.decode = crafted  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="module")
+def compound_clips(clips: Path) -> Path:
+    """The clips, with a second manifest that gives three of the five rows a compound truth (`labels`)."""
+    rows = [json.loads(line) for line in (clips / "manifest.jsonl").read_text().splitlines()]
+    for i, r in enumerate(rows[:3]):
+        r["labels"] = [r["label"], DFEW.labels[(DFEW.labels.index(r["label"]) + 1 + i) % 7]]
+    (clips / "compound.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return clips
+
+
+def _test(module: PredictModule, root: Path, out: Path, **trainer_kw) -> tuple[dict, dict]:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    trainer_kw.setdefault("devices", 1)
+    trainer = L.Trainer(
+        accelerator="cpu", precision="32-true", logger=TensorBoardLogger(out.parent, name="tb"),
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[PredictionWriter(str(out))],
+        default_root_dir=out.parent, **trainer_kw,
+    )  # fmt: skip
+    (logged,) = trainer.test(module, datamodule=_data(root, batch_size=1, manifest="compound.jsonl"))
+    return logged, json.loads(out.with_name(out.name + ".metrics.json").read_text())
+
+
+def test_ecr_test_logs_and_writes_what_ecr_score_computes(
+    tiny: Path, verifier: Path, compound_clips: Path, tmp_path: Path
+) -> None:
+    module = CraftedPredictModule(
+        PolicyConfig(model=str(tiny), inputs=SMALL), verifier=str(verifier), generation={"max_new_tokens": 8}
+    )
+    out = tmp_path / "test.jsonl"
+    logged, metrics = _test(module, compound_clips, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 5 and [("labels" in r) for r in rows] == [True] * 3 + [False] * 2
+    assert score_command(out, "dfew", out=tmp_path / "score.json", bootstrap=0) == 0
+    scored = json.loads((tmp_path / "score.json").read_text())
+    assert scored["judged"] > 0 and scored["compound"]["n"] == 3  # real judged clips and compound truth
+    for key in HEADLINE:
+        assert metrics[key] == scored[key], key
+    for key in ("war", "uar", "epc", "eea", "fcr", "compound"):
+        value = metrics[key]["accuracy"] if key == "compound" else metrics[key]
+        assert logged[f"test/{key}"] == pytest.approx(value), key
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"))
+    events.Reload()
+    assert {"test/war", "test/uar", "test/epc", "test/eea", "test/fcr"} <= set(events.Tags()["scalars"])
+    assert events.Scalars("test/war")[0].value == pytest.approx(metrics["war"])
+
+
+@pytest.mark.slow
+def test_ecr_test_on_two_ddp_processes_counts_each_clip_once(
+    tiny: Path, verifier: Path, compound_clips: Path, tmp_path: Path
+) -> None:
+    def module() -> PredictModule:
+        policy = PolicyConfig(model=str(tiny), inputs=SMALL)
+        return CraftedPredictModule(policy, verifier=str(verifier), generation={"max_new_tokens": 8})
+
+    # 5 clips on 2 ranks: Lightning's test sampler pads rank 1 with a repeat of clip 0
+    _, ddp = _test(module(), compound_clips, tmp_path / "ddp" / "p.jsonl", devices=2, strategy="ddp_spawn")
+    _, single = _test(module(), compound_clips, tmp_path / "one" / "p.jsonl")
+    assert ddp["n"] == 5 and sum(map(sum, ddp["confusion"]["matrix"])) == 5
+    assert score_command(tmp_path / "ddp" / "p.jsonl", "dfew", out=tmp_path / "score.json", bootstrap=0) == 0
+    scored = json.loads((tmp_path / "score.json").read_text())
+    for key in HEADLINE:
+        assert ddp[key] == single[key] == scored[key], key
+
+
 DEMO = [REPO / "runs/demo_sft/export/merged", REPO / "runs/demo/erv/verifier", REPO / "demo_data/synth"]
 
 
@@ -203,3 +353,17 @@ def test_demo_predict_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 8 and all(r["sentences"] is not None or r["think"] is None for r in rows)
     assert score_command(out, "dfew", out=tmp_path / "m.json") == 0
+    # `ecr test` on the same config: TensorBoard scalars + the predictions file + metrics.json = `ecr score`'s numbers
+    tested = tmp_path / "tested.jsonl"
+    cli_main([
+        "test", "--config", "configs/demo/predict.yaml", "--trainer.callbacks.init_args.output", str(tested),
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+    ])  # fmt: skip
+    metrics = json.loads(tested.with_name(tested.name + ".metrics.json").read_text())
+    scored = json.loads((tmp_path / "m.json").read_text())
+    assert [json.loads(line)["completion"] for line in tested.read_text().splitlines()] == [
+        r["completion"] for r in rows
+    ]
+    for key in ("war", "uar", "confusion", "epc", "eea", "fcr", "quadrants"):
+        assert metrics[key] == scored[key], key
+    assert list(tmp_path.glob("tb/version_*/events.out.tfevents.*"))

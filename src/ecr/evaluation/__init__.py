@@ -7,7 +7,11 @@
   server, through the teacher's client: bounded concurrency, retries with backoff, an append-only cache);
 - `read_predictions` (strict: a malformed line, an unknown label or a duplicate id is a `ManifestError` naming
   the line), `score_predictions` and `score_command` (`ecr score`): metrics.json with WAR/UAR, EPC/EEA/FCR,
-  the missing judge answers, per-class recall, the confusion matrix and the quadrants.
+  the missing judge answers, per-class recall, the confusion matrix and the quadrants;
+- `write_report` / `report_command` (`ecr report`): one self-contained HTML page (+ PNGs from `plots`) for one
+  or more predictions files side by side, every number from `score_predictions` / `compare_predictions`;
+- `clip_views` / `filter_clips` / `clips_table`: scored clips by quadrant or class (the report's examples and
+  the explanations notebook pick clips with them).
 """
 
 from ecr.lazy import lazy_exports
@@ -24,6 +28,12 @@ _EXPORTS = {
     "read_predictions": "predictions",
     "score_command": "score",
     "score_predictions": "score",
+    "report_command": "report",
+    "write_report": "report",
+    "ClipView": "browse",
+    "clip_views": "browse",
+    "clips_table": "browse",
+    "filter_clips": "browse",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,11 +6,14 @@ or off-list), `answer_text` (the raw `<answer>` text or null), `think` (the `<th
 `completion` (the decoded output), `num_tokens`, `truncated`, `sentences` (each `{"text", "labels": {class:
 p}}`, the verifier's label set, when a verifier was configured) and `verifier` (its folder, τ and the task ->
 verifier class mapping), `generation` (the settings), `seed`, `sampling_seed` (sampling only) and `model`
-(backbone, weights, adapter, checkpoint).
+(backbone, weights, adapter, checkpoint); `labels` (all of the clip's ground-truth labels, canonical: MAFW's
+compound truth or a custom manifest's `labels`), only for clips that have them; with best-of-N reranking
+`rerank`, `chosen` and `candidates` (kept as written, not read back here).
 
 `read_predictions` is strict: a line that is not a JSON object, a missing or non-string `id`, a `label` or
 `prediction` that is not a label of the set, or an id seen before is a `ManifestError` naming `file:line`.
-Only `id` and `label` are required; `prediction` is re-derived from `completion` when absent.
+Only `id` and `label` are required; `prediction` is re-derived from `completion` when absent. `labels`, when
+present, must be a non-empty list of labels of the set (`ManifestError` naming the line otherwise).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Prediction:
     sentences: list[dict[str, Any]] | None = None
     verifier: dict[str, Any] | None = None
     line: int = 0
+    labels: tuple[str, ...] | None = None  # compound ground truth (every label of the clip), when the file has it
 
 
 def _text(row: dict[str, Any], key: str, where: str) -> str | None:
@@ -90,8 +94,23 @@ def read_predictions(path: str | Path, label_set: LabelSet) -> list[Prediction]:
         verifier = row.get("verifier")
         if verifier is not None and not isinstance(verifier, dict):
             raise ManifestError(f"{where}: field 'verifier' must be an object")
-        out.append(Prediction(clip, label, prediction, think, completion, sentences, verifier, lineno))
+        labels = _labels(row, label_set, where) if row.get("labels") is not None else None
+        out.append(Prediction(clip, label, prediction, think, completion, sentences, verifier, lineno, labels))
     return out
+
+
+def _labels(row: dict[str, Any], label_set: LabelSet, where: str) -> tuple[str, ...]:
+    """The row's compound truth, canonical and each label once; a ManifestError naming `where` otherwise."""
+    raw = row["labels"]
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
+        raise ManifestError(f"{where}: field 'labels' must be a non-empty list of labels, got {raw!r}")
+    out = []
+    for x in raw:
+        label = label_set.normalize(x)
+        if label is None:
+            raise ManifestError(f"{where}: labels: {x!r} is not a label of {label_set.name!r} {list(label_set)}")
+        out.append(label)
+    return tuple(dict.fromkeys(out))
 
 
 __all__ = ["Prediction", "read_predictions"]

@@ -8,6 +8,16 @@ label)"), `quadrants` (judged clips: prediction right/wrong × explanation right
 settings; `usage` adds requests, retries and cache hits for the LLM judge). With `judge="none"` only the
 recognition metrics are computed.
 
+Several judges (`judge=["verifier", "openai"]`): the top-level explanation metrics are the FIRST judge's;
+`judges` holds every judge's own (`epc`, `eea`, `fcr`, `judged`, `missing`, `missing_reasons`, `quadrants`,
+`judge`, `explanations`), and `agreement` holds, for every pair "a/b" in the given order, the raw agreement
+and Cohen's κ on the clips both judges answered (`n`, `excluded`, the contingency `table`;
+`ecr.metrics.agreement.judge_agreement`). Intervals and comparisons use the first judge.
+
+Compound truth: when rows carry `labels` (every ground-truth label of the clip, e.g. MAFW's compound set),
+`compound` holds the accuracy where a prediction counts as right when it is any of them, over the `n` clips
+that have such a list (`ecr.metrics.compound`); WAR/UAR stay single-label.
+
 Uncertainty (`ecr.metrics.intervals`): with `bootstrap` > 0 resamples (default 1000), `intervals` holds a
 percentile bootstrap 95 % interval over clips for `war`, `uar` and, with a judge, `epc`, `eea`, `fcr` (None when
 no resample had a judged clip), next to the settings `n_resamples`, `confidence` and `seed`. With `compare` (a
@@ -32,6 +42,8 @@ from ecr.errors import ConfigError
 from ecr.evaluation.judges import Judge, LLMJudge, StoredVerifierJudge, VerifierJudge
 from ecr.evaluation.predictions import Prediction, read_predictions
 from ecr.labels import LabelSet, get_label_set
+from ecr.metrics.agreement import judge_agreement
+from ecr.metrics.compound import compound_hits, compound_scores, label_mask
 from ecr.metrics.explanation import ExplanationMetrics
 from ecr.metrics.intervals import ClipOutcomes, bootstrap_interval, paired_bootstrap
 from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
@@ -49,14 +61,15 @@ def _ids(values: Sequence[str | None], label_set: LabelSet) -> torch.Tensor:
 def score_predictions(
     predictions: Sequence[Prediction],
     label_set: LabelSet,
-    judge: Judge | None,
+    judge: Judge | Sequence[Judge] | None,
     bootstrap: int = 0,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """The metrics dict of metrics.json (see the module docstring) for validated predictions.
 
-    `bootstrap` > 0 adds `intervals` (that many resamples, seeded by `seed`); 0 leaves them out.
+    `judge` may be several judges: the first gives the top-level explanation metrics, all of them `judges` and
+    `agreement`. `bootstrap` > 0 adds `intervals` (that many resamples, seeded by `seed`); 0 leaves them out.
     """
     out, clips = _score(predictions, label_set, judge)
     if bootstrap > 0:
@@ -64,37 +77,75 @@ def score_predictions(
     return out
 
 
+def _judge_list(judge: Judge | Sequence[Judge] | None) -> list[Judge]:
+    judges = [] if judge is None else [judge] if isinstance(judge, Judge) else list(judge)
+    names = [j.name for j in judges]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"judge: each judge may be given once, got {names}")
+    return judges
+
+
 def _score(
-    predictions: Sequence[Prediction], label_set: LabelSet, judge: Judge | None
+    predictions: Sequence[Prediction], label_set: LabelSet, judge: Judge | Sequence[Judge] | None
 ) -> tuple[dict[str, Any], ClipOutcomes]:
-    """The metrics dict without intervals, and the per-clip class ids the bootstrap resamples."""
+    """The metrics dict without intervals, and the per-clip class ids (first judge) the bootstrap resamples."""
+    judges = _judge_list(judge)
     ids = [p.id for p in predictions]
     recognition = RecognitionMetrics(label_set.labels)
     target = _ids([p.label for p in predictions], label_set)  # [N]
     pred = _ids([p.prediction for p in predictions], label_set)  # [N]
     recognition.update(pred, target)
     out: dict[str, Any] = {"labels": list(label_set.labels), **recognition.report()}
-    if judge is None:
+    compound = _compound(predictions, pred, label_set)
+    if compound is not None:
+        out["compound"] = compound
+    if not judges:
         out["judge"] = None
         return out, ClipOutcomes(pred, target, len(label_set.labels), ids=ids)
+    per_judge = [_judge_report(predictions, label_set, j, pred, target) for j in judges]
+    first, explained, _ = per_judge[0]
+    out.update(first)
+    if len(judges) > 1:
+        out["judges"] = {j.name: rep for j, (rep, _, _) in zip(judges, per_judge, strict=True)}
+        out["agreement"] = {
+            f"{judges[a].name}/{judges[b].name}": judge_agreement(per_judge[a][2], per_judge[b][2], label_set.labels)
+            for a in range(len(judges))
+            for b in range(a + 1, len(judges))
+        }
+    return out, ClipOutcomes(pred, target, len(label_set.labels), explained, ids=ids)
+
+
+def _judge_report(
+    predictions: Sequence[Prediction], label_set: LabelSet, judge: Judge, pred: torch.Tensor, target: torch.Tensor
+) -> tuple[dict[str, Any], torch.Tensor, list[str | None]]:
+    """One judge's explanation metrics (with its settings and per-clip answers), its class ids ê long [N] and
+    its labels per clip (None = MISSING)."""
     results = judge.judge(predictions)
     if len(results) != len(predictions):
         raise RuntimeError(f"judge {judge.name!r} returned {len(results)} answers for {len(predictions)} predictions")
     reasons = Counter(r.reason for r in results if isinstance(r, Missing))
-    explained = _ids([None if isinstance(r, Missing) else r for r in results], label_set)  # [N]
+    answers = [None if isinstance(r, Missing) else r for r in results]
+    explained = _ids(answers, label_set)  # [N]
     explanation = ExplanationMetrics()
     explanation.update(pred, explained, target)
     rep = explanation.report()
-    out.update(rep)
-    out["missing_reasons"] = dict(sorted(reasons.items()))
+    rep["missing_reasons"] = dict(sorted(reasons.items()))
     settings = judge.settings()
     if isinstance(judge, LLMJudge):
         settings["usage"] = judge.usage()
-    out["judge"] = settings
-    out["explanations"] = {
-        p.id: (None if isinstance(r, Missing) else r) for p, r in zip(predictions, results, strict=True)
-    }
-    return out, ClipOutcomes(pred, target, len(label_set.labels), explained, ids=ids)
+    rep["judge"] = settings
+    rep["explanations"] = {p.id: a for p, a in zip(predictions, answers, strict=True)}
+    return rep, explained, answers
+
+
+def _compound(predictions: Sequence[Prediction], pred: torch.Tensor, label_set: LabelSet) -> dict[str, Any] | None:
+    """`compound` of metrics.json over the rows that carry `labels` (None when no row does)."""
+    rows = [i for i, p in enumerate(predictions) if p.labels is not None]
+    if not rows:
+        return None
+    truth = label_mask([predictions[i].labels or () for i in rows], label_set.labels)  # [M, K]
+    hits = compound_hits(pred[rows], truth)  # [M]
+    return compound_scores(hits.sum(), len(rows))
 
 
 def compare_predictions(
@@ -150,7 +201,15 @@ def summary_table(metrics: dict[str, Any]) -> str:
     ]
     if metrics.get("judge"):
         note = f"{metrics['judged']} judged, {metrics['missing']} missing {metrics.get('missing_reasons') or ''}"
+        if metrics.get("judges"):
+            note = f"judge {metrics['judge']['judge']}: {note}"
         rows += [[name.upper(), _pct(metrics[name]), note] for name in ("epc", "eea", "fcr")]
+        for name, rep in list((metrics.get("judges") or {}).items())[1:]:
+            note = f"judge {name}: {rep['judged']} judged, {rep['missing']} missing"
+            rows += [[f"{key.upper()} ({name})", _pct(rep[key]), note] for key in ("epc", "eea", "fcr")]
+    compound = metrics.get("compound")
+    if compound:
+        rows.append(["compound", _pct(compound["accuracy"]), f"{compound['n']} clips with several labels: any one"])
     intervals = metrics.get("intervals")
     if intervals:
         level = f"{100 * intervals['confidence']:g}% interval"
@@ -178,6 +237,12 @@ def summary_table(metrics: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    for pair, agreement in (metrics.get("agreement") or {}).items():
+        kappa = "n/a" if agreement["kappa"] is None else f"{agreement['kappa']:.3f}"
+        lines.append(
+            f"\njudges {pair}: raw agreement {_pct(agreement['agreement'])} %, Cohen's kappa {kappa} "
+            f"on {agreement['n']} clips both judged ({agreement['excluded']} excluded)"
+        )
     comparison = metrics.get("comparison")
     if comparison:
         level = f"{100 * comparison['confidence']:g}% interval"
@@ -206,11 +271,47 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def build_judges(
+    judge: str | Sequence[str],
+    label_set: LabelSet,
+    *,
+    verifier: Path | None = None,
+    threshold: float | None = None,
+    splitter: str = "official",
+    openai: OpenAIConfig | None = None,
+    cache: Path | None = None,
+) -> list[Judge]:
+    """The judges named by `judge` (`ecr score`'s and `ecr report`'s option): [] for none; verifier = the folder's
+    verifier when given, else the sentence labels `ecr predict` stored; openai = the LLM judge (cache required)."""
+    names = [judge] if isinstance(judge, str) else list(judge)
+    if not names or ("none" in names and len(names) > 1):
+        raise ConfigError(f"judge: {names} must be none alone, or one or more of verifier, openai")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"judge: each judge may be given once, got {names}")
+    chosen: list[Judge] = []
+    for name in names:
+        if name == "none":
+            continue
+        if name == "verifier":
+            if verifier is not None:
+                chosen.append(VerifierJudge(verifier, label_set, threshold=threshold, splitter=splitter))
+            else:
+                chosen.append(StoredVerifierJudge(label_set))
+        elif name == "openai":
+            if cache is None:
+                raise ConfigError("judge openai: needs an answer cache file (so a rerun pays nothing twice)")
+            config = openai or OpenAIConfig(model="gpt-4.1-mini", max_tokens=16)
+            chosen.append(LLMJudge(label_set, config=config, cache_path=cache))
+        else:
+            raise ConfigError(f"judge: {name!r} is not verifier, openai or none")
+    return chosen
+
+
 def score_command(
     predictions: Path,
     labels: str | list[str],
     out: Path | None = None,
-    judge: JudgeName = "verifier",
+    judge: JudgeName | list[JudgeName] = "verifier",
     verifier: Path | None = None,
     threshold: float | None = None,
     splitter: str = "official",
@@ -226,7 +327,9 @@ def score_command(
         predictions: Predictions JSONL written by `ecr predict` (one row per clip: id, label, prediction, think, ...).
         labels: Label set of the task: dfew | mafw | a list of labels (the file's labels must belong to it).
         out: Where to write metrics.json (default: <predictions>.metrics.json).
-        judge: Explanation judge: verifier (offline, per-sentence ERV labels) | openai (LLM judge) | none (WAR/UAR).
+        judge: Explanation judge: verifier (offline, per-sentence ERV labels) | openai (LLM judge) | none (WAR/UAR),
+            or several, e.g. [verifier, openai] (or `--judge verifier --judge+ openai`): the first gives the headline
+            EPC/EEA/FCR, metrics.json adds each judge's (`judges`) and their agreement and Cohen's kappa.
         verifier: Verifier folder for judge=verifier; without it the sentence labels stored by `ecr predict` are used.
         threshold: Override of the verifier's saved threshold τ (None = the folder's own).
         splitter: Sentence splitter of the verifier judge: official (paper regex) | pysbd.
@@ -241,20 +344,15 @@ def score_command(
     predictions = Path(predictions)
     rows = read_predictions(predictions, label_set)
     out = Path(out) if out is not None else predictions.with_name(predictions.name + ".metrics.json")
-    chosen: Judge | None
-    if judge == "none":
-        chosen = None
-    elif judge == "verifier":
-        if verifier is not None:
-            chosen = VerifierJudge(verifier, label_set, threshold=threshold, splitter=splitter)
-        else:
-            chosen = StoredVerifierJudge(label_set)
-    elif judge == "openai":
-        config = openai or OpenAIConfig(model="gpt-4.1-mini", max_tokens=16)
-        cache_path = Path(cache) if cache is not None else out.with_name(out.name + ".judge_cache.jsonl")
-        chosen = LLMJudge(label_set, config=config, cache_path=cache_path)
-    else:
-        raise ConfigError(f"judge: {judge!r} is not verifier, openai or none")
+    chosen = build_judges(
+        judge,
+        label_set,
+        verifier=verifier,
+        threshold=threshold,
+        splitter=splitter,
+        openai=openai,
+        cache=Path(cache) if cache is not None else out.with_name(out.name + ".judge_cache.jsonl"),
+    )
     if bootstrap < 0:
         raise ConfigError(f"bootstrap: {bootstrap} must be >= 0 (0 = no intervals)")
     scored, clips = _score(rows, label_set, chosen)
@@ -264,7 +362,7 @@ def score_command(
     if compare is not None:
         compare = Path(compare)
         other = read_predictions(compare, label_set)
-        comparison = _compare(clips, other, label_set, chosen, bootstrap=bootstrap, seed=seed)
+        comparison = _compare(clips, other, label_set, chosen[:1], bootstrap=bootstrap, seed=seed)
         metrics["comparison"] = {"predictions": os.fspath(compare), **comparison}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

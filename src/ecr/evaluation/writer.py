@@ -8,6 +8,12 @@ the predict split must be either written or skipped: a gap is an error, never a 
 `limit_predict_batches` asked for part of the split). The
 file is written to a temporary name and renamed, so a reader never sees half a file. The parts folder must be
 visible to rank 0 (one node, or a shared file system).
+
+The same happens in Lightning's test loop (`ecr test`: the rows `PredictModule.test_step` returns, the test
+split, `limit_test_batches`), and then rank 0 also writes `metrics` (default `<output>.metrics.json`, the path
+`ecr score` uses by default) from the module's synced `test_report`: the top-level numbers `ecr score` gives
+on the predictions file (WAR/UAR, per-class recall, confusion; EPC/EEA/FCR and quadrants with the verifier;
+`compound`). Bootstrap intervals, comparisons and other judges stay `ecr score`'s job.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 
-def _dataset_ids(trainer: Trainer) -> list[str] | None:
-    loaders = trainer.predict_dataloaders
+def _dataset_ids(trainer: Trainer, stage: str = "predict") -> list[str] | None:
+    loaders = trainer.predict_dataloaders if stage == "predict" else trainer.test_dataloaders
     loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
     records = getattr(getattr(loader, "dataset", None), "records", None)
     return [str(r.id) for r in records] if records is not None else None
@@ -65,13 +71,19 @@ def merge_parts(
 class PredictionWriter(BasePredictionWriter):
     """Write the rows `PredictModule.predict_step` returns to one JSONL file (see module docstring)."""
 
-    def __init__(self, output: str) -> None:
+    def __init__(self, output: str, metrics: str | None = None) -> None:
         """
         Args:
             output: Predictions JSONL to write (overwritten); `<output>.parts/` holds the per-rank parts meanwhile.
+            metrics: metrics.json that `ecr test` writes (None = <output>.metrics.json); `ecr predict` writes none.
         """
         super().__init__(write_interval="batch")
         self.output = Path(os.fspath(output))
+        self.metrics = (
+            Path(os.fspath(metrics))
+            if metrics is not None
+            else self.output.with_name(self.output.name + ".metrics.json")
+        )
         self.parts_dir = self.output.with_name(self.output.name + ".parts")
         self._fh: Any = None
         self.written = 0
@@ -81,6 +93,34 @@ class PredictionWriter(BasePredictionWriter):
         return self.parts_dir / f"rank{rank:05d}.jsonl"
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._open(trainer)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._open(trainer)
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self.write_on_batch_end(trainer, pl_module, outputs, None, batch, batch_idx, dataloader_idx)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._merge(trainer, "test")
+        report = getattr(pl_module, "test_report", None)
+        if trainer.is_global_zero and report is not None:
+            tmp = self.metrics.with_name(self.metrics.name + ".tmp")
+            self.metrics.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"predictions": os.fspath(self.output), **report}, indent=2) + "\n")
+            tmp.replace(self.metrics)
+            print(f"[ecr.test] metrics -> {self.metrics}", file=sys.stderr, flush=True)
+        trainer.strategy.barrier("ecr_test_metrics")
+
+    def _open(self, trainer: Trainer) -> None:
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self._fh = self._part(trainer.global_rank).open("w", encoding="utf-8")
         self.written = 0
@@ -100,10 +140,14 @@ class PredictionWriter(BasePredictionWriter):
         self._fh.flush()
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._merge(trainer, "predict")
+
+    def _merge(self, trainer: Trainer, stage: str) -> None:
+        """Close this rank's part; rank 0 merges all parts into the output (see the module docstring)."""
         self._fh.close()
         self._fh = None
         datamodule = getattr(trainer, "datamodule", None)
-        skipped = [f.id for f in (getattr(datamodule, "skipped", None) or {}).get("predict", [])]
+        skipped = [f.id for f in (getattr(datamodule, "skipped", None) or {}).get(stage, [])]
         skip_file = self.parts_dir / f"rank{trainer.global_rank:05d}.skipped.json"
         skip_file.write_text(json.dumps(skipped))
         trainer.strategy.barrier("ecr_predictions_parts")
@@ -112,9 +156,9 @@ class PredictionWriter(BasePredictionWriter):
             skipped_ids: set[str] = set()
             for r in range(world):
                 skipped_ids |= set(json.loads((self.parts_dir / f"rank{r:05d}.skipped.json").read_text()))
-            limit = trainer.limit_predict_batches
-            whole = isinstance(limit, float) and limit == 1.0  # limit_predict_batches: a partial pass, no gap check
-            expected = _dataset_ids(trainer) if whole else None
+            limit = trainer.limit_predict_batches if stage == "predict" else trainer.limit_test_batches
+            whole = isinstance(limit, float) and limit == 1.0  # limit_*_batches: a partial pass, no gap check
+            expected = _dataset_ids(trainer, stage) if whole else None
             rows, self.duplicates = merge_parts([self._part(r) for r in range(world)], expected, skipped_ids)
             tmp = self.output.with_name(self.output.name + ".tmp")
             with tmp.open("w", encoding="utf-8") as fh:
@@ -125,7 +169,7 @@ class PredictionWriter(BasePredictionWriter):
             self.written = len(rows)
             extra = f", {self.duplicates} duplicate row(s) dropped" if self.duplicates else ""
             extra += f", {len(skipped_ids)} clip(s) skipped (undecodable)" if skipped_ids else ""
-            print(f"[ecr.predict] {self.written} predictions -> {self.output}{extra}", file=sys.stderr, flush=True)
+            print(f"[ecr.{stage}] {self.written} predictions -> {self.output}{extra}", file=sys.stderr, flush=True)
         trainer.strategy.barrier("ecr_predictions_merged")
 
 

@@ -8,7 +8,9 @@ judge.
   that turns them into one explanation label ê (the offline judge);
 - `bootstrap_interval` / `paired_bootstrap` / `mcnemar_exact`: percentile bootstrap intervals over clips for the
   headline metrics and paired tests between two prediction files (`ClipOutcomes` holds a file's per-clip ids);
-- `judge_agreement` / `agreement_scores`: raw agreement and Cohen's κ between two judges.
+- `judge_agreement` / `agreement_scores`: raw agreement and Cohen's κ between two judges;
+- `CompoundAccuracy` / `compound_hits` / `label_mask`: accuracy against compound (multi-label) ground truth;
+- `score_candidates` / `best_candidates`: the verifier's best-of-N reranking rule.
 
 States are counts reduced with `dist_reduce_fx="sum"`, so the metrics give the same numbers on one device and
 across DDP ranks. The maths are pure functions on tensors (`confusion_matrix`, `recognition_scores`,
@@ -39,6 +41,15 @@ _EXPORTS = {
     "resampled_metrics": "intervals",
     "agreement_scores": "agreement",
     "judge_agreement": "agreement",
+    "COMPOUND_RULE": "compound",
+    "CompoundAccuracy": "compound",
+    "compound_hits": "compound",
+    "compound_scores": "compound",
+    "label_mask": "compound",
+    "CandidateScore": "rerank",
+    "best_candidates": "rerank",
+    "rank_key": "rerank",
+    "score_candidates": "rerank",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

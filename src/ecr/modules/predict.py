@@ -15,21 +15,44 @@ and no adapter or checkpoint gets no fresh (identity) LoRA. Every weight is froz
 
 Sampling seeds: each batch draws with `torch.manual_seed(seed + crc32 of its first clip id)` inside a forked RNG,
 so a rerun with the same batches reproduces every completion, and the global RNG is untouched.
+
+Best-of-N (`num_samples` N > 1, `rerank: verifier`; needs sampling and a verifier): ONE generate call per batch
+draws N candidates per clip (the media encoded once, the encoding repeated with `EncodedPrompt.repeat_interleave`
+as the GRPO rollout does); each candidate is scored by the explanation reward against its OWN answer and the
+best is kept (`ecr.metrics.rerank`, docs/method.md §5). The row holds the kept candidate's fields, `chosen` (its
+index) and `candidates` (every candidate's completion, prediction, score, format validity, tokens, truncation).
+
+Compound truth: a clip whose manifest record carries `labels` (a list, or a string split on `,;|`; custom
+manifests keep it in `ClipRecord.meta`) gets `labels` (canonical) in its row, scored by `ecr score` as `compound`.
+
+`ecr test --config …` runs the same generation in Lightning's test loop (`test_step`): the rows go to the
+`PredictionWriter` (which writes the predictions file and metrics.json), and `RecognitionMetrics`,
+`ExplanationMetrics` (with a verifier: the verifier judge on the live sentence labels) and `CompoundAccuracy`
+(torchmetrics, synced across ranks) are logged as `test/war`, `test/uar`, `test/epc`, `test/eea`, `test/fcr`
+(`test/compound` with compound clips). A clip that a padding sampler gives to two ranks is counted once, on
+the lowest rank that has it (the rank whose row the writer keeps).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from ecr.errors import ConfigError
+from ecr.data.types import ClipRecord
+from ecr.errors import ConfigError, LabelError, ManifestError
 from ecr.labels import LabelSet
-from ecr.metrics.explanation import sentence_labels, verifier_mapping
+from ecr.metrics.compound import CompoundAccuracy, label_mask
+from ecr.metrics.explanation import ExplanationMetrics, explanation_label, sentence_labels, verifier_mapping
+from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
+from ecr.metrics.rerank import best_candidates, score_candidates
 from ecr.models import PolicyConfig
 from ecr.modules.base import PolicyStageModule
 from ecr.modules.checkpoint import read_checkpoint
@@ -84,6 +107,40 @@ def batch_seed(seed: int, first_id: str) -> int:
     return (int(seed) + zlib.crc32(str(first_id).encode())) % 2**63
 
 
+Rerank = Literal["none", "verifier"]
+_LABEL_SEPARATORS = re.compile(r"[,;|]")
+
+
+def record_labels(record: ClipRecord, label_set: LabelSet) -> list[str] | None:
+    """A clip's compound truth: its record's `labels` (a list, or a string split on `,;|`) made canonical.
+
+    None when the record has no `labels`. Raises ManifestError naming the record's `file:line` for anything
+    else than a non-empty list of labels of the set.
+    """
+    raw = (record.meta or {}).get("labels")
+    if raw is None:
+        return None
+    where = record.source or f"clip {record.id}"
+    items = _LABEL_SEPARATORS.split(raw) if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not all(isinstance(x, str) for x in items):
+        raise ManifestError(f"{where}: field 'labels' must be a list of labels, got {raw!r}")
+    items = [x for x in items if x.strip()]
+    if not items:
+        raise ManifestError(f"{where}: field 'labels' is empty (leave it out for a single-label clip)")
+    try:
+        canonical = [label_set.canonical(x, where=f"{where}: field 'labels'") for x in items]
+    except LabelError as err:
+        raise ManifestError(str(err)) from err
+    return list(dict.fromkeys(canonical))  # each label once, in the given order
+
+
+def owned_ids(per_rank: Sequence[Sequence[str]], rank: int) -> set[str]:
+    """Clip ids rank `rank` counts in the metrics: its ids that no lower rank has (a padding sampler repeats clips
+    on several ranks; the writer keeps the lowest rank's row, so the metrics count that one)."""
+    lower = {cid for r in range(rank) for cid in per_rank[r]}
+    return {cid for cid in per_rank[rank] if cid not in lower}
+
+
 class PredictModule(PolicyStageModule):
     """Batched generation over the predict split, one row per clip (see module docstring)."""
 
@@ -98,6 +155,8 @@ class PredictModule(PolicyStageModule):
         seed: int = 0,
         splitter: str = "official",
         verifier_threshold: float | None = None,
+        num_samples: int = 1,
+        rerank: Rerank = "none",
     ) -> None:
         """
         Args:
@@ -108,6 +167,9 @@ class PredictModule(PolicyStageModule):
             seed: Seed of sampled decoding (each batch: seed + CRC32 of its first clip id); recorded in every row.
             splitter: Sentence splitter for the verifier labels: official (paper regex) | pysbd.
             verifier_threshold: Override of the verifier's saved threshold τ (None = the folder's own).
+            num_samples: Candidates drawn per clip (best-of-N; N > 1 needs generation.do_sample and rerank: verifier).
+            rerank: How the kept candidate is chosen: none (N = 1) | verifier (the explanation reward of each
+                candidate against its own answer, docs/method.md §5; needs `verifier`).
         """
         checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
         verifier = os.fspath(verifier) if verifier is not None else None
@@ -127,8 +189,13 @@ class PredictModule(PolicyStageModule):
         self.seed = int(seed)
         self.splitter = splitter
         self.verifier_threshold = verifier_threshold
+        self.num_samples, self.rerank = _check_best_of_n(int(num_samples), rerank, self.generation, verifier)
         self.reward: Any = None  # an ExplanationReward over the verifier (splitter, τ, mapping), set in setup()
         self.label_set: LabelSet | None = None
+        self.compound: dict[str, list[str]] = {}  # clip id -> its compound truth (records with `labels`)
+        self.test_report: dict[str, Any] | None = None  # the synced test metrics (what metrics.json holds)
+        self._owned: set[str] | None = None  # clip ids this rank counts in the test metrics (None: all)
+        self._counted: set[str] = set()
         self.save_hyperparameters(
             {
                 "policy": self.policy_config.to_dict(),
@@ -138,6 +205,8 @@ class PredictModule(PolicyStageModule):
                 "seed": self.seed,
                 "splitter": splitter,
                 "verifier_threshold": verifier_threshold,
+                "num_samples": self.num_samples,
+                "rerank": self.rerank,
             }
         )
 
@@ -155,6 +224,17 @@ class PredictModule(PolicyStageModule):
 
             verifier = load_verifier(self.verifier_path, threshold=self.verifier_threshold)
             self.reward = ExplanationReward(verifier, label_set, splitter=self.splitter)
+        splits = getattr(datamodule, "splits", None) or {}
+        self.compound = {}
+        for records in splits.values():
+            for record in records:
+                labels = record_labels(record, label_set)
+                if labels is not None:
+                    self.compound[str(record.id)] = labels
+        if stage == "test":
+            self.test_recognition = RecognitionMetrics(label_set.labels)
+            self.test_explanation = ExplanationMetrics()
+            self.test_compound = CompoundAccuracy()
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -194,10 +274,13 @@ class PredictModule(PolicyStageModule):
     # ------------------------------------------------------------------------------------------- predict
     @torch.no_grad()
     def generate_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int | None]:
-        """Completion ids [B, C] of a generate batch (media encoded once) and the batch's sampling seed."""
+        """Completion ids [B·N, C] of a generate batch (media encoded once; a clip's N candidates contiguous) and the
+        batch's sampling seed."""
         kwargs = self.generation.generate_kwargs()
         with eval_mode(self.model):  # type: ignore[arg-type]
             prompt = self.backbone.encode_prompt(batch)
+            if self.num_samples > 1:
+                prompt = prompt.repeat_interleave(self.num_samples)  # [B·N]
             if not self.generation.do_sample:
                 return self.backbone.generate(prompt, **kwargs), None
             seed = batch_seed(self.seed, batch["meta"]["ids"][0])
@@ -206,12 +289,19 @@ class PredictModule(PolicyStageModule):
                 torch.manual_seed(seed)
                 return self.backbone.generate(prompt, **kwargs), seed
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+    def rows(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """One predictions-file row per clip of a generate batch (what predict_step and test_step return)."""
         assert self.label_set is not None
         ids, seed = self.generate_batch(batch)
-        texts = self.backbone.decode(ids)
+        texts = self.backbone.decode(ids)  # B·N
         mask, truncated = completion_mask(ids, eos_ids(self.backbone))
-        sentences = sentence_labels(self.reward, texts) if self.reward is not None else [None] * len(texts)
+        n = self.num_samples
+        clips = [str(c) for c in batch["meta"]["ids"]]
+        scored = score_candidates(self.reward, texts, self.label_set) if self.rerank == "verifier" else None
+        chosen = best_candidates(scored, n) if scored is not None else [0] * len(clips)
+        keep = [i * n + j for i, j in enumerate(chosen)]  # flat index of each clip's kept candidate
+        kept = [texts[k] for k in keep]
+        sentences = sentence_labels(self.reward, kept) if self.reward is not None else [None] * len(kept)
         common = {
             "generation": asdict(self.generation),
             "seed": self.seed,
@@ -220,26 +310,135 @@ class PredictModule(PolicyStageModule):
         }
         verifier = self.verifier_identity()
         rows = []
-        for i, text in enumerate(texts):
-            parsed = parse_completion(text)
+        for i, k in enumerate(keep):
+            parsed = parse_completion(texts[k])
             row: dict[str, Any] = {
-                "id": str(batch["meta"]["ids"][i]),
+                "id": clips[i],
                 "label": batch["meta"]["label"][i],
                 "prediction": self.label_set.normalize(parsed.answer),
                 "answer_text": parsed.answer,
                 "think": parsed.think,
-                "completion": text,
-                "num_tokens": int(mask[i].sum()),
-                "truncated": bool(truncated[i]),
+                "completion": texts[k],
+                "num_tokens": int(mask[k].sum()),
+                "truncated": bool(truncated[k]),
             }
+            if clips[i] in self.compound:
+                row["labels"] = self.compound[clips[i]]
             if verifier is not None:
                 row["sentences"] = sentences[i]
                 row["verifier"] = verifier
+            if scored is not None:
+                row["rerank"] = {"method": self.rerank, "num_samples": n}
+                row["chosen"] = chosen[i]
+                row["candidates"] = [
+                    {
+                        "completion": texts[f],
+                        "prediction": scored[f].prediction,
+                        "score": scored[f].score,
+                        "well_formed": scored[f].well_formed,
+                        "num_tokens": int(mask[f].sum()),
+                        "truncated": bool(truncated[f]),
+                    }
+                    for f in range(i * n, (i + 1) * n)
+                ]
             rows.append({**row, **common})
         return rows
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        return self.rows(batch)
+
+    # ------------------------------------------------------------------------------------------- test
+    def on_test_start(self) -> None:
+        if self.reward is not None:
+            self.reward.verifier.to(self.device)
+        self._counted = set()
+        self._owned = None
+        if self.trainer.world_size > 1:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * self.trainer.world_size
+            dist.all_gather_object(gathered, _loader_ids(self.trainer.test_dataloaders))
+            self._owned = owned_ids(gathered, self.trainer.global_rank)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """Generate as predict does, update the test metrics (each clip once), return the rows for the writer."""
+        assert self.label_set is not None
+        rows = self.rows(batch)
+        counted = [r for r in rows if r["id"] not in self._counted and (self._owned is None or r["id"] in self._owned)]
+        self._counted |= {r["id"] for r in counted}
+        if not counted:
+            return rows
+        labels = self.label_set.labels
+        index = {label: i for i, label in enumerate(labels)}
+        pred = torch.tensor([index.get(r["prediction"], NO_LABEL) for r in counted])  # [B']
+        target = torch.tensor([index[r["label"]] for r in counted])  # [B']
+        self.test_recognition.update(pred, target)
+        if self.reward is not None:
+            mapping = verifier_mapping(self.reward)
+            judged = [explanation_label(r["sentences"], mapping, labels) for r in counted]
+            explained = torch.tensor([index[j] if isinstance(j, str) else NO_LABEL for j in judged])  # [B']
+            self.test_explanation.update(pred, explained, target)
+        compound = [(p, r["labels"]) for p, r in zip(pred.tolist(), counted, strict=True) if "labels" in r]
+        if compound:
+            self.test_compound.update(
+                torch.tensor([p for p, _ in compound]), label_mask([c for _, c in compound], labels)
+            )
+        return rows
+
+    def on_test_epoch_end(self) -> None:
+        """Sync the metrics over ranks, log test/* and keep the report the writer puts in metrics.json."""
+        assert self.label_set is not None
+        metrics = (self.test_recognition, self.test_explanation, self.test_compound)
+        with contextlib.ExitStack() as synced:  # report() reads the states: sum them over ranks first
+            for metric in metrics:
+                synced.enter_context(metric.sync_context())
+            report: dict[str, Any] = {"labels": list(self.label_set.labels), **self.test_recognition.report()}
+            explanation, compound = self.test_explanation.report(), self.test_compound.report()
+        if self.reward is not None:
+            report.update(explanation)
+            report["judge"] = {"judge": "verifier", **(self.verifier_identity() or {})}
+        else:
+            report["judge"] = None
+        if compound["n"]:
+            report["compound"] = compound
+        logged = {f"test/{k}": report[k] for k in ("war", "uar", "epc", "eea", "fcr") if report.get(k) is not None}
+        if compound["n"]:
+            logged["test/compound"] = compound["accuracy"]
+        self.log_dict({k: float(v) for k, v in logged.items()}, sync_dist=True)
+        self.test_report = report
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         raise ConfigError("PredictModule trains nothing: run it with `ecr predict`, not `ecr fit`")
 
 
-__all__ = ["GenerationSettings", "PredictModule", "batch_seed"]
+def _check_best_of_n(
+    num_samples: int, rerank: str, generation: GenerationSettings, verifier: str | None
+) -> tuple[int, Rerank]:
+    """Validated (num_samples, rerank); a ConfigError naming the option otherwise."""
+    if rerank not in ("none", "verifier"):
+        raise ConfigError(f"rerank: {rerank!r} is not none or verifier")
+    if num_samples < 1:
+        raise ConfigError(f"num_samples: {num_samples} must be >= 1")
+    if num_samples > 1 and not generation.do_sample:
+        raise ConfigError(
+            f"num_samples: {num_samples} candidates per clip need sampling (greedy decoding draws the same one "
+            "N times): set generation.do_sample: true (e.g. temperature 0.3, top_p 0.9)"
+        )
+    if num_samples > 1 and rerank == "none":
+        raise ConfigError(f"num_samples: {num_samples} candidates per clip need a rule to keep one: rerank: verifier")
+    if rerank == "verifier" and verifier is None:
+        raise ConfigError("rerank: verifier scores candidates with the verifier: set `verifier:` to its folder")
+    return num_samples, rerank  # type: ignore[return-value]
+
+
+def _loader_ids(loaders: Any) -> list[str]:
+    """Clip ids, in order, that this rank's test loader yields (its sampler's indices into the records)."""
+    loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+    records = getattr(getattr(loader, "dataset", None), "records", None)
+    sampler = getattr(loader, "sampler", None)
+    if records is None or sampler is None:
+        raise RuntimeError("ecr test on several devices needs a loader over ClipRecords (`dataset.records`)")
+    return [str(records[i].id) for i in sampler]
+
+
+__all__ = ["GenerationSettings", "PredictModule", "Rerank", "batch_seed", "owned_ids", "record_labels"]

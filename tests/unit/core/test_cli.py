@@ -71,7 +71,7 @@ def _ecr(*args: str) -> subprocess.CompletedProcess[str]:
         (["--help"], ["usage: ecr", "fit", "validate", "data synth", "data check", "label", "model tiny", "export"]),
         (["-h"], ["usage: ecr", "fit"]),
         (["data", "--help"], ["usage: ecr data {synth,check}", "synth", "check", "Write a synthetic"]),
-        (["model", "--help"], ["usage: ecr model {tiny}", "tiny"]),
+        (["model", "--help"], ["usage: ecr model {tiny,info,check}", "tiny", "info", "check"]),
         (["label", "--help"], ["usage: ecr label", "--input", "--output", "--teacher", "Pseudo-label"]),
     ],
 )
