@@ -20,6 +20,7 @@ _EXPORTS = {
     "read_emer": "manifests",
     "read_mafw": "manifests",
     "read_mafw_xlsx": "manifests",
+    "read_mafw_multi_xlsx": "manifests",
     "EpochSampler": "sampler",
     "SentenceDataModule": "sentences",
     "TextDataModule": "text",

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -251,35 +252,54 @@ def read_dfew(
 
 
 # --------------------------------------------------------------------------------------------------- MAFW
+def _mafw_label_rows(path: Path, label_column: int, what: str) -> Iterator[tuple[int, str, str]]:
+    """(row number, clip name without extension, label cell as text) of a MAFW label workbook's data rows."""
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as err:  # openpyxl raises several unrelated types for a broken file
+        raise ManifestError(f"{path}: cannot read the MAFW {what} workbook: {err}") from err
+    try:
+        for r, row in enumerate(book.worksheets[0].iter_rows(values_only=True), 1):
+            if row is None or len(row) <= label_column or row[0] is None or row[label_column] is None:
+                continue
+            yield r, Path(str(row[0]).strip()).stem, str(row[label_column]).strip()
+    finally:
+        book.close()
+
+
+def _mafw_label_id(cell: str, where: str) -> str:
+    lab = int(cell)
+    if not 1 <= lab <= len(MAFW.labels):
+        raise ManifestError(f"{where}: label id {cell!r} outside 1..11 {list(MAFW.labels)}")
+    return MAFW.labels[lab - 1]
+
+
 def read_mafw_xlsx(path: str | Path, label_column: int = 12) -> dict[str, str]:
     """Clip name -> MAFW label name from `Labels/single-set.xlsx` (column 0 name, `label_column` id 1..11).
 
     Header/title rows (anything whose label cell is not an integer id) are skipped, so the number of header
     rows does not matter. Names are stored without extension.
     """
-    import openpyxl
-
     path = Path(path)
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as err:  # openpyxl raises several unrelated types for a broken file
-        raise ManifestError(f"{path}: cannot read the MAFW label workbook: {err}") from err
     out: dict[str, str] = {}
-    try:
-        sheet = book.worksheets[0]
-        for r, row in enumerate(sheet.iter_rows(values_only=True), 1):
-            if row is None or len(row) <= label_column or row[0] is None:
-                continue
-            cell = row[label_column]
-            try:
-                lab = int(str(cell).strip())
-            except (TypeError, ValueError):
-                continue  # a header row
-            if not 1 <= lab <= len(MAFW.labels):
-                raise ManifestError(f"{path}:{r}: label id {cell!r} outside 1..11 {list(MAFW.labels)}")
-            out[Path(str(row[0]).strip()).stem] = MAFW.labels[lab - 1]
-    finally:
-        book.close()
+    for r, name, cell in _mafw_label_rows(path, label_column, "label"):
+        if cell.isdigit():  # else a header row
+            out[name] = _mafw_label_id(cell, f"{path}:{r}")
+    return out
+
+
+def read_mafw_multi_xlsx(path: str | Path, label_column: int = 12) -> dict[str, list[str]]:
+    """Clip name -> every MAFW label of the clip, from `Labels/multi-set.xlsx` (compound set: comma-separated ids
+    1..11 in `label_column`, e.g. "1,5"). Header rows (no integer ids) are skipped; an id outside 1..11 is an error
+    naming the row. The evaluation counts a prediction as compound-correct when it is any of these labels."""
+    path = Path(path)
+    out: dict[str, list[str]] = {}
+    for r, name, cell in _mafw_label_rows(path, label_column, "multi-label"):
+        ids = [x.strip() for x in re.split(r"[,;，\s]+", cell) if x.strip()]
+        if ids and all(x.isdigit() for x in ids):
+            out[name] = list(dict.fromkeys(_mafw_label_id(x, f"{path}:{r}") for x in ids))
     return out
 
 
@@ -295,7 +315,8 @@ def read_mafw(
 
     Lines are `<name>.mp4 <label name>`; a line with only a name takes its label from
     `Labels/single-set.xlsx`.
-    When both give a label they must agree. Clips are `clips/{name}.mp4`.
+    When both give a label they must agree. Clips are `clips/{name}.mp4`. With `Labels/multi-set.xlsx` present,
+    a clip listed there carries all its labels in `meta["labels"]` (MAFW's compound truth; docs/method.md §5).
     """
     root = Path(root)
     label_set = get_label_set(labels)
@@ -304,6 +325,8 @@ def read_mafw(
         raise ManifestError(f"{txt}: MAFW split file not found (fold {fold}, split {split!r})")
     xlsx = root / "Labels" / "single-set.xlsx"
     table = read_mafw_xlsx(xlsx) if xlsx.is_file() else None
+    multi_xlsx = root / "Labels" / "multi-set.xlsx"
+    multi = read_mafw_multi_xlsx(multi_xlsx) if multi_xlsx.is_file() else {}
     records = []
     with reading_text(txt):
         for lineno, line in enumerate(txt.read_text(encoding="utf-8-sig").splitlines(), 1):
@@ -324,7 +347,8 @@ def read_mafw(
                     raise ManifestError(f"{where}: label {text_label!r} disagrees with {xlsx} ({xlsx_label!r})")
                 label = canonical_label(label_set, text_label or str(xlsx_label), where)
                 video = _find_clip(root, ["clips", "clip"], [name], where)
-                records.append(ClipRecord(id=name, video=video, label=label, split=split, source=where))
+                meta = {"labels": [canonical_label(label_set, x, where) for x in multi[name]]} if name in multi else {}
+                records.append(ClipRecord(id=name, video=video, label=label, split=split, source=where, meta=meta))
             except ManifestError as err:
                 record_error(err, errors)
     return records

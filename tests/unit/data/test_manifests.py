@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from ecr.data import read_custom_manifest, read_dataset, read_dfew, read_emer, read_mafw, read_mafw_xlsx
+from ecr.data import (
+    read_custom_manifest,
+    read_dataset,
+    read_dfew,
+    read_emer,
+    read_mafw,
+    read_mafw_multi_xlsx,
+    read_mafw_xlsx,
+)
 from ecr.errors import ManifestError
 
 
@@ -140,6 +148,16 @@ def test_dfew_bad_label_id_and_missing_fold(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- MAFW
+def _workbook(path: Path, rows: list[list]) -> None:
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    for row in rows:
+        wb.active.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb.save(path)
+
+
 def _mafw(tmp_path: Path, xlsx_rows: list[list] | None = None) -> Path:
     root = tmp_path / "MAFW"
     d = root / "Train & Test Set" / "single" / "no_caption" / "set_1"
@@ -148,14 +166,7 @@ def _mafw(tmp_path: Path, xlsx_rows: list[list] | None = None) -> Path:
     (d / "test.txt").write_text("00004.mp4 happiness\n")
     _touch(root / "clips" / "00001.mp4")
     if xlsx_rows is not None:
-        import openpyxl
-
-        wb = openpyxl.Workbook()
-        ws = wb.active
-        for row in xlsx_rows:
-            ws.append(row)
-        (root / "Labels").mkdir()
-        wb.save(root / "Labels" / "single-set.xlsx")
+        _workbook(root / "Labels" / "single-set.xlsx", xlsx_rows)
     return root
 
 
@@ -192,6 +203,23 @@ def test_mafw_reader_with_xlsx(tmp_path: Path) -> None:
         "disappointment",
         "happiness",
     ]
+
+
+def test_mafw_compound_labels_from_the_multi_set_workbook(tmp_path: Path) -> None:
+    root = _mafw(tmp_path, [_xrow("00001.mp4", 1), _xrow("00002.mp4", 10), _xrow("00003.mp4", 11)])
+    _workbook(
+        root / "Labels" / "multi-set.xlsx", [["name"] + ["x"] * 12, _xrow("00001.mp4", "1,4"), _xrow("00002", "10")]
+    )
+    assert read_mafw_multi_xlsx(root / "Labels" / "multi-set.xlsx") == {
+        "00001": ["anger", "happiness"],
+        "00002": ["helplessness"],
+    }
+    train = {r.id: r for r in read_mafw(root, fold=1, split="train")}
+    assert train["00001"].label == "anger" and train["00001"].meta["labels"] == ["anger", "happiness"]
+    assert "labels" not in train["00003"].meta  # not in the compound set: single-label only
+    _workbook(root / "Labels" / "multi-set.xlsx", [_xrow("00001.mp4", "1,12")])
+    with pytest.raises(ManifestError, match=r"multi-set.xlsx:1: label id '12' outside 1..11"):
+        read_mafw(root, fold=1, split="train")
 
 
 def test_mafw_label_missing_or_conflicting(tmp_path: Path) -> None:
