@@ -308,3 +308,34 @@ def test_backbone_options_reach_the_family_and_unknown_ones_are_refused() -> Non
         build_backbone(PolicyConfig(backbone="humanomni", model="x", backbone_options={"tower": "a"}))
     with pytest.raises(ConfigError, match="backbone_options: 'causal_lm' takes none of"):
         build_backbone(PolicyConfig(backbone="causal_lm", model="x", backbone_options={"router": "b"}))
+
+
+def test_slow_fast_compressor_pools_every_frame_and_keeps_every_fourth_frame_whole() -> None:
+    from ecr.models.humanomni.projector import slow_fast_compress
+
+    t, side, h = 6, 4, 3
+    tokens = torch.arange(t * side * side * h, dtype=torch.float32).reshape(1, t * side * side, h)
+    out = slow_fast_compress(tokens, t)  # [1, 6·2² + 2·16, 3]: fast for all 6 frames, slow for frames 1 and 5
+    assert out.shape == (1, t * 4 + 2 * side * side, h)
+    grid = tokens.reshape(t, side, side, h)
+    assert torch.equal(out[0, 0], grid[0, :2, :2].mean((0, 1)))  # frame 0, top-left 2×2 block
+    assert torch.equal(out[0, t * 4 :], torch.cat([grid[1], grid[5]]).reshape(-1, h))
+    assert slow_fast_compress(torch.zeros(1, 32 * 196, 2), 32).shape[1] == 3136  # the spec's 7B figure
+    assert slow_fast_compress(torch.zeros(1, 9, 2), 1).shape[1] == 1 + 9  # T = 1: frame 0 is the slow frame
+    with pytest.raises(ConfigError, match="not a square grid"):
+        slow_fast_compress(torch.zeros(1, 2 * 5, 2), 2)
+
+
+def test_the_compressor_flag_changes_the_visual_token_count_only_when_on(policy, clip_samples):
+    prompt = policy.collator("generate")(clip_samples[:1])
+    config = policy.base_model.config
+    assert config.slow_fast_compressor is False  # R1-Omni / ERV checkpoints: off
+    plain = policy.encode_prompt(prompt).inputs_embeds.shape[1]
+    config.slow_fast_compressor = True
+    try:
+        with torch.no_grad():
+            compressed = policy.encode_prompt(prompt)
+            ids = policy.generate(compressed, max_new_tokens=3, do_sample=False)
+    finally:
+        config.slow_fast_compressor = False
+    assert plain - compressed.inputs_embeds.shape[1] == 32 - (8 * 1 + 2 * 4) and ids.shape == (1, 3)

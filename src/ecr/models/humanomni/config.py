@@ -52,6 +52,7 @@ class HumanOmniQwen2Config(Qwen2Config):
     router_path: str = "bert-base-uncased"
     router_gate_size: int = 3584
     towers_from_checkpoint: bool = False
+    slow_fast_compressor: bool = False  # HumanOmni-7B under the original HumanOmni code only (spec §3.8)
     vision_config: dict | None = None
     audio_config: dict | None = None
     router_config: dict | None = None

@@ -27,7 +27,13 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
 from ecr.errors import ConfigError, MediaTokenMismatchError
 from ecr.models.collate import IGNORE_INDEX
 from ecr.models.humanomni.config import HumanOmniQwen2Config
-from ecr.models.humanomni.projector import build_audio_projector, build_vision_projector, face_pool, route_mix
+from ecr.models.humanomni.projector import (
+    build_audio_projector,
+    build_vision_projector,
+    face_pool,
+    route_mix,
+    slow_fast_compress,
+)
 
 IMAGE_TOKEN_INDEX = -200
 VIDEO_TOKEN_INDEX = -201
@@ -138,7 +144,10 @@ class HumanOmniQwen2Model(Qwen2Model):
         face = face_pool(face).reshape(b, -1, face.shape[-1])  # [B, T·⌈s/2⌉², H]
         if face.shape != video.shape:
             raise ConfigError(f"face tokens {tuple(face.shape)} do not match video tokens {tuple(video.shape)}")
-        return route_mix(self.router_probs(prompts), video, body, face)
+        mixed = route_mix(self.router_probs(prompts), video, body, face)  # [B, T·s'², H]
+        if self.config.slow_fast_compressor:
+            return slow_fast_compress(mixed, t)
+        return mixed
 
     def encode_audios(self, audios: torch.Tensor) -> torch.Tensor:
         """audios [B, M, 3000] (or [B, 1, M, 3000]) → audio tokens [B, 500, H]."""

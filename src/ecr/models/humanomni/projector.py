@@ -138,3 +138,27 @@ def route_mix(probs: torch.Tensor, video: torch.Tensor, body: torch.Tensor, face
     """
     p = probs.to(video.dtype)[:, :, None, None]  # [B, 3, 1, 1]
     return p[:, 0] * video + p[:, 1] * body + p[:, 2] * face
+
+
+def slow_fast_compress(tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """HumanOmni-7B's optional slow-fast token compressor (the original HumanOmni code only; R1-Omni and ERV
+    do not use it, so it is off unless `slow_fast_compressor: true` is in the config).
+
+    tokens [B, T·n, H] (T = num_frames, n = side² tokens per frame, time-major) → [B, T·⌊side/2⌋² + S·n, H]:
+    fast = every frame average-pooled 2×2 on its side×side grid; slow = the full-resolution tokens of frames
+    1, 5, 9, … (frame 0 when T = 1), appended after the fast tokens.
+    """
+    b, k, h = tokens.shape
+    if k % num_frames:
+        raise ConfigError(f"slow-fast compressor: {k} visual tokens are not {num_frames} frames of equal size")
+    n = k // num_frames
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ConfigError(f"slow-fast compressor: {n} tokens per frame is not a square grid")
+    frames = tokens.reshape(b * num_frames, side, side, h).permute(0, 3, 1, 2)  # [B·T, H, side, side]
+    fast = F.avg_pool2d(frames, 2, 2).permute(0, 2, 3, 1).reshape(b, -1, h)  # [B, T·⌊side/2⌋², H]
+    slow_idx = torch.arange(1, num_frames, 4, device=tokens.device)
+    if slow_idx.numel() == 0:
+        slow_idx = torch.zeros(1, dtype=torch.long, device=tokens.device)
+    slow = tokens.reshape(b, num_frames, n, h)[:, slow_idx].reshape(b, -1, h)  # [B, S·n, H]
+    return torch.cat([fast, slow], dim=1)
