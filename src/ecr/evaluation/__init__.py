@@ -5,8 +5,9 @@
 - judges of the explanation label ê: `VerifierJudge` (offline default: the ERV's per-sentence label sets,
   aggregated by `ecr.metrics.explanation_label`) and `LLMJudge` (the paper's prompt on any chat-completions
   server, through the teacher's client: bounded concurrency, retries with backoff, an append-only cache);
-- `read_predictions` (strict: a malformed line, an unknown label or a duplicate id is a `ManifestError` naming
-  the line), `score_predictions` and `score_command` (`ecr score`): metrics.json with WAR/UAR, EPC/EEA/FCR,
+- `read_predictions` / `load_predictions` (a malformed line, an unknown label or a duplicate id is a
+  `ManifestError` naming the line or, with `on_error="skip"`, counted; with a manifest, clips outside the split or
+  without a prediction too), `score_predictions` and `score_command` (`ecr score`): metrics.json with WAR/UAR, EPC/EEA/FCR,
   the missing judge answers, per-class recall, the confusion matrix and the quadrants;
 - `write_report` / `report_command` (`ecr report`): one self-contained HTML page (+ PNGs from `plots`) for one
   or more predictions files side by side, every number from `score_predictions` / `compare_predictions`;
@@ -26,6 +27,13 @@ _EXPORTS = {
     "JUDGE_PROMPT": "judges",
     "Prediction": "predictions",
     "read_predictions": "predictions",
+    "load_predictions": "predictions",
+    "read_split": "predictions",
+    "check_against_split": "predictions",
+    "SkippedRows": "predictions",
+    "PredictionsFile": "predictions",
+    "BadPrediction": "predictions",
+    "build_judges": "score",
     "score_command": "score",
     "score_predictions": "score",
     "report_command": "report",

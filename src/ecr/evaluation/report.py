@@ -14,6 +14,8 @@ recomputed here. The page (`index.html`, CSS inline, no script, no external URL)
   think sentence highlighted by its verifier label set (a colour per class, with a legend).
 
 Every text taken from the files is HTML-escaped. `report.json` beside the page holds the same numbers.
+Bad input is handled as in `ecr score` (`on_error`, `manifest`): each run's metrics carry `skipped` and, with a
+manifest, `missing_clips`, and the headline table counts them when there are any.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from typing import Any, Literal
 from ecr.errors import ConfigError
 from ecr.evaluation.browse import QUADRANTS, ClipView, clip_views, filter_clips
 from ecr.evaluation.judges import Judge, VerifierJudge
-from ecr.evaluation.predictions import Prediction, read_predictions
-from ecr.evaluation.score import build_judges, compare_predictions, score_predictions
+from ecr.evaluation.predictions import DatasetSplit, OnError, Prediction, PredictionsFile, load_predictions
+from ecr.evaluation.score import build_judges, compare_predictions, dataset_split, print_left_out, score_predictions
 from ecr.labels import NEUTRAL, LabelSet, get_label_set
 
 ReportJudge = Literal["verifier", "none"]
@@ -54,6 +56,7 @@ class Run:
     predictions: list[Prediction]
     metrics: dict[str, Any]
     clips: list[ClipView]
+    read: PredictionsFile | None = None  # what reading dropped or found missing (None: built without a file)
 
 
 def run_names(paths: Sequence[Path], names: Sequence[str] | None = None) -> list[str]:
@@ -101,11 +104,14 @@ def score_runs(
     names: Sequence[str] | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
+    on_error: OnError = "raise",
+    dataset: DatasetSplit | None = None,
 ) -> tuple[list[Run], list[dict[str, Any]]]:
     """Each file scored (with intervals when bootstrap > 0) and each file after the first compared to the first.
 
-    A bad predictions file is the `ManifestError` of `read_predictions`; files on different clips are a
-    ConfigError naming both files.
+    A bad predictions file is the `ManifestError` of `load_predictions` (with `on_error` skip its bad rows are
+    dropped and counted in the run's metrics `skipped`; `dataset`: checked against that split, `missing_clips`);
+    files on different clips are a ConfigError naming both files.
     """
     if not paths:
         raise ConfigError("predictions: give at least one predictions file")
@@ -115,11 +121,12 @@ def score_runs(
     labels = run_names(paths, names)
     runs = []
     for name, path in zip(labels, paths, strict=True):
-        rows = read_predictions(path, label_set)
+        read = load_predictions(path, label_set, on_error, dataset)
+        rows = read.rows
         if not rows:
             raise ConfigError(f"{path}: the predictions file holds no rows")
-        metrics = score_predictions(rows, label_set, judge, bootstrap=bootstrap, seed=seed)
-        runs.append(Run(name, path, rows, metrics, clip_views(rows, metrics.get("explanations"))))
+        metrics = {**score_predictions(rows, label_set, judge, bootstrap=bootstrap, seed=seed), **read.report()}
+        runs.append(Run(name, path, rows, metrics, clip_views(rows, metrics.get("explanations")), read))
     comparisons = []
     for run in runs[1:]:
         try:
@@ -197,6 +204,7 @@ def headline_html(runs: Sequence[Run], comparisons: Sequence[Mapping[str, Any]])
             row.append(_cell(text, metric=key, run=r.name))
         row += ["<td></td><td></td>"] * len(comparisons)
         rows.append(row)
+    rows += _left_out_rows(runs, len(comparisons))
     if any(r.metrics.get("compound") for r in runs):  # MAFW-style compound truth (`ecr score`'s `compound`)
         row = ["<th>compound accuracy (%)</th>"]
         for r in runs:
@@ -227,6 +235,29 @@ def headline_html(runs: Sequence[Run], comparisons: Sequence[Mapping[str, Any]])
     for r in runs:
         notes.append(f"UAR classes of {r.name}: {', '.join(r.metrics['uar_classes'])}.")
     return table + "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
+
+
+def _left_out_rows(runs: Sequence[Run], n_comparisons: int) -> list[list[str]]:
+    """Count rows for the bad rows `on_error: skip` dropped and the dataset clips without a prediction (only
+    when some run has any), so a score over fewer clips never looks like one over all of them."""
+    rows = []
+    if any(r.metrics.get("skipped") for r in runs):
+        row = ["<th>skipped rows</th>"]
+        for r in runs:
+            counts = r.metrics.get("skipped") or {}
+            text = str(sum(counts.values()))
+            if counts:
+                text += " (" + ", ".join(f"{k}: {v}" for k, v in counts.items()) + ")"
+            row.append(_cell(text, metric="skipped", run=r.name))
+        rows.append(row + ["<td></td><td></td>"] * n_comparisons)
+    if any((r.metrics.get("missing_clips") or {}).get("n") for r in runs):
+        row = ["<th>clips without a prediction</th>"]
+        for r in runs:
+            missing = r.metrics.get("missing_clips") or {"n": 0, "first": []}
+            text = str(missing["n"]) + (f" (first: {', '.join(missing['first'])})" if missing["first"] else "")
+            row.append(_cell(text, metric="missing_clips", run=r.name))
+        rows.append(row + ["<td></td><td></td>"] * n_comparisons)
+    return rows
 
 
 def quadrants_html(run: Run) -> str:
@@ -433,8 +464,46 @@ def write_report(
     seed: int = 0,
     names: Sequence[str] | None = None,
     max_examples: int = 20,
+    on_error: OnError = "raise",
+    dataset: DatasetSplit | None = None,
 ) -> Path:
-    """Score the files, draw the figures and write `out/index.html` (+ PNGs, report.json); return the page's path."""
+    """Score the files, draw the figures and write `out/index.html` (+ PNGs, report.json); return the page's path.
+
+    `on_error` and `dataset` are `score_runs`'s (what bad rows do, the manifest split the files must cover)."""
+    return _write_report(
+        predictions,
+        out,
+        labels=labels,
+        judge=judge,
+        verifier=verifier,
+        threshold=threshold,
+        splitter=splitter,
+        bootstrap=bootstrap,
+        seed=seed,
+        names=names,
+        max_examples=max_examples,
+        on_error=on_error,
+        dataset=dataset,
+    )[0]
+
+
+def _write_report(
+    predictions: Sequence[Path],
+    out: Path,
+    *,
+    labels: str | Sequence[str] | LabelSet,
+    judge: ReportJudge,
+    verifier: Path | None,
+    threshold: float | None,
+    splitter: str,
+    bootstrap: int,
+    seed: int,
+    names: Sequence[str] | None,
+    max_examples: int,
+    on_error: OnError,
+    dataset: DatasetSplit | None,
+) -> tuple[Path, list[Run]]:
+    """`write_report`, also returning the runs (so the command can print what each file left out)."""
     from ecr.evaluation import plots
 
     if max_examples < 0:
@@ -444,7 +513,16 @@ def write_report(
         raise ConfigError(f"out: {out} exists and is not a folder")
     label_set = labels if isinstance(labels, LabelSet) else get_label_set(labels)
     chosen = make_judge(judge, label_set, verifier, threshold, splitter)
-    runs, comparisons = score_runs(predictions, label_set, chosen, names=names, bootstrap=bootstrap, seed=seed)
+    runs, comparisons = score_runs(
+        predictions,
+        label_set,
+        chosen,
+        names=names,
+        bootstrap=bootstrap,
+        seed=seed,
+        on_error=on_error,
+        dataset=dataset,
+    )
     out.mkdir(parents=True, exist_ok=True)
     images: dict[str, str] = {}
     for k, run in enumerate(runs):
@@ -464,7 +542,7 @@ def write_report(
     tmp = page.with_name(page.name + ".tmp")
     tmp.write_text(render_html(runs, comparisons, label_set, chosen, images, max_examples), encoding="utf-8")
     tmp.replace(page)
-    return page
+    return page, runs
 
 
 def report_command(
@@ -479,6 +557,12 @@ def report_command(
     seed: int = 0,
     names: list[str] | None = None,
     max_examples: int = 20,
+    on_error: OnError = "raise",
+    manifest: Path | None = None,
+    split: Literal["train", "val", "test"] = "test",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
+    split_seed: int = 0,
 ) -> int:
     """Write an HTML report (metrics with intervals, confusion, recall, quadrants, inconsistent explanations).
 
@@ -495,12 +579,23 @@ def report_command(
         seed: Seed of the bootstrap resampling (same seed, same intervals).
         names: Column names, one per file (default: the file stems, or the parent folder names when those clash).
         max_examples: At most this many inconsistent-explanation examples per file on the page.
+        on_error: A bad row (malformed, missing field, unknown label, duplicate id, not in the manifest's split,
+            label differing from the manifest's): raise (stop, naming file:line) | skip (drop and count it: the
+            page, report.json and the end of the output say how many; clips without a prediction are reported).
+        manifest: Custom JSONL/CSV manifest of the dataset: every prediction must be a clip of its `split` with
+            the manifest's label, and every clip of that split must have a prediction.
+        split: The manifest's split the predictions cover: test (default) | val | train.
+        val_fraction: As the predict config's data.val_fraction (assigns manifest rows without a split).
+        test_fraction: As the predict config's data.test_fraction (assigns manifest rows without a split).
+        split_seed: As the predict config's data.seed (assigns manifest rows without a split).
     """
     paths = [Path(p) for p in predictions] if isinstance(predictions, list) else [Path(predictions)]
-    page = write_report(
+    label_set = get_label_set(labels)
+    dataset = dataset_split(manifest, label_set, split, val_fraction, test_fraction, split_seed)
+    page, runs = _write_report(
         paths,
         Path(out),
-        labels=labels,
+        labels=label_set,
         judge=judge,
         verifier=verifier,
         threshold=threshold,
@@ -509,9 +604,12 @@ def report_command(
         seed=seed,
         names=names,
         max_examples=max_examples,
+        on_error=on_error,
+        dataset=dataset,
     )
     print(page)
     print(f"report: {page} (open it in a browser)", file=sys.stderr)
+    print_left_out([r.read for r in runs if r.read is not None])
     return 0
 
 

@@ -24,6 +24,11 @@ no resample had a judged clip), next to the settings `n_resamples`, `confidence`
 second predictions file on the same clips, scored with the same judge), `comparison` holds `predictions` (that
 file), `n`, `metrics` ({name: {a, b, delta = b - a, interval, p_value}}: paired bootstrap on the same resampled
 clips, two-sided), `mcnemar` (WAR: exact McNemar test on the clips right in one file only) and the settings.
+
+Bad input (`ecr.evaluation.predictions.load_predictions`): `skipped` ({reason: count}, empty unless `on_error`
+is skip) counts the rows dropped; with `manifest`, `missing_clips` (`n`, `first` ids) counts the clips of the
+chosen split that have no prediction (an error unless skipping). `comparison` carries the same two for the
+compared file. The counts and the first few `file:line` locations are printed to stderr at the end.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import torch
 
 from ecr.errors import ConfigError
 from ecr.evaluation.judges import Judge, LLMJudge, StoredVerifierJudge, VerifierJudge
-from ecr.evaluation.predictions import Prediction, read_predictions
+from ecr.evaluation.predictions import DatasetSplit, OnError, Prediction, PredictionsFile, load_predictions, read_split
 from ecr.labels import LabelSet, get_label_set
 from ecr.metrics.agreement import judge_agreement
 from ecr.metrics.compound import compound_hits, compound_scores, label_mask
@@ -320,6 +325,12 @@ def score_command(
     bootstrap: int = 1000,
     seed: int = 0,
     compare: Path | None = None,
+    on_error: OnError = "raise",
+    manifest: Path | None = None,
+    split: Literal["train", "val", "test"] = "test",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
+    split_seed: int = 0,
 ) -> int:
     """Score a predictions file: WAR/UAR, EPC/EEA/FCR with a judge, per-class recall, confusion, quadrants.
 
@@ -339,10 +350,21 @@ def score_command(
         seed: Seed of the bootstrap resampling (same seed, same intervals).
         compare: A second predictions file on the same clips: metrics.json gains `comparison` (deltas b - a with
             paired-bootstrap intervals and p-values, exact McNemar test for WAR), scored with the same judge.
+        on_error: A bad row (malformed, missing field, unknown label, duplicate id, not in the manifest's split,
+            label differing from the manifest's): raise (stop, naming file:line) | skip (drop and count it,
+            metrics.json `skipped`, printed at the end; clips of the split without a prediction are reported).
+        manifest: Custom JSONL/CSV manifest of the dataset: every prediction must be a clip of its `split` with
+            the manifest's label, and every clip of that split must have a prediction.
+        split: The manifest's split the predictions cover: test (default) | val | train.
+        val_fraction: As the predict config's data.val_fraction (assigns manifest rows without a split).
+        test_fraction: As the predict config's data.test_fraction (assigns manifest rows without a split).
+        split_seed: As the predict config's data.seed (assigns manifest rows without a split).
     """
     label_set = get_label_set(labels)
     predictions = Path(predictions)
-    rows = read_predictions(predictions, label_set)
+    dataset = dataset_split(manifest, label_set, split, val_fraction, test_fraction, split_seed)
+    read = load_predictions(predictions, label_set, on_error, dataset)
+    rows = read.rows
     out = Path(out) if out is not None else predictions.with_name(predictions.name + ".metrics.json")
     chosen = build_judges(
         judge,
@@ -356,21 +378,48 @@ def score_command(
     if bootstrap < 0:
         raise ConfigError(f"bootstrap: {bootstrap} must be >= 0 (0 = no intervals)")
     scored, clips = _score(rows, label_set, chosen)
-    metrics = {"predictions": os.fspath(predictions), **scored}
+    metrics = {"predictions": os.fspath(predictions), **scored, **read.report()}
     if bootstrap > 0:
         metrics["intervals"] = bootstrap_interval(clips, n_resamples=bootstrap, seed=seed)
+    reads = [read]
     if compare is not None:
-        compare = Path(compare)
-        other = read_predictions(compare, label_set)
-        comparison = _compare(clips, other, label_set, chosen[:1], bootstrap=bootstrap, seed=seed)
-        metrics["comparison"] = {"predictions": os.fspath(compare), **comparison}
+        other = load_predictions(Path(compare), label_set, on_error, dataset)
+        reads.append(other)
+        comparison = _compare(clips, other.rows, label_set, chosen[:1], bootstrap=bootstrap, seed=seed)
+        metrics["comparison"] = {"predictions": os.fspath(other.path), **comparison, **other.report()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out)
     print(summary_table(metrics))
     print(f"metrics: {out}", file=sys.stderr)
+    print_left_out(reads)
     return 0
 
 
-__all__ = ["compare_predictions", "score_command", "score_predictions", "summary_table"]
+def dataset_split(
+    manifest: Path | None, label_set: LabelSet, split: str, val_fraction: float, test_fraction: float, seed: int
+) -> DatasetSplit | None:
+    """The manifest split the predictions must cover (`--manifest` and its split options), or None without one."""
+    if manifest is None:
+        return None
+    return read_split(
+        Path(manifest), label_set, split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    )
+
+
+def print_left_out(reads: Sequence[PredictionsFile]) -> None:
+    """The skipped rows and missing clips of each file, on stderr after everything else (so they stay visible)."""
+    for read in reads:
+        for line in read.summary_lines():
+            print(line, file=sys.stderr)
+
+
+__all__ = [
+    "compare_predictions",
+    "dataset_split",
+    "print_left_out",
+    "score_command",
+    "score_predictions",
+    "summary_table",
+]
