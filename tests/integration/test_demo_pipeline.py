@@ -183,7 +183,12 @@ def test_the_whole_demo_pipeline_then_every_stage_skipped_then_the_notebook(demo
     second = run_pipeline_cli(demo_dir)
     assert second.stdout.count("up to date, skipped") == len(stages), second.stdout
 
-    check_notebook(run_notebook(), num_clips, threshold)
+    page = (demo_dir / "runs/demo_report/index.html").read_text()
+    assert "SFT" in page and "GRPO" in page and "report:" in first.stdout
+
+    namespace = run_notebook()
+    check_notebook(namespace, num_clips, threshold)
+    assert namespace["have_predictions"] and namespace["metrics"]["n"] == sum(r["split"] == "test" for r in rows)
 
 
 def test_readme_lists_the_demo_pipeline_stages() -> None:
