@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -28,7 +27,6 @@ from ecr.models.info import (
     per_gpu,
 )
 
-HUMANOMNI = importlib.util.find_spec("ecr.models.humanomni") is not None
 INFO = "ecr.models.info:info_command"
 
 
@@ -151,17 +149,10 @@ def test_qwen_omni_3b_preset_builds() -> None:
     assert 4.5e9 < census.parameters < 5.0e9 and not census.tied_head
 
 
-@pytest.mark.skipif(not HUMANOMNI, reason="ecr.models.humanomni is not in this checkout yet (the lead re-enables)")
 def test_humanomni_05b_preset_matches_the_spec_census() -> None:
     census = model_census("humanomni-0.5b", lora=LoraSettings(r=16))
     assert census.parameters == 1_373_177_925  # humanomni_spec.md §2.4, the 2.75 GB R1-Omni-0.5B file
     assert census.tied_head
-
-
-@pytest.mark.skipif(HUMANOMNI, reason="ecr.models.humanomni exists: the presets build")
-def test_humanomni_preset_without_the_family_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="humanomni"):
-        model_census("humanomni-0.5b")
 
 
 def test_unknown_preset_or_folder_is_a_config_error(tmp_path: Path) -> None:
