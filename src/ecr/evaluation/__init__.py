@@ -7,8 +7,8 @@
   server, through the teacher's client: bounded concurrency, retries with backoff, an append-only cache);
 - `read_predictions` / `load_predictions` (a malformed line, an unknown label or a duplicate id is a
   `ManifestError` naming the line or, with `on_error="skip"`, counted; with a manifest, clips outside the split or
-  without a prediction too), `score_predictions` and `score_command` (`ecr score`): metrics.json with WAR/UAR, EPC/EEA/FCR,
-  the missing judge answers, per-class recall, the confusion matrix and the quadrants;
+  without a prediction too), `score_predictions` and `score_command` (`ecr score`): metrics.json with WAR/UAR,
+  EPC/EEA/FCR, the missing judge answers, per-class recall, the confusion matrix and the quadrants;
 - `write_report` / `report_command` (`ecr report`): one self-contained HTML page (+ PNGs from `plots`) for one
   or more predictions files side by side, every number from `score_predictions` / `compare_predictions`;
 - `clip_views` / `filter_clips` / `clips_table`: scored clips by quadrant or class (the report's examples and

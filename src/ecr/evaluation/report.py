@@ -33,7 +33,16 @@ from ecr.errors import ConfigError
 from ecr.evaluation.browse import QUADRANTS, ClipView, clip_views, filter_clips
 from ecr.evaluation.judges import Judge, VerifierJudge
 from ecr.evaluation.predictions import DatasetSplit, OnError, Prediction, PredictionsFile, load_predictions
-from ecr.evaluation.score import build_judges, compare_predictions, dataset_split, print_left_out, score_predictions
+from ecr.evaluation.score import (
+    build_judges,
+    compare_predictions,
+    dataset_split,
+    fmt_interval,
+    fmt_p,
+    fmt_pct,
+    print_left_out,
+    score_predictions,
+)
 from ecr.labels import NEUTRAL, LabelSet, get_label_set
 
 ReportJudge = Literal["verifier", "none"]
@@ -142,20 +151,12 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}"
+def fmt_interval_blank(x: Sequence[float] | None) -> str:
+    return fmt_interval(x, missing="")
 
 
 def _delta(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:+.2f}"
-
-
-def _interval(x: Sequence[float] | None) -> str:
-    return "" if x is None else f"[{100 * x[0]:.2f}, {100 * x[1]:.2f}]"
-
-
-def _p(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3g}"
 
 
 def _cell(value: str, interval: str = "", **data: str) -> str:
@@ -185,11 +186,13 @@ def headline_html(runs: Sequence[Run], comparisons: Sequence[Mapping[str, Any]])
         row = [f"<th>{key.upper()}</th>"]
         for r in runs:
             interval = (r.metrics.get("intervals") or {}).get(key)
-            row.append(_cell(_pct(r.metrics[key]), _interval(interval), metric=key, run=r.name))
+            row.append(_cell(fmt_pct(r.metrics[key]), fmt_interval_blank(interval), metric=key, run=r.name))
         for c in comparisons:
             entry = c["metrics"].get(key, {})
-            row.append(_cell(_delta(entry.get("delta")), _interval(entry.get("interval")), metric=key, delta=c["b"]))
-            row.append(_cell(_p(entry.get("p_value")), metric=key, p=c["b"]))
+            row.append(
+                _cell(_delta(entry.get("delta")), fmt_interval_blank(entry.get("interval")), metric=key, delta=c["b"])
+            )
+            row.append(_cell(fmt_p(entry.get("p_value")), metric=key, p=c["b"]))
         rows.append(row)
     counts = [("clips", "n"), ("unparseable (wrong)", "unparseable")]
     if judged:
@@ -209,7 +212,7 @@ def headline_html(runs: Sequence[Run], comparisons: Sequence[Mapping[str, Any]])
         row = ["<th>compound accuracy (%)</th>"]
         for r in runs:
             c = r.metrics.get("compound")
-            text = f"{_pct(c['accuracy'])} ({c['n']} clips)" if c else "n/a"
+            text = f"{fmt_pct(c['accuracy'])} ({c['n']} clips)" if c else "n/a"
             row.append(_cell(text, metric="compound", run=r.name))
         row += ["<td></td><td></td>"] * len(comparisons)
         rows.append(row)
@@ -228,7 +231,7 @@ def headline_html(runs: Sequence[Run], comparisons: Sequence[Mapping[str, Any]])
         mc = c["mcnemar"]
         notes.append(
             f"WAR, exact McNemar, {c['b']} vs {c['a']}: {mc['a_only']} clips right in {c['a']} only, "
-            f"{mc['b_only']} in {c['b']} only, p = {_p(mc['p_value'])}."
+            f"{mc['b_only']} in {c['b']} only, p = {fmt_p(mc['p_value'])}."
         )
     first = runs[0].metrics
     notes.append(f"UAR rule: {first['uar_rule']}")

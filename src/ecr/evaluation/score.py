@@ -186,39 +186,42 @@ def _compare(
         raise ConfigError(f"compare: {err}") from err
 
 
-def _pct(x: float | None) -> str:
+def fmt_pct(x: float | None) -> str:
+    """A fraction as percent with 2 decimals (the printed tables and the report); n/a for None."""
     return "n/a" if x is None else f"{100 * x:.2f}"
 
 
-def _interval(x: Sequence[float] | None) -> str:
-    return "n/a" if x is None else f"[{100 * x[0]:.2f}, {100 * x[1]:.2f}]"
+def fmt_interval(x: Sequence[float] | None, missing: str = "n/a") -> str:
+    """[low, high] in percent; `missing` for None."""
+    return missing if x is None else f"[{100 * x[0]:.2f}, {100 * x[1]:.2f}]"
 
 
-def _p(x: float | None) -> str:
+def fmt_p(x: float | None) -> str:
+    """A p-value with 3 significant digits; n/a for None."""
     return "n/a" if x is None else f"{x:.3g}"
 
 
 def summary_table(metrics: dict[str, Any]) -> str:
     """The headline numbers as a markdown table (what `ecr score` prints)."""
     rows = [
-        ["WAR", _pct(metrics["war"]), f"{metrics['n']} clips, {metrics['unparseable']} unparseable (wrong)"],
-        ["UAR", _pct(metrics["uar"]), f"mean recall over {len(metrics['uar_classes'])} classes present"],
+        ["WAR", fmt_pct(metrics["war"]), f"{metrics['n']} clips, {metrics['unparseable']} unparseable (wrong)"],
+        ["UAR", fmt_pct(metrics["uar"]), f"mean recall over {len(metrics['uar_classes'])} classes present"],
     ]
     if metrics.get("judge"):
         note = f"{metrics['judged']} judged, {metrics['missing']} missing {metrics.get('missing_reasons') or ''}"
         if metrics.get("judges"):
             note = f"judge {metrics['judge']['judge']}: {note}"
-        rows += [[name.upper(), _pct(metrics[name]), note] for name in ("epc", "eea", "fcr")]
+        rows += [[name.upper(), fmt_pct(metrics[name]), note] for name in ("epc", "eea", "fcr")]
         for name, rep in list((metrics.get("judges") or {}).items())[1:]:
             note = f"judge {name}: {rep['judged']} judged, {rep['missing']} missing"
-            rows += [[f"{key.upper()} ({name})", _pct(rep[key]), note] for key in ("epc", "eea", "fcr")]
+            rows += [[f"{key.upper()} ({name})", fmt_pct(rep[key]), note] for key in ("epc", "eea", "fcr")]
     compound = metrics.get("compound")
     if compound:
-        rows.append(["compound", _pct(compound["accuracy"]), f"{compound['n']} clips with several labels: any one"])
+        rows.append(["compound", fmt_pct(compound["accuracy"]), f"{compound['n']} clips with several labels: any one"])
     intervals = metrics.get("intervals")
     if intervals:
         level = f"{100 * intervals['confidence']:g}% interval"
-        rows = [[r[0], r[1], _interval(intervals.get(r[0].lower())), r[2]] for r in rows]
+        rows = [[r[0], r[1], fmt_interval(intervals.get(r[0].lower())), r[2]] for r in rows]
         lines = [markdown_table(["metric", "%", level, "note"], rows)]
     else:
         lines = [markdown_table(["metric", "%", "note"], rows)]
@@ -245,7 +248,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
     for pair, agreement in (metrics.get("agreement") or {}).items():
         kappa = "n/a" if agreement["kappa"] is None else f"{agreement['kappa']:.3f}"
         lines.append(
-            f"\njudges {pair}: raw agreement {_pct(agreement['agreement'])} %, Cohen's kappa {kappa} "
+            f"\njudges {pair}: raw agreement {fmt_pct(agreement['agreement'])} %, Cohen's kappa {kappa} "
             f"on {agreement['n']} clips both judged ({agreement['excluded']} excluded)"
         )
     comparison = metrics.get("comparison")
@@ -258,11 +261,11 @@ def summary_table(metrics: dict[str, Any]) -> str:
                 [
                     [
                         k.upper(),
-                        _pct(v["a"]),
-                        _pct(v["b"]),
-                        _pct(v["delta"]),
-                        _interval(v["interval"]),
-                        _p(v["p_value"]),
+                        fmt_pct(v["a"]),
+                        fmt_pct(v["b"]),
+                        fmt_pct(v["delta"]),
+                        fmt_interval(v["interval"]),
+                        fmt_p(v["p_value"]),
                     ]
                     for k, v in comparison["metrics"].items()
                 ],
@@ -271,7 +274,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         mc = comparison["mcnemar"]
         lines.append(
             f"\nWAR, exact McNemar: {mc['a_only']} clips right in a only, {mc['b_only']} in b only, "
-            f"p = {_p(mc['p_value'])}"
+            f"p = {fmt_p(mc['p_value'])}"
         )
     return "\n".join(lines)
 
