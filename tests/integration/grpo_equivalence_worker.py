@@ -31,11 +31,11 @@ LENGTH = 6
 _current_ids: list[str] = []
 
 
-def fake_generate(self, prompt, **kwargs) -> torch.Tensor:
+def fake_generate(self, prompt, *, group_size: int = 1, **kwargs) -> torch.Tensor:
     """Completion ids [N, LENGTH] from (clip id, row index in the group); an EOS ends some rows early."""
     rows = []
     eos = self.tokenizer.eos_token_id
-    for row in range(prompt.input_ids.shape[0]):
+    for row in range(prompt.input_ids.shape[0] * group_size):  # group_size > 1: one prompt row per group
         clip = _current_ids[row // GROUP]
         seed = int(hashlib.sha256(f"{clip}:{row % GROUP}".encode()).hexdigest()[:8], 16)
         ids = torch.randint(10, 900, (LENGTH,), generator=torch.Generator().manual_seed(seed))

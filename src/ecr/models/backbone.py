@@ -8,7 +8,8 @@ A stage never touches a family's internals; it asks the backbone to
 - `loss(batch)` for supervised training,
 - `encode_prompt(batch)` ONCE per prompt: media features merged into the prompt embeddings + positions, the
   cacheable `EncodedPrompt` that GRPO reuses for G rollouts and for policy and reference log-probs,
-- `generate(encoded, …)` and `token_logprobs(encoded, completion_ids, completion_mask)` on that encoding.
+- `generate(encoded, group_size=G, …)` (one prefill per prompt for its G samples) and
+  `token_logprobs(encoded, completion_ids, completion_mask)` on that encoding.
 Adding a family = a new module implementing this Protocol + `register_backbone`, nothing else.
 """
 
@@ -167,8 +168,10 @@ class PolicyBackbone(Protocol):
         """Run the media encoders once and merge them into the prompt embeddings."""
         ...
 
-    def generate(self, prompt: EncodedPrompt, **generation_kwargs: Any) -> torch.Tensor:
-        """Completion token ids [B, C] (prompt stripped; padded with the pad id after EOS)."""
+    def generate(self, prompt: EncodedPrompt, *, group_size: int = 1, **generation_kwargs: Any) -> torch.Tensor:
+        """Completion token ids [B·G, C] (prompt stripped; padded with the pad id after EOS); `group_size=G`
+        samples G per prompt (a prompt's rows contiguous) from ONE prefill of each prompt, exactly what
+        `generate(prompt.repeat_interleave(G))` samples."""
         ...
 
     def token_logprobs(

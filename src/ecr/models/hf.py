@@ -351,9 +351,20 @@ class HFBackbone:
         with model.disable_adapter():
             yield
 
-    def generate(self, prompt: EncodedPrompt, **generation_kwargs: Any) -> torch.Tensor:
-        """Completion ids [B, C] generated from the cached prompt encoding (media encoders do not run)."""
+    def generate(self, prompt: EncodedPrompt, *, group_size: int = 1, **generation_kwargs: Any) -> torch.Tensor:
+        """Completion ids [B·G, C] generated from the cached prompt encoding (media encoders do not run).
+
+        `group_size=G` samples G completions per prompt (rows of a prompt contiguous, as `repeat_interleave(G)`)
+        and prefills each prompt ONCE: its KV cache is expanded G times and the G rows decode from it, so the
+        prompt (hundreds of media tokens) runs through the language model B times instead of B·G. The samples
+        are those of `generate(prompt.repeat_interleave(G))` (docs/method.md §4: same positions, masks, logits
+        processors and random draws). G = 1 is the plain path.
+        """
         model = self._require_model()
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        if group_size > 1 and generation_kwargs.get("num_return_sequences", 1) != 1:
+            raise ValueError("pass group_size or num_return_sequences, not both")
         tok = self.tokenizer
         generation_kwargs.setdefault("pad_token_id", tok.pad_token_id)
         generation_kwargs.setdefault("eos_token_id", tok.eos_token_id)
@@ -361,15 +372,48 @@ class HFBackbone:
         suppress = set(generation_kwargs.pop("suppress_tokens", None) or []) | set(self.media_token_ids())
         if suppress:
             generation_kwargs["suppress_tokens"] = sorted(suppress)
-        out = model.generate(
-            input_ids=prompt.input_ids,
-            inputs_embeds=prompt.inputs_embeds,
-            attention_mask=prompt.attention_mask,
-            use_cache=True,
-            **prompt.generate_kwargs,
-            **generation_kwargs,
-        )
+        if group_size > 1 and prompt.input_ids.shape[1] > 1:
+            inputs = self._shared_prefill_inputs(prompt, group_size)
+        else:
+            prompt = prompt.repeat_interleave(group_size) if group_size > 1 else prompt
+            inputs = {
+                "input_ids": prompt.input_ids,
+                "inputs_embeds": prompt.inputs_embeds,
+                "attention_mask": prompt.attention_mask,
+                **prompt.generate_kwargs,
+            }
+        out = model.generate(**inputs, use_cache=True, **generation_kwargs)
         return out[:, prompt.input_ids.shape[1] :]
+
+    def _shared_prefill_inputs(self, prompt: EncodedPrompt, group: int) -> dict[str, Any]:
+        """`model.generate` inputs that continue G rows per prompt from ONE prefill of each prompt.
+
+        The first P-1 prompt positions run once per prompt ([B] rows) and their KV cache is expanded to the B·G
+        rows; HF `generate` then feeds the last prompt position itself (from `inputs_embeds`, of which it reads
+        only the uncached tail: a stride-0 view of the last embedding stands in for the rest, no [B·G, P, H]
+        copy), so the first token comes from the same logits as a full prefill. Positions are passed explicitly
+        (the encoding's own, e.g. Omni's 3-D TMRoPE ones) and HF continues them at last + 1 = `next_position`,
+        which is why grids and the audio-in-video flag are not needed here.
+        """
+        p = prompt.input_ids.shape[1]
+        with torch.no_grad():
+            _, cache = self._hidden_states(
+                prompt.inputs_embeds[:, : p - 1],
+                prompt.attention_mask[:, : p - 1],
+                prompt.position_ids[..., : p - 1],
+                use_cache=True,
+            )  # KV cache [B, heads, P-1, d] per layer
+        if cache is None or cache.get_seq_length() != p - 1:  # e.g. train mode + gradient checkpointing
+            raise RuntimeError("shared prefill got no KV cache from the decoder: generate in eval() mode")
+        cache.batch_repeat_interleave(group)  # [B·G, heads, P-1, d]
+        last = prompt.inputs_embeds[:, -1:].repeat_interleave(group, 0)  # [B·G, 1, H]
+        return {
+            "input_ids": prompt.input_ids.repeat_interleave(group, 0),  # [B·G, P]
+            "inputs_embeds": last.expand(-1, p, -1),  # [B·G, P, H] view; only position P-1 is read
+            "attention_mask": prompt.attention_mask.repeat_interleave(group, 0),  # [B·G, P]
+            "position_ids": self._decoder_positions(prompt.position_ids.repeat_interleave(group, 1)),
+            "past_key_values": cache,
+        }
 
     def decode(self, token_ids: torch.Tensor) -> list[str]:
         return self.tokenizer.batch_decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -113,8 +113,9 @@ class GRPOModule(PolicyStageModule):
             reference_device: Device of a copy reference (None = the policy's; "cpu" saves accelerator memory).
             ref_model_sync_steps: Copy the policy into a copy reference every N optimizer steps (None = never).
             logprob_chunk_tokens: Tokens per chunk of the LM head in log-prob passes (None = a 128 MiB budget).
-            share_prompt_prefix: Run each prompt once per group in log-prob passes and share its KV cache with the
-                G completions (same values and gradients; off automatically under gradient checkpointing).
+            share_prompt_prefix: Prefill each prompt once for its G samples and run it once per group in log-prob
+                passes, sharing its KV cache with the G completions (same samples, values and gradients; the
+                log-prob passes turn it off automatically under gradient checkpointing).
             max_nonfinite_skips: Stop after this many non-finite steps in a row (none of them was applied).
             log_completions_every_n_steps: Write a completion table to TensorBoard every N optimizer steps (0 = off).
             val_max_new_tokens: Generation length in validation (None = the sampling max_new_tokens).

@@ -1,9 +1,12 @@
 """One GRPO rollout: encode a prompt batch ONCE, sample G completions per prompt, score them, compute advantages.
 
-The media encoders run a single time per prompt (`encode_prompt`); the encoding is repeated G times
-(`EncodedPrompt.repeat_interleave`) and reused for sampling, the old-policy log-probs and the reference
-log-probs, and (when towers and token embeddings are frozen, the LoRA default) for the policy log-probs of
-every update on this rollout. Three traps are handled here:
+The media encoders run a single time per prompt (`encode_prompt`); the encoding is reused for sampling, the
+old-policy log-probs and the reference log-probs, and (when towers and token embeddings are frozen, the LoRA
+default) for the policy log-probs of every update on this rollout. The prompt prefix is shared too: sampling
+prefills each prompt once and decodes its G completions from that KV cache (`generate(group_size=G)`), and the
+log-prob passes run each prompt once per group (`shared_prefix=G`); `share_prefix=False` repeats the prompt G
+times instead (`EncodedPrompt.repeat_interleave`), the same samples and values at more compute. Three traps
+are handled here:
 - sampling runs in `eval()` mode: in train mode with gradient checkpointing, HF turns the KV cache off inside
   the layers while generation still feeds one token at a time, which silently gives wrong samples;
 - media placeholder ids are suppressed while sampling (`PolicyBackbone.generate`);
@@ -171,7 +174,10 @@ def collect_rollout(
         repeated = prompt.repeat_interleave(group_size)  # [N = B·G]
         t0 = time.perf_counter()
         with eval_mode(model):
-            ids = backbone.generate(repeated, **sampling.generate_kwargs())  # [N, C]
+            if share_prefix:  # one prefill per prompt, G completions decoded from its KV cache
+                ids = backbone.generate(prompt, group_size=group_size, **sampling.generate_kwargs())  # [N, C]
+            else:
+                ids = backbone.generate(repeated, **sampling.generate_kwargs())  # [N, C]
         timings["generate"] = time.perf_counter() - t0
     mask, truncated = completion_mask(ids, eos_ids(backbone))
     mask = mask.float()

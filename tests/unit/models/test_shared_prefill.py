@@ -1,0 +1,154 @@
+"""Generation with a shared prefill (`generate(prompt, group_size=G)`): each prompt is prefilled once and its KV
+cache serves its G samples. It must sample exactly what G repeated prompts sample (docs/method.md §4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from ecr.models import PolicyConfig, load_policy
+
+G = 3
+
+
+class Recorder(LogitsProcessor):
+    """Keeps the scores HF samples from at every step (custom processors run after the configured ones)."""
+
+    def __init__(self) -> None:
+        self.scores: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.scores.append(scores.clone())
+        return scores
+
+
+def _backbone(family, tiny_omni, tiny_lm, small_inputs, **kw):
+    """A LoRA policy with non-zero adapters (they take part in both paths), in eval mode as rollouts sample."""
+    torch.manual_seed(0)
+    if family == "causal_lm":
+        config = PolicyConfig(backbone="causal_lm", model=str(tiny_lm), lora={"r": 4, "dropout": 0.0}, **kw)
+    else:
+        inputs = {**small_inputs, "audio_in_video": family == "omni-interleaved"}
+        config = PolicyConfig(model=str(tiny_omni), inputs=inputs, lora={"r": 4, "dropout": 0.0}, **kw)
+    bb = load_policy(config)
+    for n, p in bb.model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.05)
+    bb.model.eval()
+    return bb
+
+
+def _prompt(bb, family, clip_samples, long_clip_samples, text_samples):
+    """A left-padded batch whose prompts differ in length (2 s, 5 s and 3 s clips; two texts)."""
+    if family == "causal_lm":
+        samples = [*text_samples, dict(text_samples[0], id="t2", text="Wow.")]
+    else:
+        samples = [clip_samples[0], long_clip_samples[0], long_clip_samples[2]]
+    batch = bb.collator("generate")(samples)
+    lengths = batch["attention_mask"].sum(-1)
+    assert len(set(lengths.tolist())) == len(samples), lengths  # really left-padded to different lengths
+    with torch.no_grad():
+        return bb.encode_prompt(batch)
+
+
+def _sample(bb, prompt, shared: bool, seed: int, **kw):
+    """(completion ids [B·G, C], processed scores per step, RNG state after) of one generate call."""
+    recorder = Recorder()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        if shared:
+            ids = bb.generate(prompt, group_size=G, logits_processor=LogitsProcessorList([recorder]), **kw)
+        else:
+            ids = bb.generate(prompt.repeat_interleave(G), logits_processor=LogitsProcessorList([recorder]), **kw)
+    return ids, recorder.scores, torch.get_rng_state()
+
+
+SETTINGS = {
+    "greedy": {"do_sample": False},
+    "sample": {"do_sample": True, "top_k": 0, "temperature": 1.0},
+    "filtered": {"do_sample": True, "top_k": 40, "top_p": 0.9, "temperature": 0.7, "repetition_penalty": 1.3,
+                 "min_new_tokens": 4},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["omni-interleaved", "omni-sequential", "causal_lm"])
+def test_shared_prefill_samples_what_repeated_prompts_sample(
+    family, tiny_omni, tiny_lm, clip_samples, long_clip_samples, text_samples, small_inputs
+) -> None:
+    """Same seed → the same ids; the scores sampled from are equal at every step and the RNG ends in the same
+    state (the same draws were made), for greedy, plain and filtered sampling."""
+    bb = _backbone(family, tiny_omni, tiny_lm, small_inputs)
+    prompt = _prompt(bb, family, clip_samples, long_clip_samples, text_samples)
+    for name, kw in SETTINGS.items():
+        plain_ids, plain_scores, plain_rng = _sample(bb, prompt, False, seed=7, max_new_tokens=8, **kw)
+        ids, scores, rng = _sample(bb, prompt, True, seed=7, max_new_tokens=8, **kw)
+        assert ids.shape == (3 * G, 8), name
+        assert torch.equal(ids, plain_ids), name
+        assert torch.equal(rng, plain_rng), name
+        assert len(scores) == len(plain_scores) == 8, name
+        for step, (a, b) in enumerate(zip(scores, plain_scores, strict=True)):
+            assert torch.equal(torch.isinf(a), torch.isinf(b)), (name, step)  # the same tokens filtered out
+            finite = torch.isfinite(b)
+            assert torch.allclose(a[finite], b[finite], atol=1e-5), (name, step, (a[finite] - b[finite]).abs().max())
+    if family != "causal_lm":  # the suppression of media placeholders holds on the shared path too
+        sampled = bb.generate(prompt, group_size=G, max_new_tokens=8, min_new_tokens=8, do_sample=True, top_k=0)
+        assert not torch.isin(sampled, torch.tensor(bb.media_token_ids())).any()
+
+
+def test_the_prompt_is_prefilled_once_per_prompt(tiny_omni, tiny_lm, clip_samples, long_clip_samples, text_samples,
+                                                 small_inputs) -> None:  # fmt: skip
+    """The language model sees the prompt with B rows (not B·G); only single decode positions run on B·G."""
+    bb = _backbone("omni-interleaved", tiny_omni, tiny_lm, small_inputs)
+    prompt = _prompt(bb, "omni-interleaved", clip_samples, long_clip_samples, text_samples)
+    shapes: list[tuple[int, int]] = []
+    layer = bb.base_model.model.language_model.layers[0]
+    handle = layer.register_forward_pre_hook(lambda _m, args, kwargs: shapes.append(tuple(args[0].shape[:2])),
+                                             with_kwargs=True)  # fmt: skip
+    try:
+        with torch.no_grad():
+            bb.generate(prompt, group_size=G, max_new_tokens=4, do_sample=False)
+        repeated = list(shapes)
+        shapes.clear()
+        with torch.no_grad():
+            bb.generate(prompt.repeat_interleave(G), max_new_tokens=4, do_sample=False)
+    finally:
+        handle.remove()
+    p = prompt.input_ids.shape[1]
+    assert repeated == [(3, p - 1)] + [(3 * G, 1)] * 4  # prefill on B rows, then the last prompt position + 3 steps
+    assert shapes == [(3 * G, p)] + [(3 * G, 1)] * 3
+
+
+def test_group_size_arguments_are_checked(tiny_omni, tiny_lm, clip_samples, long_clip_samples, text_samples,
+                                          small_inputs) -> None:  # fmt: skip
+    bb = _backbone("causal_lm", tiny_omni, tiny_lm, small_inputs)
+    prompt = _prompt(bb, "causal_lm", clip_samples, long_clip_samples, text_samples)
+    with torch.no_grad():
+        assert torch.equal(bb.generate(prompt, group_size=1, max_new_tokens=3, do_sample=False),
+                           bb.generate(prompt, max_new_tokens=3, do_sample=False))  # fmt: skip
+        with pytest.raises(ValueError, match="group_size must be >= 1"):
+            bb.generate(prompt, group_size=0, max_new_tokens=3)
+        with pytest.raises(ValueError, match="not both"):
+            bb.generate(prompt, group_size=2, num_return_sequences=2, max_new_tokens=3)
+
+
+def test_train_mode_with_gradient_checkpointing_is_refused(tiny_omni, tiny_lm, clip_samples, long_clip_samples,
+                                                           text_samples, small_inputs) -> None:  # fmt: skip
+    """Gradient checkpointing in train mode turns the KV cache off: the shared prefill says so instead of
+    decoding from nothing (rollouts sample in eval mode)."""
+    bb = _backbone("causal_lm", tiny_omni, tiny_lm, small_inputs, gradient_checkpointing=True)
+    prompt = _prompt(bb, "causal_lm", clip_samples, long_clip_samples, text_samples)
+    bb.model.train()
+    with torch.no_grad(), pytest.raises(RuntimeError, match="eval"):
+        bb.generate(prompt, group_size=2, max_new_tokens=3)
+
+
+def test_shared_prefill_on_an_8bit_policy(tiny_omni, tiny_lm, clip_samples, long_clip_samples, text_samples,
+                                          small_inputs) -> None:  # fmt: skip
+    """The one-GPU GRPO setting (LoRA on 8-bit weights): the same samples from one prefill per prompt."""
+    bb = _backbone("omni-interleaved", tiny_omni, tiny_lm, small_inputs, quantization="8bit")
+    prompt = _prompt(bb, "omni-interleaved", clip_samples, long_clip_samples, text_samples)
+    for name in ("greedy", "sample"):
+        plain_ids, _, plain_rng = _sample(bb, prompt, False, seed=3, max_new_tokens=6, **SETTINGS[name])
+        ids, _, rng = _sample(bb, prompt, True, seed=3, max_new_tokens=6, **SETTINGS[name])
+        assert torch.equal(ids, plain_ids) and torch.equal(rng, plain_rng), name
