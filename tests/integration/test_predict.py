@@ -220,9 +220,11 @@ def test_best_of_n_keeps_the_candidate_the_verifier_prefers(
     calls: list[tuple[str, int]] = []
     encode, generate = real.backbone.encode_prompt, real.backbone.generate
     real.backbone.encode_prompt = lambda b: calls.append(("encode", len(b["meta"]["ids"]))) or encode(b)  # type: ignore[method-assign]
-    real.backbone.generate = lambda p, **kw: calls.append(("generate", p.batch_size)) or generate(p, **kw)  # type: ignore[method-assign]
+    real.backbone.generate = lambda p, **kw: (
+        calls.append(("generate", p.batch_size * kw.get("group_size", 1))) or generate(p, **kw)
+    )  # type: ignore[method-assign]
     rows = _predict(real, clips, tmp_path / "real.jsonl", limit_predict_batches=1)
-    assert calls == [("encode", 2), ("generate", 6)]  # media once per batch, ONE generate call for 2 clips x 3
+    assert calls == [("encode", 2), ("generate", 6)]  # media once per batch, ONE generate call (2 prompts, G=3)
     for r in rows:
         assert len(r["candidates"]) == 3 and r["rerank"] == {"method": "verifier", "num_samples": 3}
         kept = r["candidates"][r["chosen"]]

@@ -17,10 +17,11 @@ Sampling seeds: each batch draws with `torch.manual_seed(seed + crc32 of its fir
 so a rerun with the same batches reproduces every completion, and the global RNG is untouched.
 
 Best-of-N (`num_samples` N > 1, `rerank: verifier`; needs sampling and a verifier): ONE generate call per batch
-draws N candidates per clip (the media encoded once, the encoding repeated with `EncodedPrompt.repeat_interleave`
-as the GRPO rollout does); each candidate is scored by the explanation reward against its OWN answer and the
-best is kept (`ecr.metrics.rerank`, docs/method.md §5). The row holds the kept candidate's fields, `chosen` (its
-index) and `candidates` (every candidate's completion, prediction, score, format validity, tokens, truncation).
+draws N candidates per clip (the media encoded once and the prompt prefilled once, its KV cache shared by the N
+samples: `generate(..., group_size=N)`, as the GRPO rollout does); each candidate is scored by the explanation
+reward against its OWN answer and the best is kept (`ecr.metrics.rerank`, docs/method.md §5). The row holds the
+kept candidate's fields, `chosen` (its index) and `candidates` (every candidate's completion, prediction, score,
+format validity, tokens, truncation).
 
 Compound truth: a clip whose manifest record carries `labels` (a list, or a string split on `,;|`; custom
 manifests keep it in `ClipRecord.meta`) gets `labels` (canonical) in its row, scored by `ecr score` as `compound`.
@@ -277,10 +278,10 @@ class PredictModule(PolicyStageModule):
         """Completion ids [B·N, C] of a generate batch (media encoded once; a clip's N candidates contiguous) and the
         batch's sampling seed."""
         kwargs = self.generation.generate_kwargs()
+        if self.num_samples > 1:  # one prefill per clip, its KV cache shared by the N candidates -> [B·N, C]
+            kwargs["group_size"] = self.num_samples
         with eval_mode(self.model):  # type: ignore[arg-type]
             prompt = self.backbone.encode_prompt(batch)
-            if self.num_samples > 1:
-                prompt = prompt.repeat_interleave(self.num_samples)  # [B·N]
             if not self.generation.do_sample:
                 return self.backbone.generate(prompt, **kwargs), None
             seed = batch_seed(self.seed, batch["meta"]["ids"][0])
