@@ -427,7 +427,7 @@ def render_html(
     colours = class_colours(label_set, [s for ex in examples for _, s in ex.shown])
     title = "ecr report: " + ", ".join(r.name for r in runs)
     files = "".join(f"<li><b>{_e(r.name)}</b>: {_e(os.fspath(r.path))} ({len(r.clips)} clips)</li>" for r in runs)
-    judge_text = "none (WAR/UAR only)" if judge is None else _e(_settings_text(judge.settings()))
+    judge_text = "judge: none (WAR/UAR only)" if judge is None else _e(_settings_text(judge.settings()))
     confusion = "".join(
         f'<figure><img src="{_e(images["confusion/" + r.name])}" alt="confusion matrix of {_e(r.name)}">'
         f"<figcaption>{_e(r.name)}</figcaption></figure>"
@@ -436,7 +436,7 @@ def render_html(
     body = [
         f"<h1>{_e(title)}</h1>",
         f"<ul>{files}</ul>",
-        f'<p class="note">Judge: {judge_text}. Labels: {_e(", ".join(label_set.labels))}.</p>',
+        f'<p class="note">Explanation {judge_text}. Labels: {_e(", ".join(label_set.labels))}.</p>',
         "<h2>Metrics</h2>",
         headline_html(runs, comparisons),
         "<h2>Confusion matrices</h2>",

@@ -196,14 +196,15 @@ def mcnemar_exact(a_right: torch.Tensor, b_right: torch.Tensor) -> dict[str, Any
 
 
 def _p_value(delta: float, samples: torch.Tensor) -> float | None:
-    """Two-sided bootstrap p-value: 2 × share of resampled differences at or beyond 0 from the observed side."""
+    """Two-sided bootstrap p-value: 2 × share of resampled differences at or beyond 0 from the observed side, with
+    the usual +1 correction ((k + 1) / (R + 1)), so that R resamples never claim p = 0 (the floor is 2 / (R + 1))."""
     finite = samples[~torch.isnan(samples)]  # [R']
     if finite.numel() == 0:
         return None
     if delta == 0:
         return 1.0
     other = (finite <= 0) if delta > 0 else (finite >= 0)
-    return min(1.0, 2 * float(other.double().mean()))
+    return min(1.0, 2 * (float(other.double().sum()) + 1) / (finite.numel() + 1))
 
 
 def paired_bootstrap(

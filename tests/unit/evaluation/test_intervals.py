@@ -123,7 +123,7 @@ def test_percentile_interval_and_p_value_by_hand() -> None:
     assert percentile_interval(samples, 0.95) == pytest.approx([2.5, 97.5])
     assert percentile_interval(torch.tensor([float("nan")])) is None
     d = torch.tensor([-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
-    assert _p_value(3.0, d) == pytest.approx(2 * 2 / 10)  # two resamples at or below 0
+    assert _p_value(3.0, d) == pytest.approx(2 * (2 + 1) / (10 + 1))  # two resamples at or below 0, +1 corrected
     assert _p_value(-3.0, d) == pytest.approx(1.0)  # 9/10 at or above 0 -> 1.8, clipped
     assert _p_value(0.0, d) == 1.0
 
@@ -156,7 +156,7 @@ def test_a_clearly_better_file_has_a_positive_interval_and_small_p() -> None:
     b = ClipOutcomes(torch.where(torch.arange(400) < 360, 0, 1), a.target, 2)  # 90 % right
     cmp = paired_bootstrap(a, b, n_resamples=500)
     war = cmp["metrics"]["war"]
-    assert war["delta"] == pytest.approx(0.4) and war["interval"][0] > 0.3 and war["p_value"] == 0.0
+    assert war["delta"] == pytest.approx(0.4) and war["interval"][0] > 0.3 and war["p_value"] == pytest.approx(2 / 501)
     assert cmp["mcnemar"]["a_only"] == 0 and cmp["mcnemar"]["b_only"] == 160
     assert cmp["mcnemar"]["p_value"] == pytest.approx(2 / 2**160)
 
