@@ -1,6 +1,6 @@
 """The paper's comparison in miniature on the embedded default (issue: "the paper's effect, measured honestly").
 
-On the same synthetic test split, for each seed:
+On the same held-out synthetic test clips (96 fresh clips, seed 1; the demo's own test split has 8), for each seed:
   (a) SFT                       the demo's SFT policy (shared by every seed: GRPO's start)
   (b) GRPO format + accuracy    the explanation term is computed and logged with weight 0 (not optimised)
   (c) GRPO + explanation (ERV)  format + accuracy + explanation, weight 1 each (the paper)
@@ -49,13 +49,29 @@ def overlay(path: Path, text: str) -> str:
     return str(path)
 
 
-def predict(run: Path, checkpoint: Path | None, extra: str = "") -> Path:
-    """`ecr predict` of the demo config for a checkpoint (None: the SFT export) into `run`/predictions.jsonl."""
+def heldout(num_clips: int) -> Path:
+    """A fresh synthetic test set (seed 1: other clips than the demo's 64), every row in the test split: the demo's
+    own 8 test clips are far too few to tell variants apart."""
+    root = OUT / "heldout"
+    manifest = root / "test_all.jsonl"
+    if not manifest.is_file():
+        ecr("data", "synth", "--out", str(root), "--num-clips", str(num_clips), "--labels", "dfew", "--seed", "1")
+        rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+        manifest.write_text("".join(json.dumps({**r, "split": "test"}) + "\n" for r in rows))
+    return manifest
+
+
+def predict(run: Path, checkpoint: Path | None, test: Path, extra: str = "") -> Path:
+    """`ecr predict` of the demo config for a checkpoint (None: the SFT export) on the held-out clips."""
     out = run / "predictions.jsonl"
     model = f"model:\n  init_args:\n    policy: null\n    checkpoint: {checkpoint}\n{extra}" if checkpoint else ""
+    data = (
+        f"data:\n  init_args:\n    root: {test.parent}\n    manifest: {test}\n    cache_dir: {test.parent / 'cache'}\n"
+        "    batch_size: 8\n"
+    )
     config = overlay(
         run / "predict_overlay.yaml",
-        f"{model}trainer:\n  default_root_dir: {run}\n"
+        f"{model}{data}trainer:\n  default_root_dir: {run}\n"
         f"  logger:\n    class_path: lightning.pytorch.loggers.TensorBoardLogger\n"
         f"    init_args:\n      save_dir: {run}\n      name: tb\n  callbacks:\n"
         f"    - class_path: ecr.evaluation.PredictionWriter\n      init_args:\n        output: {out}\n",
@@ -156,13 +172,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="GRPO steps per run (configs/demo/grpo.yaml: 40)")
     parser.add_argument("--num-samples", type=int, default=4, help="best-of-N candidates per clip for (d)")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--num-clips", type=int, default=96, help="held-out synthetic test clips (seed 1)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ecr("pipeline", "--file", "configs/demo/pipeline.yaml")  # the demo's SFT policy and verifier (skips if up to date)
 
-    sft = predict(OUT / "a", None)
+    test = heldout(args.num_clips)
+    sft = predict(OUT / "a", None, test)
     results: dict[str, list[dict]] = {"a": [{"seed": None, "metrics": score(sft, None, args.bootstrap)}]}
     runs: dict[str, list[Path]] = {"b": [], "c": []}
     best_of_n = (
@@ -173,10 +191,10 @@ def main() -> None:
         for variant in ("b", "c"):
             ckpt = grpo(variant, seed, args.steps)
             runs[variant].append(ckpt.parents[3])
-            m = score(predict(OUT / f"{variant}_seed{seed}" / "predict", ckpt), sft, args.bootstrap)
+            m = score(predict(OUT / f"{variant}_seed{seed}" / "predict", ckpt, test), sft, args.bootstrap)
             results.setdefault(variant, []).append(compared(m, seed))
             if variant == "c":
-                pred = predict(OUT / f"d_seed{seed}", ckpt, extra=best_of_n)
+                pred = predict(OUT / f"d_seed{seed}", ckpt, test, extra=best_of_n)
                 m = score(pred, sft, args.bootstrap)
                 results.setdefault("d", []).append(compared(m, seed))
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
