@@ -4,7 +4,8 @@ On the same held-out synthetic test clips (96 fresh clips, seed 1; the demo's ow
   (a) SFT                       the demo's SFT policy (shared by every seed: GRPO's start)
   (b) GRPO format + accuracy    the explanation term is computed and logged with weight 0 (not optimised)
   (c) GRPO + explanation (ERV)  format + accuracy + explanation, weight 1 each (the paper)
-  (d) (c) + best-of-N           (c)'s policy, N sampled candidates per clip reranked by the verifier
+  (d) (c) + best-of-N           (c)'s policy, N candidates per clip sampled at the paper's evaluation setting
+                                (T 0.3, top-p 0.9) and reranked by the verifier
 Every run is an ordinary `ecr` command (printed as it runs). The results land in runs/miniature/: per-run
 predictions and metrics.json, `results.json`, `results.md` (mean ± std over seeds of WAR/UAR/EPC/EEA/FCR, and
 each variant's paired delta against SFT with its bootstrap 95 % interval, per seed) and `reward_curves.png`
@@ -169,7 +170,7 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=40, help="GRPO steps per run (configs/demo/grpo.yaml: 40)")
+    parser.add_argument("--steps", type=int, default=120, help="GRPO steps per run (configs/demo/grpo.yaml: 120)")
     parser.add_argument("--num-samples", type=int, default=4, help="best-of-N candidates per clip for (d)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--num-clips", type=int, default=96, help="held-out synthetic test clips (seed 1)")
@@ -185,7 +186,7 @@ def main() -> None:
     runs: dict[str, list[Path]] = {"b": [], "c": []}
     best_of_n = (
         f"    num_samples: {args.num_samples}\n    rerank: verifier\n"
-        "    generation:\n      do_sample: true\n      temperature: 1.0\n      max_new_tokens: 96\n"
+        "    generation:\n      do_sample: true\n      temperature: 0.3\n      top_p: 0.9\n      max_new_tokens: 96\n"
     )
     for seed in args.seeds:
         for variant in ("b", "c"):
