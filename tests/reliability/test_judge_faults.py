@@ -22,11 +22,12 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from faults import HERE, ecr_command, record_outcome, run_ecr
+
+from ecr.fixtures.chat_server import ChatHandler, serve
 
 KEY = "sk-judge-faults-0123456789"
 ENV = "ECR_TEST_JUDGE_FAULTS_KEY"
@@ -52,23 +53,10 @@ class Server:
             self.release.clear()
 
 
-def _handler(state: Server) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            return
-
-        def _send(self, code: int, body: bytes) -> None:
-            try:
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
+def _handler(state: Server) -> type[ChatHandler]:
+    class Handler(ChatHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server API
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.read_request()
             content = body["messages"][-1]["content"]
             m = re.search(r"Reason: (.*)\nAnswer Emotion:$", content, re.DOTALL)
             reason = m.group(1) if m else ""
@@ -82,37 +70,27 @@ def _handler(state: Server) -> type[BaseHTTPRequestHandler]:
                 state.release.wait(30)
                 return None
             if "ALWAYS500" in reason or ("FAIL500x1" in reason and attempt <= 1):
-                return self._send(500, b'{"error": {"message": "down"}}')
+                return self.send(500, {"error": {"message": "down"}})
             with state.lock:
                 state.paid[reason] += 1
             if "BROKENBODY" in reason:
-                return self._send(200, b"<html>not json</html>")
+                return self.send(200, b"<html>not json</html>")
             found = [w for w in WORDS if w in reason.lower()]
             reply = "jealousy" if "OFFLIST" in reason else (found[0] if found else "neutral")
-            return self._send(200, json.dumps({
-                "id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": reply}}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }).encode())  # fmt: skip
+            return self.send_completion(body["model"], reply)
 
     return Handler
 
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), None)  # type: ignore[arg-type]
-    state = Server(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
-    httpd.RequestHandlerClass = _handler(state)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        state.release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    state = Server(url="")
+    with serve(_handler(state)) as url:
+        state.url = url
+        try:
+            yield state
+        finally:
+            state.release.set()  # a held request must not keep the server from shutting down
 
 
 THINKS = [

@@ -23,9 +23,10 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from ecr.fixtures.chat_server import ChatHandler, serve
 
 KEY = "sk-test-SECRET-value-0123456789"
 WORDS = ["happy", "sad", "angry", "surprise", "disgust", "fear"]
@@ -58,23 +59,8 @@ def _answer(text: str) -> str:
     return json.dumps({"labels": found[:1] or ["neutral"]})
 
 
-def _make_handler(state: ChatServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:  # keep test output quiet
-            return
-
-        def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-            try:
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                pass
-
+def _make_handler(state: ChatServer) -> type[ChatHandler]:
+    class Handler(ChatHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server API
             with state.lock:
                 state.in_flight += 1
@@ -86,7 +72,7 @@ def _make_handler(state: ChatServer) -> type[BaseHTTPRequestHandler]:
                     state.in_flight -= 1
 
         def _respond(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.read_request()
             content = body["messages"][-1]["content"]
             text = content.rsplit("Description: ", 1)[-1]
             paraphrase = content.startswith("Rewrite the following")
@@ -97,7 +83,7 @@ def _make_handler(state: ChatServer) -> type[BaseHTTPRequestHandler]:
             if state.delay:
                 time.sleep(state.delay)
             if body.get("model") == "forbidden-model":
-                return self._send(401, json.dumps({"error": {"message": "bad key", "type": "auth"}}).encode())
+                return self.send(401, {"error": {"message": "bad key", "type": "auth"}})
             for marker, code in (("FAIL500", 500), ("RATE429", 429), ("SLOW", 0)):
                 m = re.search(marker + r"x(\d+)", text)
                 if m and attempt <= int(m.group(1)):
@@ -105,37 +91,24 @@ def _make_handler(state: ChatServer) -> type[BaseHTTPRequestHandler]:
                         time.sleep(state.slow_seconds)
                         break
                     headers = {"Retry-After-Ms": "5"} if code == 429 else {}
-                    return self._send(code, json.dumps({"error": {"message": marker}}).encode(), headers)
+                    return self.send(code, {"error": {"message": marker}}, headers)
             if "ALWAYS500" in text:
-                return self._send(500, b'{"error": {"message": "down"}}')
+                return self.send(500, {"error": {"message": "down"}})
             if "BROKENBODY" in text:
-                return self._send(200, b"<html>not json</html>")
+                return self.send(200, b"<html>not json</html>")
             answer = (
                 json.dumps({"paraphrases": [f"{text} (variant {i})" for i in range(3)]})
                 if paraphrase
                 else _answer(text)
             )
-            reply = {
-                "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": answer}}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }  # fmt: skip
-            return self._send(200, json.dumps(reply).encode())
+            return self.send_completion(body["model"], answer)
 
     return Handler
 
 
 @pytest.fixture
 def chat_server() -> Iterator[ChatServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), None)  # type: ignore[arg-type]
-    state = ChatServer(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
-    httpd.RequestHandlerClass = _make_handler(state)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    state = ChatServer(url="")
+    with serve(_make_handler(state)) as url:
+        state.url = url
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
