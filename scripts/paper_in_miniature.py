@@ -1,25 +1,42 @@
-"""The paper's comparison in miniature on the embedded default (issue: "the paper's effect, measured honestly").
+"""The paper's comparison in miniature, on the embedded default, judged independently.
 
-On the same held-out synthetic test clips (96 fresh clips, seed 1; the demo's own test split has 8), for each seed:
-  (a) SFT                       the demo's SFT policy (shared by every seed: GRPO's start)
-  (b) GRPO format + accuracy    the explanation term is computed and logged with weight 0 (not optimised)
-  (c) GRPO + explanation (ERV)  format + accuracy + explanation, weight 1 each (the paper)
-  (d) (c) + best-of-N           (c)'s policy, N candidates per clip sampled at the paper's evaluation setting
-                                (T 0.3, top-p 0.9) and reranked by the verifier
-Every run is an ordinary `ecr` command (printed as it runs). The results land in runs/miniature/: per-run
-predictions and metrics.json, `results.json`, `results.md` (mean ± std over seeds of WAR/UAR/EPC/EEA/FCR, and
-each variant's paired delta against SFT with its bootstrap 95 % interval, per seed) and `reward_curves.png`
-(the explanation and accuracy reward terms during training, (b) vs (c), mean over seeds).
+The setting (`ecr data synth --conflict-fraction 0.4 --conflict-follow 0.8`, docs/miniature.md): 40 % of the clips
+carry the voice of another emotion than the face (the label), and 80 % of those clips' training explanations follow
+the misleading voice while the answer stays right, so the SFT policy's MOST LIKELY explanation on a conflict clip
+contradicts its answer. The judge is the generator's own sentence table (`--judge cue`), not the verifier the
+reward uses; the verifier judge is reported beside it, and so is the verifier's per-sentence F1 against the table.
 
-Run after the demo's inputs exist (./scripts/demo.sh, or it runs the needed stages itself):
-  .venv/bin/python scripts/paper_in_miniature.py --seeds 0 1 2
+Steps (every run is an ordinary `ecr` command, printed as it runs; results in runs/miniature/):
+  0. the demo pipeline (`configs/demo/pipeline.yaml`): data, SFT policy, verifier (skipped when up to date);
+  1. held-out clips: `--num-clips` fresh clips (seed 1, the same synth options), every row in the test split;
+  2. the GATE, fixed before any RL: on the held-out clips the SFT policy must reach greedy WAR >= 80 %, at T = 1
+     format >= 95 % and accuracy >= 60 %, and its greedy EPC on conflict clips must be <= 50 % (the defect is
+     really there). A failed gate stops the experiment (fix SFT, not GRPO);
+  3. the DEV SEED (seed 100): the control arm (b) only, for each (lr, advantage scaling) of `DEV_GRID`; the setting
+     with the highest mean training accuracy reward over the last third of the steps wins (ties: the lower lr).
+     Only the control arm's accuracy curve is looked at. The choice is frozen in runs/miniature/dev.json;
+  4. for each seed, two GRPO arms from the same SFT policy, identical except the explanation weight:
+       (b) format + accuracy (explanation computed and logged with weight 0)
+       (c) format + accuracy + explanation (ERV), weight 1 each (the paper)
+     then greedy predictions on the held-out clips;
+  5. analysis: WAR/UAR/EPC/EEA/FCR for all, conflict and non-conflict clips (cue judge), per-seed paired bootstrap
+     intervals for (c - b) and (c - a), the pooled (c - b) interval over every (seed, clip) pair, gaming statistics
+     (explanation length, label-word density, repeated sentences, sentences the table does not know), and the
+     reward curves as windowed means with intervals, (b) vs (c).
+
+SUCCESS CRITERION (stated before the deciding runs): EPC and FCR of (c) above (b) in every seed (cue judge, all
+held-out clips), the pooled (c - b) 95 % interval of both excluding 0, and pooled WAR(c) >= WAR(b) - 3 points.
+
+  .venv/bin/python scripts/paper_in_miniature.py --seeds 0 1 2       # after ./scripts/demo.sh (or it runs it)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -29,11 +46,14 @@ from pathlib import Path
 
 METRICS = ("war", "uar", "epc", "eea", "fcr")
 OUT = Path("runs/miniature")
-REWARDS = {
-    "b": "[{name: format, weight: 1.0}, {name: accuracy, weight: 1.0}, {name: explanation, weight: 0.0}]",
-    "c": "[{name: format, weight: 1.0}, {name: accuracy, weight: 1.0}, {name: explanation, weight: 1.0}]",
-}
-NAMES = {"a": "SFT", "b": "GRPO fmt+acc", "c": "GRPO +ERV", "d": "GRPO +ERV, best-of-N"}
+SYNTH = Path("demo_data/synth")
+SYNTH_OPTIONS = ("--labels", "dfew", "--conflict-fraction", "0.4", "--conflict-follow", "0.8")
+DEV_SEED = 100
+DEV_GRID = (("1.0e-3", "group"), ("3.0e-3", "group"), ("1.0e-3", "none"), ("3.0e-3", "none"))
+WEIGHTS = {"b": 0.0, "c": 1.0}
+NAMES = {"a": "SFT", "b": "GRPO fmt+acc", "c": "GRPO +ERV"}
+GATE = {"greedy_war": 0.80, "sampled_format": 0.95, "sampled_accuracy": 0.60, "conflict_epc_max": 0.50}
+SUBSETS = ("all", "conflict", "clean")
 
 
 def ecr(*args: str) -> None:
@@ -51,156 +71,401 @@ def overlay(path: Path, text: str) -> str:
 
 
 def heldout(num_clips: int) -> Path:
-    """A fresh synthetic test set (seed 1: other clips than the demo's 64), every row in the test split: the demo's
-    own 8 test clips are far too few to tell variants apart."""
+    """Fresh synthetic test clips (seed 1: other clips than the demo's), every row in the test split."""
     root = OUT / "heldout"
     manifest = root / "test_all.jsonl"
     if not manifest.is_file():
-        ecr("data", "synth", "--out", str(root), "--num-clips", str(num_clips), "--labels", "dfew", "--seed", "1")
+        ecr("data", "synth", "--out", str(root), "--num-clips", str(num_clips), "--seed", "1", *SYNTH_OPTIONS)
         rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
         manifest.write_text("".join(json.dumps({**r, "split": "test"}) + "\n" for r in rows))
     return manifest
 
 
-def predict(run: Path, checkpoint: Path | None, test: Path, extra: str = "") -> Path:
-    """`ecr predict` of the demo config for a checkpoint (None: the SFT export) on the held-out clips."""
+def predict(run: Path, checkpoint: Path | None, test: Path, sampled_seed: int | None = None) -> Path:
+    """`ecr predict` of the demo config (greedy, or at T = 1 with a seed) for a checkpoint (None: the SFT export)."""
     out = run / "predictions.jsonl"
-    model = f"model:\n  init_args:\n    policy: null\n    checkpoint: {checkpoint}\n{extra}" if checkpoint else ""
+    if out.is_file():
+        return out
+    model = ""
+    if checkpoint is not None:
+        model += f"  init_args:\n    policy: null\n    checkpoint: {checkpoint}\n"
+    if sampled_seed is not None:
+        model += (model and "" or "  init_args:\n") + (
+            f"    seed: {sampled_seed}\n    generation:\n      do_sample: true\n      temperature: 1.0\n"
+        )
     data = (
         f"data:\n  init_args:\n    root: {test.parent}\n    manifest: {test}\n    cache_dir: {test.parent / 'cache'}\n"
         "    batch_size: 8\n"
     )
     config = overlay(
         run / "predict_overlay.yaml",
-        f"{model}{data}trainer:\n  default_root_dir: {run}\n"
-        f"  logger:\n    class_path: lightning.pytorch.loggers.TensorBoardLogger\n"
-        f"    init_args:\n      save_dir: {run}\n      name: tb\n  callbacks:\n"
+        (f"model:\n{model}" if model else "") + f"{data}trainer:\n  default_root_dir: {run}\n"
+        f"  logger: false\n  callbacks:\n"
         f"    - class_path: ecr.evaluation.PredictionWriter\n      init_args:\n        output: {out}\n",
     )
     ecr("predict", "--config", "configs/demo/predict.yaml", "--config", config)
     return out
 
 
-def score(predictions: Path, baseline: Path | None, bootstrap: int) -> dict:
-    out = predictions.with_name("metrics.json")
-    args = ["score", "--predictions", str(baseline or predictions), "--labels", "dfew", "--out", str(out)]
-    if baseline is not None:  # paired: metrics of the baseline, `comparison` = this file - baseline
-        args += ["--compare", str(predictions)]
-    ecr(*args, "--bootstrap", str(bootstrap))
-    return json.loads(out.read_text())
-
-
-def compared(m: dict, seed: int) -> dict:
-    """One seed's row: the compared file's own metrics (`b` of the paired comparison) and the comparison."""
-    return {"seed": seed, "metrics": {k: v["b"] for k, v in m["comparison"]["metrics"].items()}, **m}
-
-
-def grpo(variant: str, seed: int, steps: int) -> Path:
-    run = OUT / f"{variant}_seed{seed}"
+def grpo(run: Path, seed: int, weight: float, lr: str, scale: str, steps: int) -> Path:
+    """One GRPO arm from the demo's SFT policy; returns its last checkpoint (reused when the run finished)."""
+    ckpt = run / "tb/version_0/checkpoints/last.ckpt"
+    if ckpt.is_file():
+        return ckpt
     shutil.rmtree(run, ignore_errors=True)
+    rewards = (
+        f"[{{name: format, weight: 1.0}}, {{name: accuracy, weight: 1.0}}, {{name: explanation, weight: {weight}}}]"
+    )
     ecr(
         "fit", "--config", "configs/demo/grpo.yaml", "--seed_everything", str(seed),
-        "--model.init_args.rewards", REWARDS[variant], "--trainer.max_steps", str(steps),
-        "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
-        "--trainer.enable_progress_bar", "false",
+        "--model.init_args.rewards", rewards, "--model.init_args.lr", lr, "--model.init_args.scale_rewards", scale,
+        "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(run),
+        "--trainer.logger.init_args.save_dir", str(run), "--trainer.enable_progress_bar", "false",
     )  # fmt: skip
-    return run / "tb/version_0/checkpoints/last.ckpt"
+    return ckpt
 
 
-def reward_curves(runs: dict[str, list[Path]], out: Path) -> None:
-    """(b) vs (c): the explanation and accuracy terms per step, mean over seeds (TensorBoard scalars)."""
+def scalars(run: Path, tag: str) -> list[float]:
+    """A TensorBoard scalar of a run, in step order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(next(run.rglob("events.out.tfevents.*")).parent), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [e.value for e in acc.Scalars(tag)]
+
+
+# ------------------------------------------------------------------------------------------------- analysis
+def load(path: Path, label_set):  # noqa: ANN001, ANN201 - ecr types imported lazily
+    from ecr.evaluation.predictions import read_predictions
+
+    return read_predictions(path, label_set)
+
+
+def subset(preds: list, meta: dict[str, dict], name: str) -> list:
+    if name == "all":
+        return preds
+    want = name == "conflict"
+    return [p for p in preds if bool(meta[p.id].get("conflict")) == want]
+
+
+def metrics_of(preds: list, label_set, judge) -> dict:  # noqa: ANN001
+    from ecr.evaluation.score import score_predictions
+
+    m = score_predictions(preds, label_set, judge, bootstrap=0)
+    return {k: m.get(k) for k in (*METRICS, "n", "judged", "missing")}
+
+
+def compare(a: list, b: list, label_set, judge, bootstrap: int) -> dict:  # noqa: ANN001
+    from ecr.evaluation.score import compare_predictions
+
+    return compare_predictions(a, b, label_set, judge, bootstrap=bootstrap)["metrics"]
+
+
+def gaming(preds: list, label_set, judge) -> dict:  # noqa: ANN001
+    """How the explanations look: words, sentences, label words (labels and their synonyms) per 100 words, repeated
+    sentences within an explanation, sentences the generator's table does not know."""
+    from ecr.sentences import normalize_sentence, split_official
+
+    n_words = n_label = n_sent = n_dup = n_unknown = 0
+    for p in preds:
+        sentences = split_official(p.think or "")
+        keys = [normalize_sentence(s) for s in sentences]
+        n_sent += len(keys)
+        n_dup += len(keys) - len(set(keys))
+        n_unknown += sum(k not in judge.table for k in keys)
+        tokens = re.findall(r"[a-z]+", (p.think or "").lower())
+        n_words += len(tokens)
+        n_label += sum(label_set.normalize(t) is not None for t in tokens)  # a label or a synonym of one
+    n = max(1, len(preds))
+    return {
+        "words": n_words / n,
+        "sentences": n_sent / n,
+        "label_words_per_100": 100 * n_label / max(1, n_words),
+        "repeated_sentences": n_dup / max(1, n_sent),
+        "unknown_sentences": n_unknown / max(1, n_sent),
+    }
+
+
+def pooled(runs: dict[int, list]) -> list:
+    """Every (seed, clip) pair as one row: ids prefixed by the seed, so paired comparisons match across arms."""
+    return [dataclasses.replace(p, id=f"{seed}:{p.id}") for seed, preds in sorted(runs.items()) for p in preds]
+
+
+def windows(values: list[float], size: int) -> list[list[float]]:
+    return [values[i : i + size] for i in range(0, len(values) - size + 1, size)]
+
+
+def reward_curves(runs: dict[str, list[Path]], out: Path, window: int = 10) -> dict:
+    """(b) vs (c): windowed means of the reward terms over seeds, with normal 95 % intervals over the window's
+    per-step values of every seed (steps are not independent: read the bands as a guide, not a test)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, term in zip(axes, ("explanation", "accuracy"), strict=True):
+    terms = ("explanation", "accuracy", "format")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    curves: dict = {}
+    for ax, term in zip(axes, terms, strict=True):
         for variant, dirs in runs.items():
-            curves = []
-            for d in dirs:
-                acc = EventAccumulator(str(next(d.rglob("events.out.tfevents.*")).parent), size_guidance={"scalars": 0})
-                acc.Reload()
-                curves.append([e.value for e in acc.Scalars(f"train/reward/{term}")])
-            n = min(map(len, curves))
-            mean = [statistics.fmean(c[i] for c in curves) for i in range(n)]
-            ax.plot(range(1, n + 1), mean, label=NAMES[variant])
-        ax.set(title=f"train/reward/{term}", xlabel="step")
+            per_seed = [windows(scalars(d, f"train/reward/{term}"), window) for d in dirs]
+            k = min(map(len, per_seed))
+            xs, mean, lo, hi = [], [], [], []
+            for w in range(k):
+                vals = [v for seed in per_seed for v in seed[w]]
+                m = statistics.fmean(vals)
+                half = 1.96 * statistics.stdev(vals) / len(vals) ** 0.5 if len(vals) > 1 else 0.0
+                xs.append((w + 0.5) * window)
+                mean.append(m)
+                lo.append(m - half)
+                hi.append(m + half)
+            ax.plot(xs, mean, marker="o", ms=3, label=NAMES[variant])
+            ax.fill_between(xs, lo, hi, alpha=0.2)
+            curves.setdefault(term, {})[variant] = {"step": xs, "mean": mean, "lo": lo, "hi": hi}
+        ax.set(title=f"train/reward/{term} ({window}-step windows)", xlabel="step")
         ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)
+    return curves
 
 
-def table(results: dict) -> str:
-    lines = ["| variant | " + " | ".join(m.upper() for m in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-    for v, per_seed in results.items():
-        cells = []
-        for m in METRICS:
-            vals = [100 * r["metrics"][m] for r in per_seed if r["metrics"].get(m) is not None]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            cells.append(f"{statistics.fmean(vals):.1f} ± {sd:.1f}" if vals else "-")
-        lines.append(f"| ({v}) {NAMES[v]} | " + " | ".join(cells) + " |")
-    lines += [
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def delta_cell(c: dict | None) -> str:
+    if not c or c.get("delta") is None:
+        return "-"
+    iv = c.get("interval")
+    return f"{100 * c['delta']:+.1f} [{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]" if iv else f"{100 * c['delta']:+.1f}"
+
+
+def mean_sd(vals: list[float]) -> str:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "-"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{100 * statistics.fmean(vals):.1f} ± {100 * sd:.1f}"
+
+
+def report(res: dict) -> str:
+    """results.md: the gate, the dev choice, the tables, the criterion and its verdict."""
+    g = res["gate"]
+    lines = [
+        "Gate (SFT policy on the held-out clips): "
+        f"greedy WAR {pct(g['greedy_war'])} % (>= 80), T = 1 format {pct(g['sampled_format'])} % (>= 95) and accuracy "
+        f"{pct(g['sampled_accuracy'])} % (>= 60), greedy EPC on conflict clips {pct(g['conflict_epc'])} % (<= 50): "
+        f"{'passed' if g['passed'] else 'FAILED'}.",
         "",
-        "Paired delta against (a) SFT on the same clips, per seed: delta [95 % bootstrap interval], points.",
+        f"Dev seed {DEV_SEED} (control arm only, mean training accuracy over the last third of the steps): "
+        + ", ".join(f"lr {d['lr']} / scale {d['scale']}: {d['score']:.3f}" for d in res["dev"]["grid"])
+        + f" -> lr {res['dev']['lr']}, scale_rewards {res['dev']['scale']} (frozen for every seed).",
         "",
     ]
-    lines += ["| variant | seed | " + " | ".join(m.upper() for m in METRICS) + " |", "|---" * (len(METRICS) + 2) + "|"]
-    for v, per_seed in results.items():
-        for r in per_seed:
-            comp = r.get("comparison")
-            if not comp:
-                continue
-            cells = []
-            for m in METRICS:
-                c = comp["metrics"].get(m) or {}
-                iv = c.get("interval")
-                delta = c.get("delta")
-                if delta is None:
-                    cells.append("-")
-                else:
-                    cells.append(
-                        f"{100 * delta:+.1f} [{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]" if iv else f"{100 * delta:+.1f}"
-                    )
-            lines.append(f"| ({v}) | {r['seed']} | " + " | ".join(cells) + " |")
+    for sub in SUBSETS:
+        n = res["subset_sizes"][sub]
+        lines += [f"**{sub} clips ({n})**, cue judge, mean ± std over seeds, %:", ""]
+        lines += ["| variant | " + " | ".join(m.upper() for m in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+        for v in ("a", "b", "c"):
+            rows = res["metrics"][v]
+            cells = [mean_sd([r[sub][m] for r in rows]) for m in METRICS]
+            lines.append(f"| ({v}) {NAMES[v]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Paired deltas per seed, cue judge, all clips: delta [95 % bootstrap interval], points.", ""]
+    lines += ["| comparison | seed | " + " | ".join(m.upper() for m in METRICS) + " |"]
+    lines += ["|---" * (len(METRICS) + 2) + "|"]
+    for name, per_seed in res["deltas"].items():
+        for seed, d in per_seed.items():
+            lines.append(f"| {name} | {seed} | " + " | ".join(delta_cell(d["all"].get(m)) for m in METRICS) + " |")
+    for name, d in res["pooled"].items():
+        lines.append(f"| {name} | pooled | " + " | ".join(delta_cell(d.get(m)) for m in METRICS) + " |")
+    lines += ["", "Conflict clips only, per seed, (c - b):", ""]
+    lines += ["| seed | " + " | ".join(m.upper() for m in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    for seed, d in res["deltas"]["c - b"].items():
+        lines.append(f"| {seed} | " + " | ".join(delta_cell(d["conflict"].get(m)) for m in METRICS) + " |")
+    lines += ["", "Secondary: the reward's own verifier as the judge (all clips, mean ± std over seeds, %):", ""]
+    lines += ["| variant | EPC | EEA | FCR |", "|---|---|---|---|"]
+    for v in ("a", "b", "c"):
+        rows = res["metrics"][v]
+        lines.append(
+            f"| ({v}) | " + " | ".join(mean_sd([r["verifier"][m] for r in rows]) for m in ("epc", "eea", "fcr")) + " |"
+        )
+    f1 = res["verifier_vs_cue"]
+    lines += [
+        "",
+        f"Verifier vs the generator's table, per sentence of the SFT policy's held-out explanations ({f1['sentences']} "
+        f"sentences): macro F1 {pct(f1['macro_f1'])} %; per class F1: "
+        + ", ".join(f"{c} {pct(v['f1'])}" for c, v in f1["per_class"].items() if v["support"]),
+        "",
+        "Gaming statistics (held-out explanations, mean over seeds): words, sentences, label words per 100 words, "
+        "repeated sentences %, sentences the table does not know %:",
+        "",
+        "| variant | words | sentences | label words /100 | repeated % | unknown % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in ("a", "b", "c"):
+        gs = [r["gaming"] for r in res["metrics"][v]]
+        avg = {k: statistics.fmean(g[k] for g in gs) for k in gs[0]}
+        lines.append(
+            f"| ({v}) | {avg['words']:.1f} | {avg['sentences']:.2f} | {avg['label_words_per_100']:.1f} | "
+            f"{100 * avg['repeated_sentences']:.1f} | {100 * avg['unknown_sentences']:.1f} |"
+        )
+    verdict = res["criterion"]
+    lines += [
+        "",
+        f"Criterion: {verdict['text']}",
+        "",
+        f"**Met: {'yes' if verdict['met'] else 'no'}** ({verdict['why']})",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def criterion(res: dict) -> dict:
+    per_seed = res["deltas"]["c - b"]
+    every = {m: all((d["all"][m]["delta"] or 0) > 0 for d in per_seed.values()) for m in ("epc", "fcr")}
+    pooled_cb = res["pooled"]["c - b"]
+    excl = {m: bool(pooled_cb[m]["interval"]) and pooled_cb[m]["interval"][0] > 0 for m in ("epc", "fcr")}
+    war_ok = pooled_cb["war"]["delta"] >= -0.03
+    why = (
+        f"EPC above in every seed: {every['epc']}, FCR: {every['fcr']}; pooled interval excludes 0: EPC {excl['epc']}, "
+        f"FCR {excl['fcr']}; pooled WAR(c) - WAR(b) = {100 * pooled_cb['war']['delta']:+.1f} points (>= -3: {war_ok})"
+    )
+    return {
+        "text": "EPC and FCR of (c) above (b) in every seed, the pooled (c - b) interval excluding 0 for both, "
+        "pooled WAR(c) >= WAR(b) - 3 points (cue judge, all held-out clips).",
+        "met": all(every.values()) and all(excl.values()) and war_ok,
+        "why": why,
+    }
+
+
+def gate_check(test: Path, bootstrap: int) -> dict:
+    """The gate's four figures on the held-out clips (greedy and T = 1, seed 0), from the SFT export."""
+    from ecr.evaluation.judges import CueJudge
+    from ecr.labels import get_label_set
+    from ecr.prompts import is_well_formed
+
+    label_set = get_label_set("dfew")
+    judge = CueJudge(test.parent / "cue_table.json", label_set)
+    meta = {json.loads(line)["id"]: json.loads(line) for line in test.read_text().splitlines()}
+    greedy = load(predict(OUT / "a", None, test), label_set)
+    sampled_path = predict(OUT / "gate_sampled", None, test, sampled_seed=0)
+    sampled = load(sampled_path, label_set)
+    rows = [json.loads(line) for line in sampled_path.read_text().splitlines()]
+    conflict = metrics_of(subset(greedy, meta, "conflict"), label_set, judge)
+    g = {
+        "greedy_war": metrics_of(greedy, label_set, None)["war"],
+        "sampled_format": sum(is_well_formed(r.get("completion") or "") for r in rows) / len(rows),
+        "sampled_accuracy": sum(p.prediction == p.label for p in sampled) / len(sampled),
+        "conflict_epc": conflict["epc"],
+    }
+    g["passed"] = (
+        g["greedy_war"] >= GATE["greedy_war"]
+        and g["sampled_format"] >= GATE["sampled_format"]
+        and g["sampled_accuracy"] >= GATE["sampled_accuracy"]
+        and g["conflict_epc"] is not None
+        and g["conflict_epc"] <= GATE["conflict_epc_max"]
+    )
+    return g
+
+
+def dev_choice(steps: int) -> dict:
+    """Step 3: the control arm on the dev seed for each grid setting; frozen in dev.json once chosen."""
+    path = OUT / "dev.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    grid = []
+    for lr, scale in DEV_GRID:
+        run = OUT / f"dev_b_lr{lr}_{scale}"
+        grpo(run, DEV_SEED, WEIGHTS["b"], lr, scale, steps)
+        acc = scalars(run, "train/reward/accuracy")
+        tail = acc[-max(1, len(acc) // 3) :]
+        grid.append({"lr": lr, "scale": scale, "score": statistics.fmean(tail), "accuracy_curve": acc})
+    best = max(grid, key=lambda d: (round(d["score"], 6), -float(d["lr"])))
+    choice = {"lr": best["lr"], "scale": best["scale"], "steps": steps, "grid": grid}
+    path.write_text(json.dumps(choice, indent=1))
+    return choice
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=120, help="GRPO steps per run (configs/demo/grpo.yaml: 120)")
-    parser.add_argument("--num-samples", type=int, default=4, help="best-of-N candidates per clip for (d)")
+    parser.add_argument("--steps", type=int, default=120, help="GRPO steps per run (configs/demo/grpo.yaml)")
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--num-clips", type=int, default=96, help="held-out synthetic test clips (seed 1)")
+    parser.add_argument("--num-clips", type=int, default=140, help="held-out synthetic clips (seed 1)")
+    parser.add_argument("--ignore-gate", action="store_true", help="go on when the SFT gate fails (for diagnosis)")
+    parser.add_argument("--dev-only", action="store_true", help="stop after the dev-seed choice")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ecr("pipeline", "--file", "configs/demo/pipeline.yaml")  # the demo's SFT policy and verifier (skips if up to date)
 
+    from ecr.evaluation.judges import CueJudge, VerifierJudge
+    from ecr.evaluation.score import score_predictions
+    from ecr.labels import get_label_set
+
     test = heldout(args.num_clips)
-    sft = predict(OUT / "a", None, test)
-    results: dict[str, list[dict]] = {"a": [{"seed": None, "metrics": score(sft, None, args.bootstrap)}]}
+    gate = gate_check(test, args.bootstrap)
+    (OUT / "gate.json").write_text(json.dumps(gate, indent=1))
+    print(f"gate: {gate}", flush=True)
+    if not gate["passed"] and not args.ignore_gate:
+        sys.exit("paper_in_miniature: the SFT policy fails the gate; strengthen SFT before any RL (see gate.json)")
+    dev = dev_choice(args.steps)
+    print(f"dev choice: lr {dev['lr']}, scale_rewards {dev['scale']}", flush=True)
+    if args.dev_only:
+        return
+
+    label_set = get_label_set("dfew")
+    cue = CueJudge(test.parent / "cue_table.json", label_set)
+    verifier = VerifierJudge(Path("runs/demo/erv/verifier"), label_set)
+    meta = {json.loads(line)["id"]: json.loads(line) for line in test.read_text().splitlines()}
+    preds: dict[str, dict[int, list]] = {"a": {}, "b": {}, "c": {}}
+    sft = load(predict(OUT / "a", None, test), label_set)
     runs: dict[str, list[Path]] = {"b": [], "c": []}
-    best_of_n = (
-        f"    num_samples: {args.num_samples}\n    rerank: verifier\n"
-        "    generation:\n      do_sample: true\n      temperature: 0.3\n      top_p: 0.9\n      max_new_tokens: 96\n"
-    )
     for seed in args.seeds:
-        for variant in ("b", "c"):
-            ckpt = grpo(variant, seed, args.steps)
-            runs[variant].append(ckpt.parents[3])
-            m = score(predict(OUT / f"{variant}_seed{seed}" / "predict", ckpt, test), sft, args.bootstrap)
-            results.setdefault(variant, []).append(compared(m, seed))
-            if variant == "c":
-                pred = predict(OUT / f"d_seed{seed}", ckpt, test, extra=best_of_n)
-                m = score(pred, sft, args.bootstrap)
-                results.setdefault("d", []).append(compared(m, seed))
-    (OUT / "results.json").write_text(json.dumps(results, indent=2))
-    (OUT / "results.md").write_text(table(results))
-    reward_curves(runs, OUT / "reward_curves.png")
+        preds["a"][seed] = sft
+        for v in ("b", "c"):
+            run = OUT / f"{v}_seed{seed}"
+            ckpt = grpo(run, seed, WEIGHTS[v], dev["lr"], dev["scale"], dev["steps"])
+            runs[v].append(run)
+            preds[v][seed] = load(predict(run / "predict", ckpt, test), label_set)
+
+    res: dict = {"gate": gate, "dev": {k: dev[k] for k in ("lr", "scale", "steps")}, "seeds": args.seeds}
+    res["dev"]["grid"] = [{k: d[k] for k in ("lr", "scale", "score")} for d in dev["grid"]]
+    res["subset_sizes"] = {s: len(subset(sft, meta, s)) for s in SUBSETS}
+    res["metrics"] = {
+        v: [
+            {
+                **{s: metrics_of(subset(p, meta, s), label_set, cue) for s in SUBSETS},
+                "verifier": metrics_of(p, label_set, verifier),
+                "gaming": gaming(p, label_set, cue),
+                "seed": seed,
+            }
+            for seed, p in sorted(preds[v].items())
+        ]
+        for v in ("a", "b", "c")
+    }
+    res["deltas"] = {
+        name: {
+            seed: {
+                s: compare(
+                    subset(preds[x][seed], meta, s), subset(preds["c"][seed], meta, s), label_set, cue, args.bootstrap
+                )
+                for s in ("all", "conflict")
+            }  # fmt: skip
+            for seed in args.seeds
+        }
+        for name, x in (("c - b", "b"), ("c - a", "a"))
+    }
+    res["pooled"] = {
+        name: compare(pooled(preds[x]), pooled(preds["c"]), label_set, cue, args.bootstrap)
+        for name, x in (("c - b", "b"), ("c - a", "a"))
+    }
+    res["verifier_vs_cue"] = score_predictions(sft, label_set, [cue, verifier], bootstrap=0)["verifier_vs_cue"]
+    res["criterion"] = criterion(res)
+    res["reward_curves"] = reward_curves(runs, OUT / "reward_curves.png")
+    (OUT / "results.json").write_text(json.dumps(res, indent=1, default=str))
+    (OUT / "results.md").write_text(report(res))
     print("\n" + (OUT / "results.md").read_text() + f"\nplot: {OUT / 'reward_curves.png'}")
 
 

@@ -42,6 +42,12 @@ def split_pysbd(text: str) -> list[str]:
     return [s.strip() for s in _segmenter().segment(text) if s.strip()]
 
 
+def normalize_sentence(text: str) -> str:
+    """Lower-case, collapse whitespace, drop final punctuation: the key of a sentence in a lookup table (the
+    synthetic generator's cue table and the judge that reads it)."""
+    return " ".join(text.lower().split()).rstrip(".!?").strip()
+
+
 SPLITTERS: dict[str, Splitter] = {"official": split_official, "pysbd": split_pysbd}
 
 

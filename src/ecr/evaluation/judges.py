@@ -8,6 +8,12 @@ excluded from EPC/EEA/FCR and counted per reason; it is never turned into a labe
   iff every sentence is neutral; no think = MISSING).
 - `StoredVerifierJudge`: the same rule on the `sentences` that `ecr predict` stored with a verifier (no model
   is loaded; the mapping saved in each row's `verifier` is used).
+- `CueJudge` (synthetic data only): the generator's own sentence table (`cue_table.json`, written by `ecr data
+  synth` beside its manifest) — independent of the verifier the reward uses. Each think sentence (official
+  splitter, `ecr.sentences.normalize_sentence`) is looked up: a cue sentence votes for its emotion, a filler casts
+  no vote, an unknown sentence is counted as unmatched (and casts no vote). ê = the emotion with the most votes,
+  ties broken by the emotion of the LAST voting sentence (every generated explanation ends with its conclusion);
+  no think block -> MISSING ("no_think"); no cue sentence -> MISSING ("no_cue_sentence").
 - `LLMJudge`: the paper's judge prompt (`JUDGE_PROMPT`) on any chat-completions server, through the teacher's
   client (`ecr.teachers.openai_chat.OpenAITeacher`): the key read from the environment variable named by
   `api_key_env`, bounded concurrency, retries with backoff, every reply appended to an `AnswerCache` before it
@@ -21,17 +27,22 @@ excluded from EPC/EEA/FCR and counted per reason; it is never turned into a labe
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+import torch
 
 from ecr.errors import ConfigError
 from ecr.evaluation.predictions import Prediction
-from ecr.labels import LabelSet
+from ecr.labels import NEUTRAL, LabelSet
 from ecr.metrics.explanation import explanation_label, sentence_labels, verifier_mapping
 from ecr.models.verifier import Verifier
+from ecr.sentences import normalize_sentence, split_official
 from ecr.teachers.base import Missing
 from ecr.teachers.openai_chat import OpenAIConfig, OpenAITeacher
 
@@ -129,6 +140,133 @@ class StoredVerifierJudge:
         return {"judge": self.name, "source": "sentences stored in the predictions file", **self._seen}
 
 
+class CueJudge:
+    """ê from the synthetic generator's sentence table (rule in the module docstring); counts what it could not read."""
+
+    name = "cue"
+
+    def __init__(self, table: str | os.PathLike[str], label_set: LabelSet) -> None:
+        self.path = os.fspath(table)
+        try:
+            data = json.loads(Path(table).read_text(encoding="utf-8"))
+            sentences = data["sentences"]
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{self.path}: no cue table (`ecr data synth` writes cue_table.json beside its manifest)"
+            ) from None
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{self.path}: not a cue table ({{labels, sentences}} JSON): {exc}") from None
+        unknown = sorted({e for e in sentences.values() if e is not None} - set(label_set.labels))
+        if unknown:
+            raise ConfigError(f"{self.path}: emotions {unknown} are not labels of {label_set.name!r}")
+        self.table: dict[str, str | None] = dict(sentences)
+        self.label_set = label_set
+        self.counts: Counter[str] = Counter()
+        self.unmatched: list[str] = []
+
+    def read(self, think: str | None) -> list[tuple[str, str | None, bool]]:
+        """Per sentence of a think text: (sentence, its emotion or None, whether the table knows it)."""
+        out = []
+        for sentence in split_official(think or ""):
+            key = normalize_sentence(sentence)
+            out.append((sentence, self.table.get(key), key in self.table))
+        return out
+
+    def judge_one(self, think: str | None) -> JudgeResult:
+        if think is None:
+            return Missing("no_think")
+        votes: Counter[str] = Counter()
+        last: dict[str, int] = {}
+        for i, (sentence, emotion, known) in enumerate(self.read(think)):
+            self.counts["sentences"] += 1
+            if not known:
+                self.counts["unmatched"] += 1
+                if len(self.unmatched) < 10:
+                    self.unmatched.append(sentence)
+            elif emotion is None:
+                self.counts["fillers"] += 1
+            else:
+                votes[emotion] += 1
+                last[emotion] = i
+        if not votes:
+            return Missing("no_cue_sentence")
+        return max(votes, key=lambda e: (votes[e], last[e]))
+
+    def judge(self, predictions: Sequence[Prediction]) -> list[JudgeResult]:
+        return [self.judge_one(p.think) for p in predictions]
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "judge": self.name,
+            "cue_table": self.path,
+            "sentences": self.counts["sentences"],
+            "unmatched_sentences": self.counts["unmatched"],
+            "filler_sentences": self.counts["fillers"],
+            "unmatched_examples": list(self.unmatched),
+        }
+
+
+def verifier_sentence_sets(
+    judge: VerifierJudge | StoredVerifierJudge, predictions: Sequence[Prediction]
+) -> tuple[list[list[Any] | None], dict[str, str]]:
+    """Per prediction, the verifier's sentence label sets (None without a think), and the task -> verifier mapping."""
+    if isinstance(judge, VerifierJudge):
+        return sentence_labels(judge.reward, [_as_completion(p) for p in predictions]), judge.mapping
+    mapping = next(((p.verifier or {}).get("mapping") for p in predictions if p.verifier), None) or {}
+    return [p.sentences if p.think is not None else None for p in predictions], dict(mapping)
+
+
+def verifier_vs_cue(
+    cue: CueJudge, sentence_sets: Sequence[Sequence[Any] | None], mapping: dict[str, str], neutral: str = NEUTRAL
+) -> dict[str, Any]:
+    """The verifier's per-sentence labels scored against the generator's table, in the verifier's classes.
+
+    Over every sentence the table knows (each occurrence counts): truth = the verifier class of its emotion (a
+    filler's truth is `neutral`); prediction = the verifier's label set for it (multi-label). Per class: precision,
+    recall, F1 and support (torchmetrics' multilabel scores); `macro_f1` over the classes with support.
+    """
+    from torchmetrics.functional.classification import multilabel_precision, multilabel_recall
+
+    classes = sorted({*mapping.values(), neutral})
+    index = {c: i for i, c in enumerate(classes)}
+    truth_rows, pred_rows = [], []
+    for sets in sentence_sets:
+        for sentence in sets or ():
+            key = normalize_sentence(sentence["text"])
+            if key not in cue.table:
+                continue
+            emotion = cue.table[key]
+            truth = neutral if emotion is None else mapping.get(emotion)
+            if truth is None:
+                continue
+            t, q = [0] * len(classes), [0] * len(classes)
+            t[index[truth]] = 1
+            for cls in sentence["labels"]:
+                if cls in index:
+                    q[index[cls]] = 1
+            truth_rows.append(t)
+            pred_rows.append(q)
+    if not truth_rows:
+        return {"sentences": 0, "per_class": {}, "macro_f1": None}
+    target, preds = torch.tensor(truth_rows), torch.tensor(pred_rows)  # [S, C] each
+    kw: dict[str, Any] = {"num_labels": len(classes), "average": None, "zero_division": 0}
+    precision, recall = multilabel_precision(preds, target, **kw), multilabel_recall(preds, target, **kw)  # [C]
+    support = target.sum(0)  # [C]
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), 0.0)
+    per_class = {
+        c: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, c in enumerate(classes)
+        if support[i] > 0 or preds[:, i].any()
+    }
+    supported = [v["f1"] for v in per_class.values() if v["support"] > 0]
+    return {"sentences": len(truth_rows), "per_class": per_class, "macro_f1": sum(supported) / len(supported)}
+
+
 class LLMJudge(OpenAITeacher):
     """The paper's LLM judge on a chat-completions server (see the module docstring); reuses the teacher's client."""
 
@@ -185,4 +323,14 @@ class LLMJudge(OpenAITeacher):
         return {k: v for k, v in Counter(self.counts).items() if not k.startswith("missing:")}
 
 
-__all__ = ["JUDGE_PROMPT", "Judge", "JudgeResult", "LLMJudge", "StoredVerifierJudge", "VerifierJudge"]
+__all__ = [
+    "JUDGE_PROMPT",
+    "CueJudge",
+    "Judge",
+    "JudgeResult",
+    "LLMJudge",
+    "StoredVerifierJudge",
+    "VerifierJudge",
+    "verifier_sentence_sets",
+    "verifier_vs_cue",
+]

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from ecr.errors import ConfigError
 from ecr.evaluation.browse import QUADRANTS, ClipView, clip_views, filter_clips
-from ecr.evaluation.judges import Judge, VerifierJudge
+from ecr.evaluation.judges import CueJudge, Judge, VerifierJudge
 from ecr.evaluation.predictions import DatasetSplit, OnError, Prediction, PredictionsFile, load_predictions
 from ecr.evaluation.score import (
     build_judges,
@@ -45,7 +45,7 @@ from ecr.evaluation.score import (
 )
 from ecr.labels import NEUTRAL, LabelSet, get_label_set
 
-ReportJudge = Literal["verifier", "none"]
+ReportJudge = Literal["verifier", "cue", "none"]
 HEADLINE = ("war", "uar", "epc", "eea", "fcr")
 # Sentence highlight colours by position in the label set (light, readable under black text): for DFEW's order
 # happy yellow, sad blue, neutral grey, angry red, surprise orange, disgust green, fear purple. Neutral is always grey.
@@ -96,12 +96,19 @@ def run_names(paths: Sequence[Path], names: Sequence[str] | None = None) -> list
 
 
 def make_judge(
-    judge: str, label_set: LabelSet, verifier: Path | None = None, threshold: float | None = None, splitter: str = ""
+    judge: str,
+    label_set: LabelSet,
+    verifier: Path | None = None,
+    threshold: float | None = None,
+    splitter: str = "",
+    cue_table: Path | None = None,
 ) -> Judge | None:
-    """The judge `ecr score` would use for these options (verifier folder, or the stored sentence labels)."""
-    if judge not in ("verifier", "none"):
-        raise ConfigError(f"judge: {judge!r} is not verifier or none")
-    judges = build_judges(judge, label_set, verifier=verifier, threshold=threshold, splitter=splitter or "official")
+    """The judge `ecr score` would use for these options (verifier folder, stored sentence labels, cue table)."""
+    if judge not in ("verifier", "cue", "none"):
+        raise ConfigError(f"judge: {judge!r} is not verifier, cue or none")
+    judges = build_judges(
+        judge, label_set, verifier=verifier, threshold=threshold, splitter=splitter or "official", cue_table=cue_table
+    )
     return judges[0] if judges else None
 
 
@@ -371,6 +378,13 @@ def examples_html(examples: Sequence[Examples], colours: Mapping[str, str], judg
 
 def sentence_sets(clips: Sequence[ClipView], judge: Judge) -> list[list[dict[str, Any]] | None]:
     """Per clip, the sentence label sets the judge read: stored in the rows, or from the judge's verifier model."""
+    if isinstance(judge, CueJudge):
+        return [
+            None
+            if c.think is None
+            else [{"text": t, "labels": {e: 1.0} if e else {}} for t, e, _ in judge.read(c.think)]
+            for c in clips
+        ]
     if isinstance(judge, VerifierJudge):
         from ecr.metrics.explanation import sentence_labels
 
@@ -469,6 +483,7 @@ def write_report(
     max_examples: int = 20,
     on_error: OnError = "raise",
     dataset: DatasetSplit | None = None,
+    cue_table: Path | None = None,
 ) -> Path:
     """Score the files, draw the figures and write `out/index.html` (+ PNGs, report.json); return the page's path.
 
@@ -487,6 +502,7 @@ def write_report(
         max_examples=max_examples,
         on_error=on_error,
         dataset=dataset,
+        cue_table=cue_table,
     )[0]
 
 
@@ -505,6 +521,7 @@ def _write_report(
     max_examples: int,
     on_error: OnError,
     dataset: DatasetSplit | None,
+    cue_table: Path | None = None,
 ) -> tuple[Path, list[Run]]:
     """`write_report`, also returning the runs (so the command can print what each file left out)."""
     from ecr.evaluation import plots
@@ -515,7 +532,7 @@ def _write_report(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a folder")
     label_set = labels if isinstance(labels, LabelSet) else get_label_set(labels)
-    chosen = make_judge(judge, label_set, verifier, threshold, splitter)
+    chosen = make_judge(judge, label_set, verifier, threshold, splitter, cue_table)
     runs, comparisons = score_runs(
         predictions,
         label_set,
@@ -556,6 +573,7 @@ def report_command(
     verifier: Path | None = None,
     threshold: float | None = None,
     splitter: str = "official",
+    cue_table: Path | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
     names: list[str] | None = None,
@@ -574,10 +592,12 @@ def report_command(
             the first is the baseline, each other file is compared to it on the same clips (paired intervals).
         labels: Label set of the task: dfew | mafw | a list of labels (the files' labels must belong to it).
         out: Output folder: index.html (self-contained, no script), the PNG figures and report.json.
-        judge: Explanation judge: verifier (per-sentence ERV labels) | none (WAR/UAR only, no examples).
+        judge: Explanation judge: verifier (per-sentence ERV labels) | cue (synthetic data: the generator's own
+            sentence table, independent of the verifier) | none (WAR/UAR only, no examples).
         verifier: Verifier folder for judge=verifier; without it the sentence labels stored by `ecr predict` are used.
         threshold: Override of the verifier's saved threshold τ (None = the folder's own).
         splitter: Sentence splitter of the verifier judge: official (paper regex) | pysbd.
+        cue_table: The synthetic dataset's cue_table.json (beside its manifest), for judge=cue.
         bootstrap: Bootstrap resamples over clips for every interval and paired delta (0 = no intervals).
         seed: Seed of the bootstrap resampling (same seed, same intervals).
         names: Column names, one per file (default: the file stems, or the parent folder names when those clash).
@@ -609,6 +629,7 @@ def report_command(
         max_examples=max_examples,
         on_error=on_error,
         dataset=dataset,
+        cue_table=cue_table,
     )
     print(page)
     print(f"report: {page} (open it in a browser)", file=sys.stderr)

@@ -12,7 +12,10 @@ Several judges (`judge=["verifier", "openai"]`): the top-level explanation metri
 `judges` holds every judge's own (`epc`, `eea`, `fcr`, `judged`, `missing`, `missing_reasons`, `quadrants`,
 `judge`, `explanations`), and `agreement` holds, for every pair "a/b" in the given order, the raw agreement
 and Cohen's κ on the clips both judges answered (`n`, `excluded`, the contingency `table`;
-`ecr.metrics.agreement.judge_agreement`). Intervals and comparisons use the first judge.
+`ecr.metrics.agreement.judge_agreement`). Intervals and comparisons use the first judge. With the synthetic
+`cue` judge and a verifier judge together, `verifier_vs_cue` scores the verifier's per-sentence labels against the
+generator's sentence table (per-class precision/recall/F1/support and `macro_f1`: how good the reward's verifier
+is, as a number; `ecr.evaluation.judges.verifier_vs_cue`).
 
 Compound truth: when rows carry `labels` (every ground-truth label of the clip, e.g. MAFW's compound set),
 `compound` holds the accuracy where a prediction counts as right when it is any of them, over the `n` clips
@@ -44,7 +47,15 @@ from typing import Any, Literal
 import torch
 
 from ecr.errors import ConfigError
-from ecr.evaluation.judges import Judge, LLMJudge, StoredVerifierJudge, VerifierJudge
+from ecr.evaluation.judges import (
+    CueJudge,
+    Judge,
+    LLMJudge,
+    StoredVerifierJudge,
+    VerifierJudge,
+    verifier_sentence_sets,
+    verifier_vs_cue,
+)
 from ecr.evaluation.predictions import DatasetSplit, OnError, Prediction, PredictionsFile, load_predictions, read_split
 from ecr.labels import LabelSet, get_label_set
 from ecr.metrics.agreement import judge_agreement
@@ -56,7 +67,7 @@ from ecr.modules.report import markdown_table
 from ecr.teachers.base import Missing
 from ecr.teachers.openai_chat import OpenAIConfig
 
-JudgeName = Literal["verifier", "openai", "none"]
+JudgeName = Literal["verifier", "cue", "openai", "none"]
 
 
 def _ids(values: Sequence[str | None], label_set: LabelSet) -> torch.Tensor:
@@ -117,6 +128,10 @@ def _score(
             for a in range(len(judges))
             for b in range(a + 1, len(judges))
         }
+    cue = next((j for j in judges if isinstance(j, CueJudge)), None)
+    verifier = next((j for j in judges if isinstance(j, VerifierJudge | StoredVerifierJudge)), None)
+    if cue is not None and verifier is not None:
+        out["verifier_vs_cue"] = verifier_vs_cue(cue, *verifier_sentence_sets(verifier, predictions))
     return out, ClipOutcomes(pred, target, len(label_set.labels), explained, ids=ids)
 
 
@@ -288,12 +303,14 @@ def build_judges(
     splitter: str = "official",
     openai: OpenAIConfig | None = None,
     cache: Path | None = None,
+    cue_table: Path | None = None,
 ) -> list[Judge]:
     """The judges named by `judge` (`ecr score`'s and `ecr report`'s option): [] for none; verifier = the folder's
-    verifier when given, else the sentence labels `ecr predict` stored; openai = the LLM judge (cache required)."""
+    verifier when given, else the sentence labels `ecr predict` stored; cue = the synthetic generator's sentence
+    table (`cue_table`); openai = the LLM judge (cache required)."""
     names = [judge] if isinstance(judge, str) else list(judge)
     if not names or ("none" in names and len(names) > 1):
-        raise ConfigError(f"judge: {names} must be none alone, or one or more of verifier, openai")
+        raise ConfigError(f"judge: {names} must be none alone, or one or more of verifier, cue, openai")
     if len(set(names)) != len(names):
         raise ConfigError(f"judge: each judge may be given once, got {names}")
     chosen: list[Judge] = []
@@ -305,13 +322,17 @@ def build_judges(
                 chosen.append(VerifierJudge(verifier, label_set, threshold=threshold, splitter=splitter))
             else:
                 chosen.append(StoredVerifierJudge(label_set))
+        elif name == "cue":
+            if cue_table is None:
+                raise ConfigError("judge cue: needs --cue_table (the cue_table.json `ecr data synth` writes)")
+            chosen.append(CueJudge(cue_table, label_set))
         elif name == "openai":
             if cache is None:
                 raise ConfigError("judge openai: needs an answer cache file (so a rerun pays nothing twice)")
             config = openai or OpenAIConfig(model="gpt-4.1-mini", max_tokens=16)
             chosen.append(LLMJudge(label_set, config=config, cache_path=cache))
         else:
-            raise ConfigError(f"judge: {name!r} is not verifier, openai or none")
+            raise ConfigError(f"judge: {name!r} is not verifier, cue, openai or none")
     return chosen
 
 
@@ -325,6 +346,7 @@ def score_command(
     splitter: str = "official",
     openai: OpenAIConfig | None = None,
     cache: Path | None = None,
+    cue_table: Path | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
     compare: Path | None = None,
@@ -341,7 +363,8 @@ def score_command(
         predictions: Predictions JSONL written by `ecr predict` (one row per clip: id, label, prediction, think, ...).
         labels: Label set of the task: dfew | mafw | a list of labels (the file's labels must belong to it).
         out: Where to write metrics.json (default: <predictions>.metrics.json).
-        judge: Explanation judge: verifier (offline, per-sentence ERV labels) | openai (LLM judge) | none (WAR/UAR),
+        judge: Explanation judge: verifier (offline, per-sentence ERV labels) | cue (synthetic data: the generator's
+            own sentence table, independent of the verifier) | openai (LLM judge) | none (WAR/UAR),
             or several, e.g. [verifier, openai] (or `--judge verifier --judge+ openai`): the first gives the headline
             EPC/EEA/FCR, metrics.json adds each judge's (`judges`) and their agreement and Cohen's kappa.
         verifier: Verifier folder for judge=verifier; without it the sentence labels stored by `ecr predict` are used.
@@ -349,6 +372,8 @@ def score_command(
         splitter: Sentence splitter of the verifier judge: official (paper regex) | pysbd.
         openai: LLM judge settings (model, base_url, api_key_env, concurrency, retries); default model gpt-4.1-mini.
         cache: Append-only answer cache of the LLM judge (default: <out>.judge_cache.jsonl).
+        cue_table: The synthetic dataset's cue_table.json (`ecr data synth` writes it beside manifest.jsonl), for
+            judge=cue.
         bootstrap: Bootstrap resamples over clips for the 95 % intervals of every headline metric (0 = no intervals).
         seed: Seed of the bootstrap resampling (same seed, same intervals).
         compare: A second predictions file on the same clips: metrics.json gains `comparison` (deltas b - a with
@@ -377,6 +402,7 @@ def score_command(
         splitter=splitter,
         openai=openai,
         cache=Path(cache) if cache is not None else out.with_name(out.name + ".judge_cache.jsonl"),
+        cue_table=cue_table,
     )
     if bootstrap < 0:
         raise ConfigError(f"bootstrap: {bootstrap} must be >= 0 (0 = no intervals)")

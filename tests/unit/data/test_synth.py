@@ -103,3 +103,57 @@ def test_synth_command_line(tmp_path: Path, capsys) -> None:
     assert info.value.code == 0
     assert len(_rows(tmp_path / "s")) == 3
     assert "wrote 3 clips" in capsys.readouterr().out
+
+
+def test_conflict_clips_carry_another_voice_and_a_habitual_misleading_explanation(tmp_path: Path) -> None:
+    """Conflict clips: the voice is emotion B, the face (and the label) A; `conflict_follow` of their explanations
+    argue for B (B's audio sentences + B's conclusion), the rest for A (A's visual sentences, B's voice, A's end)."""
+    from ecr.fixtures.synth import cue_table
+    from ecr.sentences import normalize_sentence, split_official
+
+    synthesize(tmp_path, num_clips=28, labels="dfew", seed=5, conflict_fraction=0.5, conflict_follow=0.75,
+               size=32, duration=0.5)  # fmt: skip
+    rows = _rows(tmp_path)
+    table = json.loads((tmp_path / "cue_table.json").read_text())
+    assert table["sentences"] == cue_table("dfew") and table["labels"][0] == "happy"
+    conflict = [r for r in rows if r["conflict"]]
+    assert len(conflict) == 14 and all(r["audio_emotion"] != r["label"] for r in conflict)
+    assert all(r["audio_emotion"] == r["label"] for r in rows if not r["conflict"])
+    follow = [r for r in conflict if r["explanation_emotion"] == r["audio_emotion"]]
+    assert 0 < len(follow) < len(conflict)  # both forms occur (P(follow) = 0.75)
+    for r in conflict:
+        emotions = [table["sentences"][normalize_sentence(x)] for x in split_official(r["explanation"])]
+        cues = [e for e in emotions if e is not None]
+        assert cues[-1] == r["explanation_emotion"]  # the conclusion argues for the explained emotion
+        if r in follow:
+            assert set(cues) == {r["audio_emotion"]} and not r["explanation_consistent"]
+        else:
+            assert cues.count(r["label"]) >= 2 and cues.count(r["audio_emotion"]) == 1 and r["explanation_consistent"]
+    # the voice really is B's: a flat-contour voice peaks at B's pitch
+    flat = [r for r in conflict if profile_for(r["audio_emotion"], 0, 7).contour == "flat"]
+    for r in flat:
+        clip = decode_clip(tmp_path / r["video"], num_frames=2)
+        assert peak_frequency(clip.audio, 16000) == pytest.approx(profile_for(r["audio_emotion"], 0, 7).pitch, rel=0.06)
+
+
+def test_conflict_option_off_leaves_the_dataset_unchanged(tmp_path: Path) -> None:
+    a = synthesize(tmp_path / "a", num_clips=6, seed=2, inconsistent_fraction=0.5, size=32, duration=0.5)
+    b = synthesize(tmp_path / "b", num_clips=6, seed=2, inconsistent_fraction=0.5, conflict_fraction=0.0,
+                   conflict_follow=0.3, size=32, duration=0.5)  # fmt: skip
+    assert a.read_text() == b.read_text()
+    with pytest.raises(ValueError, match="conflict_fraction"):
+        synthesize(tmp_path / "c", num_clips=4, inconsistent_fraction=0.6, conflict_fraction=0.6)
+
+
+def test_cue_table_is_unambiguous_and_complete() -> None:
+    from ecr.fixtures.synth import cue_table
+    from ecr.sentences import normalize_sentence
+
+    table = cue_table("mafw")
+    for i, label in enumerate(("anger", "happiness", "contempt")):
+        prof = profile_for(label, i, 11)
+        for sentence in (*prof.visual, *prof.audio, *prof.conclusion):
+            assert table[normalize_sentence(sentence)] == label
+    assert all(table[normalize_sentence(f)] is None for f in FILLER_SENTENCES)
+    n = sum(len(p.visual) + len(p.audio) + len(p.conclusion) for p in PROFILES) + len(FILLER_SENTENCES)
+    assert len(table) == n  # no sentence is shared by two emotions (none dropped as ambiguous)

@@ -119,3 +119,40 @@ def test_llm_judge_needs_the_key(judge_server: JudgeServer, tmp_path: Path, monk
     monkeypatch.delenv(ENV)
     with pytest.raises(ConfigError, match=ENV):
         LLMJudge(DFEW, config=config(judge_server), cache_path=tmp_path / "c.jsonl").judge([pred("sad.")])
+
+
+def test_cue_judge_reads_the_generators_table_and_counts_what_it_cannot(tmp_path: Path) -> None:
+    from ecr.evaluation.judges import CueJudge
+    from ecr.fixtures.synth import CUE_TABLE_NAME, cue_table
+
+    table = tmp_path / CUE_TABLE_NAME
+    table.write_text(json.dumps({"labels": list(DFEW.labels), "sentences": cue_table("dfew")}))
+    judge = CueJudge(table, DFEW)
+    smile = "The character's mouth curves upward into a broad smile."
+    sad_voice = "The voice is low and falls slowly, sounding sad."
+    filler = "The camera does not move during the short video."
+    preds = [
+        pred(f"{sad_voice} {filler} Overall the person seems sad."),  # follows the voice: sad
+        pred(f"{smile} {sad_voice} Overall the person seems happy."),  # 2 happy votes vs 1 sad
+        pred(f"{sad_voice} {smile}"),  # a tie: the last voting sentence decides
+        pred(f"{filler} The moon is made of cheese."),  # no cue sentence; one unmatched
+        pred(None),
+        pred("  the VOICE is low and falls slowly,   sounding sad!"),  # case, spaces, final punctuation
+    ]
+    assert judge.judge(preds) == ["sad", "happy", "happy", Missing("no_cue_sentence"), Missing("no_think"), "sad"]
+    s = judge.settings()
+    assert (s["judge"], s["sentences"], s["unmatched_sentences"], s["filler_sentences"]) == ("cue", 11, 1, 2)
+    assert s["unmatched_examples"] == ["The moon is made of cheese."]
+
+
+def test_cue_judge_refuses_a_bad_table(tmp_path: Path) -> None:
+    from ecr.evaluation.judges import CueJudge
+
+    with pytest.raises(ConfigError, match="no cue table"):
+        CueJudge(tmp_path / "missing.json", DFEW)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not a cue table"):
+        CueJudge(tmp_path / "bad.json", DFEW)
+    (tmp_path / "other.json").write_text(json.dumps({"labels": ["calm"], "sentences": {"x": "calm"}}))
+    with pytest.raises(ConfigError, match=r"\['calm'\] are not labels"):
+        CueJudge(tmp_path / "other.json", DFEW)

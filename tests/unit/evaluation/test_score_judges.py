@@ -139,3 +139,45 @@ def test_compound_maths_and_metric() -> None:
     assert CompoundAccuracy().report()["accuracy"] is None  # no compound clip: undefined, not 0
     with pytest.raises(ValueError, match="not in the label set"):
         label_mask([["bored"]], DFEW.labels)
+
+
+def test_cue_judge_through_score_with_the_verifiers_sentence_f1(tmp_path: Path) -> None:
+    """`ecr score --judge [cue, verifier] --cue_table T`: the cue judge's metrics first, and the verifier's
+    per-sentence labels scored against the generator's table (per-class F1)."""
+    from ecr.fixtures.synth import cue_table
+
+    table = tmp_path / "cue_table.json"
+    table.write_text(json.dumps({"labels": list(DFEW.labels), "sentences": cue_table("dfew")}))
+    sad_voice = "The voice is low and falls slowly, sounding sad."  # the keyword verifier reads: sad
+    grin = "The corners of the lips are lifted and the cheeks look raised in a grin."  # keyword verifier: neutral
+    filler = "The camera does not move during the short video."  # keyword verifier: neutral
+    spec = [  # (truth, prediction, think)
+        ("happy", "happy", f"{grin} {sad_voice} Overall the person seems happy."),  # cue: happy
+        ("happy", "happy", f"{sad_voice} {filler} Overall the person seems sad."),  # cue: sad
+        ("sad", "sad", f"{sad_voice} Overall the person seems sad."),  # cue: sad
+    ]
+    reward = ExplanationReward(KeywordVerifier(), DFEW)
+    texts = [completion(think, pred) for _, pred, think in spec]
+    verifier = {"path": "kw", "threshold": 0.5, "mapping": IDENTITY}
+    rows = [
+        {"id": f"c{i}", "label": truth, "completion": text, "sentences": sents, "verifier": verifier}
+        for i, ((truth, _, _), text, sents) in enumerate(zip(spec, texts, sentence_labels(reward, texts), strict=True))
+    ]
+    path = write_predictions(tmp_path / "pred.jsonl", rows)
+    configure_parsing()
+    args = ["--predictions", str(path), "--labels", "dfew", "--judge", "cue", "--judge+", "verifier",
+            "--cue_table", str(table), "--bootstrap", "0", "--out", str(tmp_path / "m.json")]  # fmt: skip
+    assert CLI(score_command, args=args, prog="ecr score", as_positional=False) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["judge"]["judge"] == "cue"
+    assert m["judges"]["cue"]["explanations"] == {"c0": "happy", "c1": "sad", "c2": "sad"}
+    assert m["epc"] == pytest.approx(2 / 3) and m["fcr"] == pytest.approx(2 / 3)
+    f1 = m["verifier_vs_cue"]
+    # 8 known sentences: happy truth x2 (grin, "seems happy": the keyword verifier reads "happy" in the second
+    # only), sad truth x5 (all read sad), neutral truth x1 (the filler, read neutral); grin read neutral.
+    assert f1["sentences"] == 8
+    assert f1["per_class"]["happy"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert f1["per_class"]["sad"]["f1"] == 1.0 and f1["per_class"]["sad"]["support"] == 5
+    assert f1["per_class"]["neutral"]["precision"] == 0.5 and f1["per_class"]["neutral"]["recall"] == 1.0
+    with pytest.raises(ConfigError, match="needs --cue_table"):
+        score_command(path, "dfew", judge="cue", out=tmp_path / "x.json", bootstrap=0)
