@@ -7,7 +7,7 @@ contradicts its answer. The judge is the generator's own sentence table (`--judg
 reward uses; the verifier judge is reported beside it, and so is the verifier's per-sentence F1 against the table.
 
 Steps (every run is an ordinary `ecr` command, printed as it runs; results in runs/miniature/):
-  0. the demo pipeline (`configs/demo/pipeline.yaml`): data, SFT policy, verifier (skipped when up to date);
+  0. the demo's data, SFT policy and verifier (`./scripts/demo.sh` must have run);
   1. held-out clips: `--num-clips` fresh clips (seed 1, the same synth options), every row in the test split;
   2. the GATE, fixed before any RL: on the held-out clips the SFT policy must reach greedy WAR >= 80 %, at T = 1
      format >= 95 % and accuracy >= 60 %, and its greedy EPC on conflict clips must be <= 50 % (the defect is
@@ -27,7 +27,7 @@ Steps (every run is an ordinary `ecr` command, printed as it runs; results in ru
 SUCCESS CRITERION (stated before the deciding runs): EPC and FCR of (c) above (b) in every seed (cue judge, all
 held-out clips), the pooled (c - b) 95 % interval of both excluding 0, and pooled WAR(c) >= WAR(b) - 3 points.
 
-  .venv/bin/python scripts/paper_in_miniature.py --seeds 0 1 2       # after ./scripts/demo.sh (or it runs it)
+  .venv/bin/python scripts/paper_in_miniature.py --seeds 0 1 2       # after ./scripts/demo.sh
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def grpo(run: Path, seed: int, weight: float, lr: str, scale: str, steps: int) -
         f"[{{name: format, weight: 1.0}}, {{name: accuracy, weight: 1.0}}, {{name: explanation, weight: {weight}}}]"
     )
     ecr(
-        "fit", "--config", "configs/demo/grpo.yaml", "--seed_everything", str(seed),
+        "fit", "--config", "configs/demo/grpo.yaml", "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
         "--model.init_args.rewards", rewards, "--model.init_args.lr", lr, "--model.init_args.scale_rewards", scale,
         "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(run),
         "--trainer.logger.init_args.save_dir", str(run), "--trainer.enable_progress_bar", "false",
@@ -398,7 +398,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    ecr("pipeline", "--file", "configs/demo/pipeline.yaml")  # the demo's SFT policy and verifier (skips if up to date)
+    needed = [Path("runs/demo_sft/export/merged"), Path("runs/demo/erv/verifier"), SYNTH / "manifest.jsonl"]
+    if not all(p.exists() for p in needed):
+        sys.exit("paper_in_miniature: run ./scripts/demo.sh first (it builds the data, the SFT policy and the verifier)")
 
     from ecr.evaluation.judges import CueJudge, VerifierJudge
     from ecr.evaluation.score import score_predictions

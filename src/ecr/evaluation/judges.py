@@ -11,9 +11,11 @@ excluded from EPC/EEA/FCR and counted per reason; it is never turned into a labe
 - `CueJudge` (synthetic data only): the generator's own sentence table (`cue_table.json`, written by `ecr data
   synth` beside its manifest) — independent of the verifier the reward uses. Each think sentence (official
   splitter, `ecr.sentences.normalize_sentence`) is looked up: a cue sentence votes for its emotion, a filler casts
-  no vote, an unknown sentence is counted as unmatched (and casts no vote). ê = the emotion with the most votes,
-  ties broken by the emotion of the LAST voting sentence (every generated explanation ends with its conclusion);
-  no think block -> MISSING ("no_think"); no cue sentence -> MISSING ("no_cue_sentence").
+  no vote. A sentence not in the table is "near-matched" when the table sentences most similar to it (word-set
+  Jaccard >= 0.6) all carry one emotion (a tiny decoder recombines template halves: "The speech is low and falls
+  slowly, sounding sad."), else counted as unmatched (no vote); both counts are reported. ê = the emotion with
+  the most votes, ties broken by the emotion of the LAST voting sentence (every generated explanation ends with
+  its conclusion); no think block -> MISSING ("no_think"); no cue sentence -> MISSING ("no_cue_sentence").
 - `LLMJudge`: the paper's judge prompt (`JUDGE_PROMPT`) on any chat-completions server, through the teacher's
   client (`ecr.teachers.openai_chat.OpenAITeacher`): the key read from the environment variable named by
   `api_key_env`, bounded concurrency, retries with backoff, every reply appended to an `AnswerCache` before it
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +50,7 @@ from ecr.teachers.base import Missing
 from ecr.teachers.openai_chat import OpenAIConfig, OpenAITeacher
 
 JudgeResult = str | Missing
+_WORD = re.compile(r"[a-z']+")
 
 JUDGE_PROMPT = (
     "Read the reasoning content and respond with the appropriate emotion in {labels}. Reply with only the emotion "
@@ -145,7 +149,10 @@ class CueJudge:
 
     name = "cue"
 
-    def __init__(self, table: str | os.PathLike[str], label_set: LabelSet) -> None:
+    def __init__(self, table: str | os.PathLike[str], label_set: LabelSet, *, near: float | None = 0.6) -> None:
+        if near is not None and not 0.0 < near <= 1.0:
+            raise ConfigError(f"cue judge: near must be in (0, 1] or None, got {near}")
+        self.near = near
         self.path = os.fspath(table)
         try:
             data = json.loads(Path(table).read_text(encoding="utf-8"))
@@ -160,27 +167,49 @@ class CueJudge:
         if unknown:
             raise ConfigError(f"{self.path}: emotions {unknown} are not labels of {label_set.name!r}")
         self.table: dict[str, str | None] = dict(sentences)
+        self._words = {key: set(_WORD.findall(key)) for key in self.table}
         self.label_set = label_set
         self.counts: Counter[str] = Counter()
         self.unmatched: list[str] = []
 
-    def read(self, think: str | None) -> list[tuple[str, str | None, bool]]:
-        """Per sentence of a think text: (sentence, its emotion or None, whether the table knows it)."""
-        out = []
-        for sentence in split_official(think or ""):
-            key = normalize_sentence(sentence)
-            out.append((sentence, self.table.get(key), key in self.table))
-        return out
+    def lookup(self, sentence: str) -> tuple[str | None, str]:
+        """(emotion or None for a filler, how: "exact" | "near" | "unmatched") of one sentence.
+
+        near: no exact entry, but the table sentences with the highest word-set Jaccard similarity (>= `near`) all
+        express the same emotion (or are all fillers) — a decoder's recombination such as "The speech is low and
+        falls slowly, sounding sad." for "The voice is ...".
+        """
+        key = normalize_sentence(sentence)
+        if key in self.table:
+            return self.table[key], "exact"
+        if self.near is None:
+            return None, "unmatched"
+        words = set(_WORD.findall(key))
+        best, emotions = 0.0, set()
+        for other, other_words in self._words.items():
+            union = len(words | other_words)
+            sim = len(words & other_words) / union if union else 0.0
+            if sim > best:
+                best, emotions = sim, {self.table[other]}
+            elif sim == best:
+                emotions.add(self.table[other])
+        if best >= self.near and len(emotions) == 1:
+            return next(iter(emotions)), "near"
+        return None, "unmatched"
+
+    def read(self, think: str | None) -> list[tuple[str, str | None, str]]:
+        """Per sentence of a think text: (sentence, its emotion or None, how it was matched: `lookup`)."""
+        return [(sentence, *self.lookup(sentence)) for sentence in split_official(think or "")]
 
     def judge_one(self, think: str | None) -> JudgeResult:
         if think is None:
             return Missing("no_think")
         votes: Counter[str] = Counter()
         last: dict[str, int] = {}
-        for i, (sentence, emotion, known) in enumerate(self.read(think)):
+        for i, (sentence, emotion, how) in enumerate(self.read(think)):
             self.counts["sentences"] += 1
-            if not known:
-                self.counts["unmatched"] += 1
+            self.counts[how] += 1
+            if how == "unmatched":
                 if len(self.unmatched) < 10:
                     self.unmatched.append(sentence)
             elif emotion is None:
@@ -200,6 +229,8 @@ class CueJudge:
             "judge": self.name,
             "cue_table": self.path,
             "sentences": self.counts["sentences"],
+            "near": self.near,
+            "near_matched_sentences": self.counts["near"],
             "unmatched_sentences": self.counts["unmatched"],
             "filler_sentences": self.counts["fillers"],
             "unmatched_examples": list(self.unmatched),

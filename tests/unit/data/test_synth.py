@@ -157,3 +157,14 @@ def test_cue_table_is_unambiguous_and_complete() -> None:
     assert all(table[normalize_sentence(f)] is None for f in FILLER_SENTENCES)
     n = sum(len(p.visual) + len(p.audio) + len(p.conclusion) for p in PROFILES) + len(FILLER_SENTENCES)
     assert len(table) == n  # no sentence is shared by two emotions (none dropped as ambiguous)
+
+
+def test_synth_cli_reports_the_conflict_clips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["data", "synth", "--out", str(tmp_path), "--num-clips", "8", "--conflict-fraction", "0.5",
+            "--conflict-follow", "1.0", "--size", "32", "--duration", "0.5", "--seed", "3"]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 0 and "4 conflict clips" in capsys.readouterr().out
+    rows = _rows(tmp_path)
+    assert sum(r["conflict"] for r in rows) == 4
+    assert all(r["explanation_emotion"] == r["audio_emotion"] for r in rows if r["conflict"])  # follow = 1.0

@@ -138,11 +138,17 @@ def test_cue_judge_reads_the_generators_table_and_counts_what_it_cannot(tmp_path
         pred(f"{filler} The moon is made of cheese."),  # no cue sentence; one unmatched
         pred(None),
         pred("  the VOICE is low and falls slowly,   sounding sad!"),  # case, spaces, final punctuation
+        pred("The speech is low and falls slowly, sounding sad."),  # a recombination: near-matched (Jaccard 0.8)
     ]
-    assert judge.judge(preds) == ["sad", "happy", "happy", Missing("no_cue_sentence"), Missing("no_think"), "sad"]
+    expected = ["sad", "happy", "happy", Missing("no_cue_sentence"), Missing("no_think"), "sad", "sad"]
+    assert judge.judge(preds) == expected
     s = judge.settings()
-    assert (s["judge"], s["sentences"], s["unmatched_sentences"], s["filler_sentences"]) == ("cue", 11, 1, 2)
-    assert s["unmatched_examples"] == ["The moon is made of cheese."]
+    assert (s["judge"], s["sentences"], s["unmatched_sentences"], s["filler_sentences"]) == ("cue", 12, 1, 2)
+    assert (s["near_matched_sentences"], s["unmatched_examples"]) == (1, ["The moon is made of cheese."])
+    exact = CueJudge(table, DFEW, near=None)
+    assert exact.judge(preds[-1:]) == [Missing("no_cue_sentence")] and exact.settings()["unmatched_sentences"] == 1
+    # a sentence as close to two emotions' sentences is not guessed
+    assert CueJudge(table, DFEW).lookup("Overall the person seems sad happy.")[1] == "unmatched"
 
 
 def test_cue_judge_refuses_a_bad_table(tmp_path: Path) -> None:

@@ -289,3 +289,26 @@ def test_a_verifier_folder_judges_and_labels_the_sentences(tmp_path: Path) -> No
     assert parse(page).details == [c.id for c in filter_clips(views, inconsistent=True)]
     shown = filter_clips(views, inconsistent=True)
     assert shown and page.read_text().count('<span class="tag">') >= len(shown)  # the model's sentence labels
+
+
+def test_the_cue_judge_judges_the_page_and_colours_its_sentences(tmp_path: Path) -> None:
+    """`ecr report --judge cue --cue_table T`: the explanation metrics and the examples come from the table."""
+    from ecr.fixtures.synth import cue_table
+
+    table = tmp_path / "cue_table.json"
+    table.write_text(json.dumps({"labels": list(DFEW.labels), "sentences": cue_table("dfew")}))
+    sad = "The voice is low and falls slowly, sounding sad. Overall the person seems sad."
+    happy = "The character's mouth curves upward into a broad smile. Overall the person seems happy."
+    raw = [
+        {"id": "c0", "label": "happy", "completion": completion(sad, "happy")},  # follows the voice: inconsistent
+        {"id": "c1", "label": "happy", "completion": completion(happy, "happy")},
+    ]
+    path = write_predictions(tmp_path / "p.jsonl", raw)  # no stored verifier sentences: the cue judge needs none
+    page = write_report([path], tmp_path / "r", labels="dfew", judge="cue", cue_table=table, bootstrap=0)
+    cells = parse(page).cells
+    assert cells[(("metric", "epc"), ("run", "p"))] == _pct(1 / 2)
+    assert parse(page).details == ["c0"]  # the one inconsistent explanation, shown
+    text = page.read_text()
+    assert "judge: cue" in text and "unmatched_sentences: 0" in text
+    with pytest.raises(ConfigError, match="needs --cue_table"):
+        write_report([path], tmp_path / "r2", labels="dfew", judge="cue", bootstrap=0)
