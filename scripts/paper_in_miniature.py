@@ -400,7 +400,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     needed = [Path("runs/demo_sft/export/merged"), Path("runs/demo/erv/verifier"), SYNTH / "manifest.jsonl"]
     if not all(p.exists() for p in needed):
-        sys.exit("paper_in_miniature: run ./scripts/demo.sh first (it builds the data, the SFT policy and the verifier)")
+        sys.exit("paper_in_miniature: run ./scripts/demo.sh first (it builds the data, SFT policy and verifier)")
 
     from ecr.evaluation.judges import CueJudge, VerifierJudge
     from ecr.evaluation.score import score_predictions
