@@ -175,14 +175,22 @@ def summary_lines(pipeline: Pipeline, timings: Sequence[tuple[str, str, float]])
     width = max(len(n) for n, _, _ in timings)
     lines = ["", f"{'stage':<{width}}  {'status':<24} seconds"]
     lines += [f"{n:<{width}}  {s:<24} {t:7.1f}" for n, s, t in timings]
-    rows = []
+    rows, judges, secondary = [], set(), []
     for column, path in pipeline.metrics.items():
         if Path(path).is_file():
             m = json.loads(Path(path).read_text())
             rows.append((column, *(_fmt(m.get(k)) for k in ("war", "uar", "epc", "eea", "fcr"))))
+            judges.add((m.get("judge") or {}).get("judge"))
+            for name, rep in list((m.get("judges") or {}).items())[1:]:  # the other judges, as secondary columns
+                secondary.append((f"{column} ({name})", *(_fmt(rep.get(k)) for k in ("epc", "eea", "fcr"))))
     if rows:
-        lines += ["", f"{'model':<12} {'WAR':>6} {'UAR':>6} {'EPC':>6} {'EEA':>6} {'FCR':>6}   (%)"]
+        judged = ", ".join(sorted(j for j in judges if j)) or "none"
+        lines += ["", f"{'model':<12} {'WAR':>6} {'UAR':>6} {'EPC':>6} {'EEA':>6} {'FCR':>6}   (%; judge: {judged})"]
         lines += [f"{r[0]:<12} " + " ".join(f"{v:>6}" for v in r[1:]) for r in rows]
+    if secondary:
+        width2 = max(len(r[0]) for r in secondary)
+        lines += ["", f"{'other judges':<{width2}} {'EPC':>6} {'EEA':>6} {'FCR':>6}"]
+        lines += [f"{r[0]:<{width2}} " + " ".join(f"{v:>6}" for v in r[1:]) for r in secondary]
     if pipeline.report and Path(pipeline.report).is_file():
         lines += ["", f"report: {Path(pipeline.report).resolve()}"]
     return lines

@@ -153,3 +153,21 @@ def test_the_demo_pipeline_loads_and_its_stages_are_ecr_commands() -> None:
             made = any(o == path or Path(o).is_relative_to(path) for o in earlier)
             assert made, f"{stage.name}: input {path} is not an output of an earlier stage"
     assert set(pipeline.metrics.values()) <= produced
+
+
+def test_summary_names_the_judge_and_shows_the_other_judges(tmp_path: Path) -> None:
+    from ecr.pipeline import Pipeline, summary_lines
+
+    def metrics(path: Path, epc: float, verifier_epc: float) -> str:
+        rep = {"epc": verifier_epc, "eea": 0.5, "fcr": 0.25}
+        path.write_text(json.dumps({"war": 1.0, "uar": 1.0, "epc": epc, "eea": 0.5, "fcr": 0.5,
+                                    "judge": {"judge": "cue"}, "judges": {"cue": {}, "verifier": rep}}))  # fmt: skip
+        return str(path)
+
+    pipeline = Pipeline(
+        (), {"SFT": metrics(tmp_path / "a.json", 0.6, 0.7), "GRPO": metrics(tmp_path / "b.json", 0.9, 0.8)}
+    )
+    text = "\n".join(summary_lines(pipeline, [("sft", "ran", 1.0)]))
+    assert "(%; judge: cue)" in text and "SFT (verifier)" in text and "GRPO (verifier)" in text
+    main = [line.split() for line in text.splitlines() if line.startswith(("SFT ", "GRPO ")) and "(" not in line]
+    assert [row[3] for row in main] == ["60.0", "90.0"]  # EPC: the first judge's
