@@ -38,7 +38,7 @@ def fake_generate(self, prompt, *, group_size: int = 1, **kwargs) -> torch.Tenso
     for row in range(prompt.input_ids.shape[0] * group_size):  # group_size > 1: one prompt row per group
         clip = _current_ids[row // GROUP]
         seed = int(hashlib.sha256(f"{clip}:{row % GROUP}".encode()).hexdigest()[:8], 16)
-        ids = torch.randint(10, 900, (LENGTH,), generator=torch.Generator().manual_seed(seed))
+        ids = torch.randint(11, 900, (LENGTH,), generator=torch.Generator().manual_seed(seed))
         if row % GROUP == 1:
             ids[3] = eos
             ids[4:] = self.tokenizer.pad_token_id

@@ -97,6 +97,38 @@ class TokenScores:
     entropy: torch.Tensor  # float32 [B, C]; masked positions hold 0
 
 
+@dataclass(frozen=True)
+class SamplingDistribution:
+    """The next-token distribution rollouts are sampled from, and so the one every GRPO log-prob is taken under.
+
+    softmax(logits / `temperature`) over the vocabulary with the `suppressed` ids (media placeholders) at
+    probability 0 — HF's `suppress_tokens` followed by its temperature warper. `HFBackbone.generate` takes its
+    suppressed ids from here and `score_completions` its log-softmax, so the sampler and the scorer cannot
+    drift apart: the importance ratio of a fresh rollout is exactly 1 and the KL compares two distributions on
+    the same support (docs/method.md §4). Top-k/top-p/min-p truncation is not part of it.
+    """
+
+    temperature: float = 1.0
+    suppressed: tuple[int, ...] = ()  # ids sampling never emits (their log-prob is -inf)
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 for log-probs, got {self.temperature}")
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits [..., V] → float32 log-probabilities [..., V] of this distribution (-inf at suppressed ids)."""
+        scaled = logits.float() / self.temperature
+        if self.suppressed:
+            ids = torch.tensor(self.suppressed, device=scaled.device)
+            scaled = scaled.index_fill(-1, ids, float("-inf"))
+        return torch.log_softmax(scaled, dim=-1)
+
+
+def entropy_of(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy [...] of log-probabilities [..., V]; ids at -inf (suppressed) add 0, not NaN."""
+    return -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1)
+
+
 LOGIT_BUDGET = 2**25  # float32 logits materialised at once by `chunked_token_scores` (128 MiB)
 
 
@@ -105,27 +137,24 @@ def chunked_token_scores(
     head: Callable[[torch.Tensor], torch.Tensor],
     token_ids: torch.Tensor,
     *,
-    temperature: float = 1.0,
+    distribution: SamplingDistribution = SamplingDistribution(),
     chunk_tokens: int | None = None,
 ) -> TokenScores:
     """Log-prob and entropy of each chosen token, never holding float32 logits of more than a chunk.
 
     hidden [B, C, H] (position t predicts token_ids[:, t]), token_ids [B, C] → `TokenScores` [B, C] each.
-    Logits are divided by `temperature` (log-probs at the sampling temperature, as the sampler drew them).
-    With gradients on, each chunk runs under non-reentrant activation checkpointing, so backward keeps only
-    the chunk's hidden states and recomputes its logits: peak memory is one chunk of [k, V] floats instead of
-    [B·C, V] (≈ 1.2 GB per prompt at V = 151,936, C = 512, G = 4). `chunk_tokens` None = LOGIT_BUDGET / V.
+    Both are taken under `distribution` (the sampling temperature and suppressed ids: what the sampler drew
+    from). With gradients on, each chunk runs under non-reentrant activation checkpointing, so backward keeps
+    only the chunk's hidden states and recomputes its logits: peak memory is one chunk of [k, V] floats instead
+    of [B·C, V] (≈ 1.2 GB per prompt at V = 151,936, C = 512, G = 4). `chunk_tokens` None = LOGIT_BUDGET / V.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
     b, c, h = hidden.shape
     flat_hidden = hidden.reshape(b * c, h)  # [N, H]
     flat_ids = token_ids.reshape(b * c)  # [N]
 
     def score(chunk: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logp = torch.log_softmax(head(chunk).float() / temperature, dim=-1)  # [k, V]
-        entropy = -(logp.exp() * logp).sum(-1).detach()  # [k]
-        return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1), entropy
+        logp = distribution.log_probs(head(chunk))  # [k, V]
+        return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1), entropy_of(logp).detach()  # [k], [k]
 
     if chunk_tokens is None:
         vocab = int(head(flat_hidden[:1]).shape[-1]) if b * c else 1
@@ -190,8 +219,9 @@ class PolicyBackbone(Protocol):
         chunk_tokens: int | None = None,
         shared_prefix: int = 1,
     ) -> TokenScores:
-        """Log-probs (at `temperature`) and entropies [B, C] in one chunked pass (GRPO's policy/old/ref passes);
-        `shared_prefix=G`: rows come in groups of G identical prompts whose prefix runs once per group."""
+        """Log-probs and entropies [B, C] under `sampling_distribution(temperature)`, in one chunked pass (GRPO's
+        policy/old/ref passes); `shared_prefix=G`: rows come in groups of G identical prompts whose prefix runs
+        once per group."""
         ...
 
     def prompt_encoding_is_trainable(self) -> bool:
@@ -201,6 +231,11 @@ class PolicyBackbone(Protocol):
 
     def media_token_ids(self) -> list[int]:
         """Placeholder token ids a completion must never contain (suppressed while sampling)."""
+        ...
+
+    def sampling_distribution(self, temperature: float = 1.0) -> SamplingDistribution:
+        """What `generate` samples from at `temperature` (media ids suppressed), the distribution
+        `score_completions` takes its log-probs and entropies under."""
         ...
 
     def adapter_disabled(self) -> AbstractContextManager[None]:

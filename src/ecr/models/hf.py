@@ -23,6 +23,7 @@ from ecr.hub import resolve_pretrained
 from ecr.models.backbone import (
     CollateMode,
     EncodedPrompt,
+    SamplingDistribution,
     TokenScores,
     chunked_token_scores,
     completion_positions,
@@ -250,7 +251,8 @@ class HFBackbone:
         chunk_tokens: int | None = None,
         shared_prefix: int = 1,
     ) -> TokenScores:
-        """Log-probs (logits / `temperature`) and entropies of the completion tokens, [B, C] each, masked to 0.
+        """Log-probs and entropies of the completion tokens, [B, C] each, masked to 0, under the distribution
+        `generate` samples from at `temperature` (`sampling_distribution`: logits / T, media ids suppressed).
 
         Only the completion slice goes through the LM head (a full-vocab prompt slice would cost B·P·V floats
         for nothing), in chunks (`chunked_token_scores`), so float32 logits of the whole batch never exist.
@@ -260,6 +262,7 @@ class HFBackbone:
         differentiable `repeat_interleave`), (G-1)/G of the prompt compute saved. Refused while gradient
         checkpointing trains (it recomputes layers without a cache).
         """
+        self._check_samplable(completion_ids, completion_mask)
         if shared_prefix > 1:
             return self._score_with_shared_prefix(
                 prompt, completion_ids, completion_mask, shared_prefix, temperature, chunk_tokens
@@ -284,11 +287,20 @@ class HFBackbone:
         chunk_tokens: int | None,
     ) -> TokenScores:
         """hidden [B, C, H] (position t predicts completion token t) → masked `TokenScores` [B, C]."""
+        dist = self.sampling_distribution(temperature)
         scores = chunked_token_scores(
-            hidden, self._lm_head(), completion_ids, temperature=temperature, chunk_tokens=chunk_tokens
+            hidden, self._lm_head(), completion_ids, distribution=dist, chunk_tokens=chunk_tokens
         )
-        mask = completion_mask.to(scores.logprobs.dtype)
-        return TokenScores(logprobs=scores.logprobs * mask, entropy=scores.entropy * mask)
+        keep = completion_mask.bool()  # `where`, not a product: a suppressed pad id after EOS scores -inf
+        return TokenScores(
+            logprobs=torch.where(keep, scores.logprobs, 0.0), entropy=torch.where(keep, scores.entropy, 0.0)
+        )
+
+    def _check_samplable(self, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> None:
+        """Refuse completions that hold a suppressed id: the sampler never draws one, its log-prob is -inf."""
+        suppressed = torch.tensor(self.sampling_distribution().suppressed, device=completion_ids.device)
+        if torch.isin(completion_ids[completion_mask.bool()], suppressed).any():
+            raise ValueError(f"completion tokens include suppressed media ids {suppressed.tolist()}: not sampled here")
 
     def _score_with_shared_prefix(
         self,
@@ -338,6 +350,11 @@ class HFBackbone:
         ids = {getattr(cfg, a, None) for a in self._MEDIA_TOKEN_ATTRS}
         return sorted(int(i) for i in ids if isinstance(i, int) and i >= 0)
 
+    def sampling_distribution(self, temperature: float = 1.0) -> SamplingDistribution:
+        """The distribution `generate` samples from at `temperature` and `score_completions` scores under: the
+        ONE place that says which ids are suppressed (the media placeholders)."""
+        return SamplingDistribution(temperature=temperature, suppressed=tuple(self.media_token_ids()))
+
     @contextlib.contextmanager
     def adapter_disabled(self) -> Iterator[None]:
         """Run the base weights only: the frozen reference policy of GRPO, with no second model copy.
@@ -368,8 +385,10 @@ class HFBackbone:
         tok = self.tokenizer
         generation_kwargs.setdefault("pad_token_id", tok.pad_token_id)
         generation_kwargs.setdefault("eos_token_id", tok.eos_token_id)
-        # A sampled media placeholder would be scattered over by nothing (a tiny policy did sample <|VIDEO|>).
-        suppress = set(generation_kwargs.pop("suppress_tokens", None) or []) | set(self.media_token_ids())
+        # A sampled media placeholder would be scattered over by nothing (a tiny policy did sample <|VIDEO|>);
+        # the scorer suppresses the same ids (`sampling_distribution`), so log-probs are the sampler's.
+        suppressed = self.sampling_distribution().suppressed
+        suppress = set(generation_kwargs.pop("suppress_tokens", None) or []) | set(suppressed)
         if suppress:
             generation_kwargs["suppress_tokens"] = sorted(suppress)
         if group_size > 1 and prompt.input_ids.shape[1] > 1:

@@ -106,7 +106,7 @@ def test_positions_equal_the_thinkers_for_the_full_interleaved_sequence(tiny_omn
     samples = [long_clip_samples[0], clip_samples[0], long_clip_samples[2]]  # 5 s, 2 s, 3 s: left padding
     batch = bb.collator("generate")(samples)
     assert (batch["attention_mask"][:, 0] == 0).any()
-    completion = torch.randint(10, 100, (3, 4))
+    completion = torch.randint(11, 100, (3, 4))
     seen: dict[str, torch.Tensor] = {}
 
     def record(_module, _args, kwargs) -> None:  # the positions the thinker's own forward hands its LM

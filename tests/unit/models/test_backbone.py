@@ -21,12 +21,13 @@ def _policy(path, **kw) -> PolicyConfig:
 
 
 def _plain_logprobs(bb, gen_batch, completion):
-    """Log-probs of `completion` from one ordinary forward over prompt + completion (media re-encoded)."""
+    """Log-probs of `completion` from one ordinary forward over prompt + completion (media re-encoded), under
+    the distribution sampling draws from (media placeholder ids suppressed)."""
     inputs = model_inputs(gen_batch)
     inputs["input_ids"] = torch.cat([gen_batch["input_ids"], completion], 1)
     inputs["attention_mask"] = torch.cat([gen_batch["attention_mask"], torch.ones_like(completion)], 1)
     logits = bb.model(**inputs).logits[:, gen_batch["input_ids"].shape[1] - 1 : -1]
-    return torch.log_softmax(logits.float(), -1).gather(-1, completion[..., None])[..., 0]
+    return bb.sampling_distribution().log_probs(logits).gather(-1, completion[..., None])[..., 0]
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -172,7 +173,7 @@ def test_token_logprobs_backpropagate_into_adapters_only(tiny_omni, clip_samples
     batch = bb.collator("generate")(clip_samples[:2])
     with torch.no_grad():
         prompt = bb.encode_prompt(batch).detach()
-    completion = torch.randint(10, 100, (2, 4))
+    completion = torch.randint(11, 100, (2, 4))
     lp = bb.token_logprobs(prompt, completion, torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]))
     assert lp[0, 3] == 0
     lp.sum().backward()
@@ -191,7 +192,7 @@ def test_reference_logprobs_with_the_adapter_disabled(tiny_omni, clip_samples):
     plain.model.eval()
     with torch.no_grad():
         prompt = bb.encode_prompt(bb.collator("generate")(clip_samples[:2]))
-        completion = torch.randint(10, 100, (2, 5))
+        completion = torch.randint(11, 100, (2, 5))
         mask = torch.ones_like(completion)
         policy_lp = bb.token_logprobs(prompt, completion, mask)
         with bb.adapter_disabled():

@@ -1,19 +1,26 @@
 """Generation with a shared prefill (`generate(prompt, group_size=G)`): each prompt is prefilled once and its KV
-cache serves its G samples. It must sample exactly what G repeated prompts sample (docs/method.md §4)."""
+cache serves its G samples. It must sample exactly what G repeated prompts sample (docs/method.md §4). And GRPO's
+scorer must score exactly the distribution `generate` samples from (same suppressed ids, same temperature)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from ecr.models import PolicyConfig, load_policy
+from ecr.rl.masks import completion_mask
+from ecr.rl.rollout import eos_ids
 
 G = 3
 
 
 class Recorder(LogitsProcessor):
-    """Keeps the scores HF samples from at every step (custom processors run after the configured ones)."""
+    """Keeps the scores HF samples from at every step. Custom processors run after the configured logits
+    processors (`suppress_tokens` included: those ids hold -inf) and BEFORE the warpers (temperature, top-k/p),
+    so with top_k=0 and top_p=1 the sampling distribution is softmax(recorded / T)."""
 
     def __init__(self) -> None:
         self.scores: list[torch.Tensor] = []
@@ -152,3 +159,56 @@ def test_shared_prefill_on_an_8bit_policy(tiny_omni, tiny_lm, clip_samples, long
         plain_ids, _, plain_rng = _sample(bb, prompt, False, seed=3, max_new_tokens=6, **SETTINGS[name])
         ids, _, rng = _sample(bb, prompt, True, seed=3, max_new_tokens=6, **SETTINGS[name])
         assert torch.equal(ids, plain_ids) and torch.equal(rng, plain_rng), name
+
+
+def _assert_on_sampler(got, want, mask, quantized: bool, case) -> None:
+    """Per-token log-probs [N, C] equal to 1e-5. 8-bit: bitsandbytes rounds activations to int8 row by row, so
+    a last-bit difference between the cached decode and the full pass can flip one rounding and move that token
+    by up to ~1e-3; all other tokens must still agree to 1e-5 (without the suppression none does: ~7e-3)."""
+    diff = (got - want).abs()[mask]  # [active tokens]
+    exact = float((diff <= 1e-5).float().mean())
+    print("scorer vs sampler", case, f"max |diff| {float(diff.max()):.2e}, share within 1e-5 {exact:.3f}")
+    if quantized:
+        assert exact >= 0.9 and float(diff.max()) < 1e-3, (case, exact, float(diff.max()))
+    else:
+        assert float(diff.max()) < 1e-5, (case, float(diff.max()))
+
+
+@pytest.mark.parametrize(
+    ("family", "quantization"),
+    [("omni-interleaved", "none"), ("omni-sequential", "none"), ("omni-interleaved", "8bit")],
+)
+def test_the_scorer_scores_the_distribution_generate_samples_from(
+    family, quantization, tiny_omni, tiny_lm, clip_samples, long_clip_samples, text_samples, small_inputs
+) -> None:
+    """GRPO's log-prob passes (old and policy with the adapter on, reference with it off; shared prefix or one
+    prompt per row; no-grad, or with grad in train mode as the update pass runs) give each sampled token the
+    log-prob, and each position the entropy, of the distribution HF sampled from: log_softmax(recorded logits
+    / T), the media ids at -inf. (8-bit on CPU: bitsandbytes switches train mode to dequantised fp32 matmuls,
+    another function than the int8 one generate runs in eval mode, so its train-mode pass is not compared.)"""
+    temperature = 1.3
+    quantized = quantization != "none"
+    bb = _backbone(family, tiny_omni, tiny_lm, small_inputs, quantization=quantization)
+    prompt = _prompt(bb, family, clip_samples, long_clip_samples, text_samples)
+    repeated = prompt.repeat_interleave(G)
+    passes = [(G, False), (1, False)] + ([] if quantized else [(G, True)])  # (shared_prefix, train with grad)
+    for reference in (False, True):
+        recorder = Recorder()
+        torch.manual_seed(5)
+        with torch.no_grad(), bb.adapter_disabled() if reference else contextlib.nullcontext():
+            ids = bb.generate(prompt, group_size=G, do_sample=True, top_k=0, temperature=temperature,
+                              max_new_tokens=8, logits_processor=LogitsProcessorList([recorder]))  # fmt: skip
+        assert len(recorder.scores) == ids.shape[1] == 8
+        sampler = torch.log_softmax(torch.stack(recorder.scores, 1).float() / temperature, -1)  # [N, C, V]
+        mask = completion_mask(ids, eos_ids(bb))[0]  # [N, C]
+        want = torch.where(mask, sampler.gather(-1, ids[..., None])[..., 0], 0.0)  # [N, C]
+        want_entropy = torch.where(mask, -(sampler.exp() * sampler.clamp(min=-1e30)).sum(-1), 0.0)  # [N, C]
+        for shared, grad in passes:
+            bb.model.train(grad)  # the update pass trains (dropout 0); old/reference passes run without grad
+            with torch.set_grad_enabled(grad), bb.adapter_disabled() if reference else contextlib.nullcontext():
+                got = bb.score_completions(repeated, ids, mask, temperature=temperature, chunk_tokens=7,
+                                           shared_prefix=shared)  # fmt: skip
+            case = (family, quantization, "reference" if reference else "policy", shared, grad)
+            _assert_on_sampler(got.logprobs.detach(), want, mask, quantized, case)
+            assert torch.allclose(got.entropy, want_entropy, atol=1e-3 if quantized else 1e-5), case
+        bb.model.eval()

@@ -6,29 +6,38 @@ import pytest
 import torch
 
 from ecr.models import PolicyConfig, load_policy
-from ecr.models.backbone import chunked_token_scores, gather_logprobs
+from ecr.models.backbone import SamplingDistribution, chunked_token_scores, gather_logprobs
 
 
-def _reference(hidden, head, ids, temperature):
-    logp = torch.log_softmax(head(hidden).float() / temperature, -1)  # [B, C, V]
-    return logp.gather(-1, ids[..., None])[..., 0], -(logp.exp() * logp).sum(-1)
+def _reference(hidden, head, ids, temperature, suppressed=()):
+    """Log-probs and entropies [B, C] of the renormalised distribution without the `suppressed` ids."""
+    logits = head(hidden).float() / temperature  # [B, C, V]
+    keep = torch.ones(logits.shape[-1], dtype=torch.bool)
+    keep[list(suppressed)] = False
+    logp = torch.log_softmax(logits[..., keep], -1)  # [B, C, V - S]
+    index = torch.cumsum(keep.long(), 0) - 1  # vocabulary id → column of the kept logits
+    return logp.gather(-1, index[ids][..., None])[..., 0], -(logp.exp() * logp).sum(-1)
 
 
 @pytest.mark.parametrize("chunk_tokens", [1, 3, 7, 1000])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_chunks_give_the_unchunked_values_and_gradients(chunk_tokens: int, temperature: float) -> None:
+@pytest.mark.parametrize("suppressed", [(), (0, 17, 49)])
+def test_chunks_give_the_unchunked_values_and_gradients(chunk_tokens, temperature, suppressed) -> None:
+    """Values and gradients of the chunked pass are those of the whole [B, C, V] distribution, with suppressed
+    ids removed from its support (renormalised over the rest; entropy finite)."""
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 50)
     hidden = torch.randn(3, 5, 8, requires_grad=True)
-    ids = torch.randint(0, 50, (3, 5))
-    want_lp, want_ent = _reference(hidden, head, ids, temperature)
+    ids = torch.randint(1, 17, (3, 5))
+    want_lp, want_ent = _reference(hidden, head, ids, temperature, suppressed)
     (want_grad,) = torch.autograd.grad(want_lp.sum(), hidden)
-    got = chunked_token_scores(hidden, head, ids, temperature=temperature, chunk_tokens=chunk_tokens)
+    dist = SamplingDistribution(temperature=temperature, suppressed=suppressed)
+    got = chunked_token_scores(hidden, head, ids, distribution=dist, chunk_tokens=chunk_tokens)
     assert torch.allclose(got.logprobs, want_lp, atol=1e-6) and torch.allclose(got.entropy, want_ent, atol=1e-5)
     assert not got.entropy.requires_grad
     (grad,) = torch.autograd.grad(got.logprobs.sum(), hidden)  # recomputed per chunk in backward
     assert torch.allclose(grad, want_grad, atol=1e-6)
-    if temperature == 1.0:
+    if temperature == 1.0 and not suppressed:
         assert torch.allclose(got.logprobs, gather_logprobs(head(hidden), ids), atol=1e-6)
 
 
@@ -47,7 +56,7 @@ def test_chunk_size_follows_the_logit_budget_and_bad_temperature_fails(monkeypat
         chunked_token_scores(torch.randn(1, 5, 4), counting_head, torch.zeros(1, 5, dtype=torch.long))
     assert calls == [1, 2, 2, 1]  # one probe for the vocabulary size, then chunks of 2
     with pytest.raises(ValueError, match="temperature"):
-        chunked_token_scores(torch.randn(1, 2, 4), head, torch.zeros(1, 2, dtype=torch.long), temperature=0.0)
+        SamplingDistribution(temperature=0.0)
 
 
 def test_backbone_scores_match_token_logprobs_and_mask(tiny_omni, clip_samples, small_inputs) -> None:
@@ -55,13 +64,19 @@ def test_backbone_scores_match_token_logprobs_and_mask(tiny_omni, clip_samples, 
     bb.model.eval()
     with torch.no_grad():
         prompt = bb.encode_prompt(bb.collator("generate")(clip_samples[:2]))
-        ids = torch.randint(10, 100, (2, 6))
+        ids = torch.randint(11, 100, (2, 6))
         mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
         scores = bb.score_completions(prompt, ids, mask, chunk_tokens=4)
         assert torch.allclose(scores.logprobs, bb.token_logprobs(prompt, ids, mask), atol=1e-6)
         assert scores.entropy[0, 4:].abs().sum() == 0 and bool((scores.entropy[:, :4] > 0).all())
         hot = bb.score_completions(prompt, ids, mask, temperature=2.0)
         assert not torch.allclose(hot.logprobs, scores.logprobs)
+        media = bb.media_token_ids()
+        assert bb.sampling_distribution(2.0) == SamplingDistribution(2.0, tuple(media)) and media
+        after_eos = ids.masked_fill(~mask.bool(), media[0])  # a suppressed id where the mask is 0 scores 0
+        assert torch.equal(bb.score_completions(prompt, after_eos, mask, chunk_tokens=4).logprobs, scores.logprobs)
+        with pytest.raises(ValueError, match="suppressed media ids"):  # never sampled: its log-prob is -inf
+            bb.score_completions(prompt, ids.masked_fill(mask.bool() & (ids == ids[0, 0]), media[0]), mask)
 
 
 def test_sampling_never_emits_media_placeholders(tiny_omni, clip_samples, small_inputs) -> None:
@@ -94,7 +109,7 @@ def test_a_shared_prefix_gives_the_plain_values_and_gradients(family, tiny_omni,
             torch.nn.init.normal_(p, std=0.05)  # adapters take part in both paths
     with torch.no_grad():
         prompt = bb.encode_prompt(bb.collator("generate")(samples)).detach().repeat_interleave(3)  # G = 3
-    ids = torch.randint(10, 100, (6, 5))
+    ids = torch.randint(11, 100, (6, 5))
     mask = torch.ones_like(ids)
     mask[1, 3:] = 0  # an early EOS
     lora = [p for n, p in bb.model.named_parameters() if p.requires_grad]
