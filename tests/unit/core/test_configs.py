@@ -22,6 +22,8 @@ BASE = ROOT / "configs" / "demo" / "sft.yaml"
 BASES = {
     "demo/explain.yaml": ROOT / "configs" / "demo" / "predict.yaml",
     "demo/predict_grpo.yaml": ROOT / "configs" / "demo" / "predict.yaml",
+    # HumanOmni keeps its SigLIP tower frozen; the demo SFT trains the tiny model's towers, the main SFT config does not
+    "recipes/r1-omni-0.5b.yaml": ROOT / "configs" / "sft.yaml",
 }
 
 
