@@ -210,7 +210,7 @@ class CueJudge:
             self.counts["sentences"] += 1
             self.counts[how] += 1
             if how == "unmatched":
-                if len(self.unmatched) < 10:
+                if len(self.unmatched) < 10 and sentence not in self.unmatched:  # the first 10 distinct ones
                     self.unmatched.append(sentence)
             elif emotion is None:
                 self.counts["fillers"] += 1
