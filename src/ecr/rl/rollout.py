@@ -9,8 +9,8 @@ times instead (`EncodedPrompt.repeat_interleave`), the same samples and values a
 are handled here:
 - sampling runs in `eval()` mode: in train mode with gradient checkpointing, HF turns the KV cache off inside
   the layers while generation still feeds one token at a time, which silently gives wrong samples;
-- media placeholder ids are suppressed while sampling (`PolicyBackbone.generate`);
-- log-probs are taken at the sampling temperature (logits / T), the distribution the tokens were drawn from.
+- media placeholder ids are suppressed while sampling, and log-probs are taken under the distribution the
+  tokens were drawn from: logits / T with the same ids suppressed (`PolicyBackbone.sampling_distribution`).
 """
 
 from __future__ import annotations
