@@ -1,17 +1,21 @@
 """One GRPO optimizer step on a fixed global batch, for the distributed-equivalence test (run as a script).
 
     python grpo_equivalence_worker.py TINY CLIPS OUT --devices N --batch-size B --accumulation A --loss-type T
+        [--manifest FILE] [--train-vision] [--filter-zero-std] [--flat-label LABEL]
 
 Sampling is replaced by completions that are a pure function of (clip id, index in its group), so runs that
 split the same 4 prompts differently (1 process x 1 micro-batch, 1 process x 2 micro-batches, 2 DDP processes)
 see identical rollouts; only the loss normalisation, gradient accumulation and DDP averaging differ, and the
 update must not. SGD makes the update proportional to the gradient (Adam's first step would hide a scale
 error). Lightning's DDP launcher re-runs this script for rank 1, so the patches below apply on every rank.
+`--flat-label` gives every completion of a clip with that label the same reward (a zero-spread group), and
+`--train-vision` trains the vision tower, so each update pass re-encodes the prompts.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import sys
 from pathlib import Path
@@ -54,11 +58,11 @@ def collect_with_ids(backbone, batch, reward, **kwargs):
     return _real_collect(backbone, batch, reward, **kwargs)
 
 
-def vowel_share(completions, labels) -> list[float]:
+def vowel_share(completions, labels, flat_label: str | None = None) -> list[float]:
     out = []
-    for text in completions:
+    for text, label in zip(completions, labels, strict=True):
         letters = [c for c in text.lower() if c.isalpha()]
-        out.append(sum(c in "aeiou" for c in letters) / max(1, len(letters)))
+        out.append(0.5 if label == flat_label else sum(c in "aeiou" for c in letters) / max(1, len(letters)))
     return out
 
 
@@ -71,12 +75,19 @@ def main(argv: list[str]) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--accumulation", type=int, default=1)
     p.add_argument("--loss-type", default="grpo")
+    p.add_argument("--manifest", default="manifest.jsonl")
+    p.add_argument("--train-vision", action="store_true")
+    p.add_argument("--filter-zero-std", action="store_true")
+    p.add_argument("--flat-label", default=None)
     a = p.parse_args(argv)
     HFBackbone.generate = fake_generate  # type: ignore[method-assign]
     grpo.collect_rollout = collect_with_ids  # type: ignore[assignment]
     torch.set_num_threads(1)
     L.seed_everything(0)
-    policy = PolicyConfig(model=a.tiny, lora={"r": 4, "dropout": 0.0}, inputs={"min_pixels": 3136, "max_pixels": 3136})
+    policy = PolicyConfig(
+        model=a.tiny, lora={"r": 4, "dropout": 0.0}, inputs={"min_pixels": 3136, "max_pixels": 3136},
+        freeze_vision=not a.train_vision,
+    )  # fmt: skip
     module = grpo.GRPOModule(
         policy,
         num_generations=GROUP,
@@ -86,11 +97,12 @@ def main(argv: list[str]) -> None:
         gradient_accumulation_steps=a.accumulation,
         max_grad_norm=None,
         log_completions_every_n_steps=0,
+        filter_zero_std_groups=a.filter_zero_std,
         optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
     )
-    module.reward = CombinedReward([RewardSpec("vowels", vowel_share)])
+    module.reward = CombinedReward([RewardSpec("vowels", functools.partial(vowel_share, flat_label=a.flat_label))])
     data = ClipDataModule(
-        a.clips, format="custom", manifest=str(Path(a.clips) / "manifest.jsonl"), labels="dfew", num_frames=4,
+        a.clips, format="custom", manifest=str(Path(a.clips) / a.manifest), labels="dfew", num_frames=4,
         batch_size=a.batch_size, val_fraction=0.0, num_workers=0, on_error="raise", shuffle=False,
     )  # fmt: skip
     trainer = L.Trainer(

@@ -201,7 +201,7 @@ def _one_step(tiny: Path, clips: Path, out: Path, **kw) -> dict[str, dict[str, t
     import sys
 
     args = [sys.executable, str(WORKER), str(tiny), str(clips), str(out)]
-    args += [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
+    args += [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in kw.items()]  # True: a flag
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return torch.load(out, weights_only=True)
@@ -223,6 +223,21 @@ def test_accumulated_micro_batches_give_the_full_batch_update(tiny, clips, tmp_p
     full = _one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, loss_type=loss_type)
     split = _one_step(tiny, clips, tmp_path / "split.pt", batch_size=2, accumulation=2, loss_type=loss_type)
     _assert_same_update(full, split)
+
+
+def test_zero_spread_groups_filtered_with_a_trained_tower_update_as_the_kept_prompts_alone(tiny, clips, tmp_path):
+    """`filter_zero_std_groups` with a trainable vision tower (each update pass re-encodes the prompts): of 2
+    prompts, the first one's group has no reward spread and is dropped; the step (LoRA and tower) is exactly the
+    step on the kept prompt alone. Re-encoding the whole batch would give 2·G prompts for G completions."""
+    rows = [json.loads(line) for line in (clips / "manifest.jsonl").read_text().splitlines()]
+    assert rows[0]["label"] != rows[1]["label"]
+    (clips / "kept.jsonl").write_text(json.dumps(rows[1]) + "\n")
+    common = {"train_vision": True, "filter_zero_std": True, "flat_label": rows[0]["label"], "loss_type": "grpo"}
+    both = _one_step(tiny, clips, tmp_path / "both.pt", batch_size=2, **common)
+    kept = _one_step(tiny, clips, tmp_path / "kept.pt", batch_size=1, manifest="kept.jsonl", **common)
+    _assert_same_update(both, kept)
+    tower = [n for n in both["after"] if ".visual." in n]
+    assert tower and any(not torch.equal(both["after"][n], both["before"][n]) for n in tower)  # it trained
 
 
 @pytest.mark.slow

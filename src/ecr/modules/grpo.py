@@ -295,9 +295,7 @@ class GRPOModule(PolicyStageModule):
             t0 = time.perf_counter()
             losses, stats, entropies = [], [], []
             for r in buffer:
-                prompt = r.prompt
-                if reencode:
-                    prompt = self.backbone.encode_prompt(r.batch).repeat_interleave(r.group_size)
+                prompt = r.encode_prompt(self.backbone) if reencode else r.prompt  # [N] rows either way
                 scores = self.backbone.score_completions(
                     prompt,
                     r.completion_ids,

@@ -9,8 +9,8 @@ times instead (`EncodedPrompt.repeat_interleave`), the same samples and values a
 are handled here:
 - sampling runs in `eval()` mode: in train mode with gradient checkpointing, HF turns the KV cache off inside
   the layers while generation still feeds one token at a time, which silently gives wrong samples;
-- media placeholder ids are suppressed while sampling (`PolicyBackbone.generate`);
-- log-probs are taken at the sampling temperature (logits / T), the distribution the tokens were drawn from.
+- media placeholder ids are suppressed while sampling, and log-probs are taken under the distribution the
+  tokens were drawn from: logits / T with the same ids suppressed (`PolicyBackbone.sampling_distribution`).
 """
 
 from __future__ import annotations
@@ -94,18 +94,30 @@ class Rollout:
     ref_logp: torch.Tensor | None = None  # float [N, C] under the reference policy (β > 0)
     entropy: torch.Tensor | None = None  # float [N, C] of the sampling-time pass, when one ran
     timings: dict[str, float] = field(default_factory=dict)  # seconds: encode, generate, score, reference
+    batch_rows: torch.Tensor | None = None  # long [B']: the rows of `batch` whose groups are kept (None = all)
 
     @property
     def num_tokens(self) -> int:
         return int(self.mask.sum())
+
+    def encode_prompt(self, backbone: PolicyBackbone) -> EncodedPrompt:
+        """The prompts encoded again, with gradients (a trainable tower or embedding makes `prompt` stale): N
+        rows like `prompt`. `batch` still holds all B collated prompts, so only the kept groups' rows are used
+        (the dropped prompts' features get no gradient)."""
+        encoded = backbone.encode_prompt(self.batch)  # [B]
+        if self.batch_rows is not None:
+            encoded = encoded.select(self.batch_rows)  # [B']
+        return encoded.repeat_interleave(self.group_size)  # [N = B'·G]
 
     def keep_groups(self, keep: torch.Tensor) -> Rollout:
         """The rollout restricted to the groups where `keep` (bool [B]) is true (`filter_zero_std_groups`)."""
         rows = keep.repeat_interleave(self.group_size).nonzero().flatten()  # [N']
         pick = lambda t: None if t is None else t.index_select(0, rows.to(t.device))  # noqa: E731
         idx = rows.tolist()
+        batch_rows = self.batch_rows if self.batch_rows is not None else torch.arange(keep.numel())
         return replace(
             self,
+            batch_rows=batch_rows[keep.to(batch_rows.device)],
             prompt=self.prompt.select(rows),
             completion_ids=pick(self.completion_ids),
             mask=pick(self.mask),

@@ -10,21 +10,33 @@ from ecr.rl.rewards import RewardOutput
 from ecr.rl.rollout import Rollout, SamplingSettings
 
 
-def _rollout(totals: list[float], group: int) -> Rollout:
-    n, p, c = len(totals), 3, 4
-    b = n // group
-    prompt = EncodedPrompt(
+def _prompt(b: int, p: int = 3) -> EncodedPrompt:
+    """B distinct encoded prompts (no repetition)."""
+    return EncodedPrompt(
         input_ids=torch.arange(b * p).reshape(b, p),
-        inputs_embeds=torch.randn(b, p, 2),
+        inputs_embeds=torch.arange(b * p * 2.0).reshape(b, p, 2),
         attention_mask=torch.ones(b, p, dtype=torch.long),
         position_ids=torch.arange(p).expand(3, b, p).clone(),
         next_position=torch.full((b,), p),
         generate_kwargs={"video_grid_thw": torch.arange(b * 3).reshape(b, 3)},
-    ).repeat_interleave(group)
+    )
+
+
+class Encoder:
+    """Encodes a collated batch of B prompts as `_prompt(B)` does (what a trainable tower re-encodes)."""
+
+    def encode_prompt(self, batch) -> EncodedPrompt:
+        return _prompt(batch["input_ids"].shape[0])
+
+
+def _rollout(totals: list[float], group: int) -> Rollout:
+    n, c = len(totals), 4
+    b = n // group
+    prompt = _prompt(b).repeat_interleave(group)
     rewards = torch.tensor(totals)
     return Rollout(
         prompt=prompt,
-        batch={},
+        batch={"input_ids": torch.zeros(b, 3)},
         completion_ids=torch.arange(n * c).reshape(n, c),
         mask=torch.ones(n, c),
         truncated=torch.zeros(n, dtype=torch.bool),
@@ -51,6 +63,20 @@ def test_keep_groups_drops_whole_groups_consistently() -> None:
     assert kept.rewards.terms == {"r": [0.0, 1.0]} and kept.rewards.stats == {"s": [2, 3]}
     assert kept.zero_std.tolist() == [False] and kept.num_tokens == 8
     assert torch.allclose(kept.advantages, r.advantages[2:4])
+    assert kept.batch_rows.tolist() == [1]
+
+
+def test_a_filtered_rollout_re_encodes_only_its_kept_prompts() -> None:
+    """A trainable tower re-encodes the collated batch (all B prompts): the rows must be the kept groups' ones,
+    N' = B'·G of them, in the rollout's order, however many times groups were dropped."""
+    r = _rollout([1.0, 2.0, 3.0, 3.0, 0.0, 1.0, 5.0, 6.0], group=2)  # groups 0, 2, 3 have spread
+    assert torch.equal(r.encode_prompt(Encoder()).inputs_embeds, r.prompt.inputs_embeds)
+    kept = r.keep_groups(~r.zero_std).keep_groups(torch.tensor([False, True, True]))  # then drop group 0 too
+    assert kept.batch_rows.tolist() == [2, 3] and kept.clip_ids == ["clip2", "clip2", "clip3", "clip3"]
+    again = kept.encode_prompt(Encoder())
+    assert again.batch_size == kept.completion_ids.shape[0] == 4
+    for name in ("input_ids", "inputs_embeds", "attention_mask", "position_ids", "next_position"):
+        assert torch.equal(getattr(again, name), getattr(kept.prompt, name)), name
 
 
 def test_sampling_arguments_turn_hf_defaults_off() -> None:
