@@ -48,6 +48,10 @@ class TrainingDivergedError(ECRError):
     a step); the checkpoints already written hold the last good weights."""
 
 
+class VerifierOutputError(ECRError):
+    """A verifier returned non-finite probabilities mid-run: they must never become rewards or metrics."""
+
+
 class CheckpointWriteError(ECRError):
     """A checkpoint could not be written (e.g. the disk is full); the file it would have replaced is intact."""
 
