@@ -70,10 +70,12 @@ BROKEN = {
     "erv.json empty label_names": (lambda d: _meta(d, label_names=[]), "label_names must be a non-empty list"),
     "erv.json duplicate label_names": (lambda d: _meta(d, label_names=["happy", "happy", "sad"]), "duplicates"),
     "erv.json 4 labels, head of 3": (
-        lambda d: _meta(d, label_names=[*LABELS, "fear"]), "label_names has 4 names but the head in"
+        lambda d: _meta(d, label_names=[*LABELS, "fear"]),
+        "label_names has 4 names but the head in",
     ),
     "erv.json mapping to an unknown label": (
-        lambda d: _meta(d, mapping={"happy": "joy"}), "mapping names verifier labels ['joy']"
+        lambda d: _meta(d, mapping={"happy": "joy"}),
+        "mapping names verifier labels ['joy']",
     ),
     "unexpected weights": (lambda d: _add_weight(d, "extra.weight"), "unexpected weights ['extra.weight']"),
 }
