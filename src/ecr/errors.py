@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +58,11 @@ class CheckpointWriteError(ECRError):
     """A checkpoint could not be written (e.g. the disk is full); the file it would have replaced is intact."""
 
 
+class OutputWriteError(ECRError):
+    """An output (an export folder, a predictions or labels file) could not be written, e.g. the disk is full;
+    its partial files were removed."""
+
+
 class TeacherError(ECRError):
     """A teacher (pseudo-labeller) call failed in a way that is not a per-item 'missing' answer."""
 
@@ -83,3 +90,48 @@ def reading_text(path: str | os.PathLike[str]) -> Iterator[None]:
         line, col = first_non_utf8(Path(path).read_bytes())
         where = f"{os.fspath(path)}:{line}" if line else os.fspath(path)
         raise ManifestError(f"{where}: not UTF-8 text (column {col}: {err.reason}); re-save the file as UTF-8") from err
+
+
+_OS_ERROR_CODE = re.compile(r"(?:os error |Os \{ code: )(\d+)")  # how Rust libraries (safetensors) report one
+
+
+def write_failure(err: BaseException) -> str | None:
+    """The OS reason of a failed write (`err`, its cause chain, or a Rust library's "os error 28"); None if
+    `err` is not an I/O failure (then it is a bug and keeps its traceback)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen.strerror or str(seen)
+        found = _OS_ERROR_CODE.search(str(seen))
+        if found:
+            return os.strerror(int(found.group(1)))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a folder atomically: yields a temporary sibling to fill, renamed to `target` at the end.
+
+    Why: a write that fails half-way (a full disk) must not leave a folder that looks like a model. On an I/O
+    failure the temporary folder is removed and an `OutputWriteError` names `target` (an older `target` is
+    kept); other errors are re-raised unchanged after the clean-up.
+    """
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        old = target.with_name(f".{target.name}.{os.getpid()}.old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = write_failure(err) if isinstance(err, Exception) else None
+        if reason is None:
+            raise
+        kept = f"; the previous {target} is unchanged" if target.exists() else ""
+        raise OutputWriteError(f"writing {target} failed ({reason}); its partial files were removed{kept}") from err

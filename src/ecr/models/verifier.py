@@ -37,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ecr.errors import ConfigError
+from ecr.errors import ConfigError, atomic_folder
 from ecr.hub import resolve_student
 from ecr.labels import clean_text
 
@@ -203,15 +203,15 @@ class HFVerifier(nn.Module):
         return [[self.label_names[j] for j in row.nonzero().flatten().tolist()] for row in mask]
 
     def save(self, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None) -> Path:
-        """Write the self-contained verifier folder (weights, tokenizer, erv.json) that `load_verifier` reads."""
+        """Write the self-contained verifier folder (weights, tokenizer, erv.json) that `load_verifier` reads.
+
+        Atomically: written beside `path` and renamed at the end; a failed write is an `OutputWriteError`.
+        """
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
         cfg = self.model.config
         cfg.id2label = dict(enumerate(self.label_names))
         cfg.label2id = {n: i for i, n in enumerate(self.label_names)}
         cfg.problem_type = "multi_label_classification"
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
         meta = {
             "format_version": META_VERSION,
             "label_names": self.label_names,
@@ -222,7 +222,10 @@ class HFVerifier(nn.Module):
             "max_length": self.max_length,
             **dict(extra or {}),
         }
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        with atomic_folder(folder) as tmp:  # a full disk leaves no half-written verifier folder
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return folder
 
 
