@@ -20,7 +20,7 @@ from typing import Any
 
 from ecr.errors import ConfigError, atomic_folder
 from ecr.models import PolicyBackbone, build_backbone
-from ecr.modules.checkpoint import read_checkpoint
+from ecr.modules.checkpoint import read_checkpoint, resolve_checkpoint
 
 
 def load_trained_policy(checkpoint: str | Path, **overrides: Any) -> PolicyBackbone:
@@ -68,11 +68,15 @@ def export_command(checkpoint: Path, out: Path, merge: bool = False) -> int:
     """Export a stage checkpoint: LoRA adapter in PEFT format (+ processor) and optionally a merged model.
 
     Args:
-        checkpoint: Lightning checkpoint written by `ecr fit` (SFT or GRPO).
+        checkpoint: Lightning checkpoint written by `ecr fit` (SFT or GRPO), or its run folder (e.g. runs/sft/tb,
+            or runs/sft/tb/last): the newest version folder that holds a checkpoint, its last.ckpt.
         out: Output folder; receives adapter/ and, with --merge, merged/.
         merge: Also write a plain HF model folder with the adapter merged into the base weights.
     """
-    written = export_policy(checkpoint, out, merge=merge)
+    resolved = resolve_checkpoint(checkpoint)
+    if resolved != checkpoint:
+        print(f"checkpoint: {resolved}")
+    written = export_policy(resolved, out, merge=merge)
     for kind, path in written.items():
         print(f"{kind}: {path}")
     return 0
