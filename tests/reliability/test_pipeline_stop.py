@@ -22,7 +22,6 @@ import yaml
 from faults import ecr_command, record_outcome, run_ecr
 
 from ecr.errors import ConfigError
-from ecr.modules.checkpoint import resolve_checkpoint
 
 TABLE = "ecr pipeline stopped or rerun mid-stage"
 # a stage that writes its pid, then works until it is told to stop (SIGTERM: it records it and exits 143)
@@ -98,6 +97,8 @@ def test_a_rerun_refuses_a_stage_an_orphan_is_still_writing(tmp_path: Path) -> N
 
 
 def test_export_resolves_a_run_folder_to_its_newest_checkpoint(tmp_path: Path) -> None:
+    from ecr.modules.checkpoint import resolve_checkpoint
+
     run = tmp_path / "tb"
     for version, names in {"version_0": ["last.ckpt"], "version_1": ["epoch=0-step=4.ckpt", "last.ckpt"],
                            "version_2": [], "version_10": []}.items():  # fmt: skip
