@@ -109,29 +109,46 @@ def write_failure(err: BaseException) -> str | None:
     return None
 
 
-@contextmanager
-def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Write a folder atomically: yields a temporary sibling to fill, renamed to `target` at the end.
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
-    Why: a write that fails half-way (a full disk) must not leave a folder that looks like a model. On an I/O
-    failure the temporary folder is removed and an `OutputWriteError` names `target` (an older `target` is
-    kept); other errors are re-raised unchanged after the clean-up.
-    """
-    target = Path(target)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+
+@contextmanager
+def cleaned_on_failure(target: str | os.PathLike[str], *partial: Path) -> Iterator[None]:
+    """On an I/O failure (a full disk) inside the block, remove the `partial` files/folders and raise an
+    `OutputWriteError` naming `target` (an older `target` is kept); other errors are re-raised unchanged
+    after the clean-up. Why: a failed write must say which output failed and leave nothing half-written."""
     try:
-        tmp.mkdir(parents=True)
-        yield tmp
-        old = target.with_name(f".{target.name}.{os.getpid()}.old")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        yield
     except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for p in partial:
+            _remove(p)
         reason = write_failure(err) if isinstance(err, Exception) else None
         if reason is None:
             raise
-        kept = f"; the previous {target} is unchanged" if target.exists() else ""
+        kept = f"; the previous {target} is unchanged" if Path(target).exists() else ""
         raise OutputWriteError(f"writing {target} failed ({reason}); its partial files were removed{kept}") from err
+
+
+@contextmanager
+def atomic_output(target: str | os.PathLike[str], *, folder: bool = False) -> Iterator[Path]:
+    """Write a file (or, `folder=True`, a folder) atomically: yields a temporary sibling to fill, renamed to
+    `target` at the end (replacing an older one). A write that fails half-way (a full disk) leaves no partial
+    output that looks complete, e.g. a model folder holding only config.json (`cleaned_on_failure`)."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    _remove(tmp)
+    with cleaned_on_failure(target, tmp):
+        if folder:
+            tmp.mkdir(parents=True)
+        else:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        if folder and target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _remove(old)

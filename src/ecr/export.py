@@ -8,7 +8,7 @@ under the module's `model.` prefix. Export rebuilds the policy from its configur
 - with `merge=True`, `OUT/merged/`: a plain model folder with the adapter folded into unquantised weights
   (+ processor), loadable without peft. A full fine-tune (no LoRA) is always written as `OUT/merged/`.
 
-Each folder is written atomically (`ecr.errors.atomic_folder`): a full disk leaves no half-written folder that
+Each folder is written atomically (`ecr.errors.atomic_output`): a full disk leaves no half-written folder that
 looks like a model, and is one line naming the folder (`OutputWriteError`).
 """
 
@@ -18,7 +18,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ecr.errors import ConfigError, atomic_folder
+from ecr.errors import ConfigError, atomic_output
 from ecr.models import PolicyBackbone, build_backbone
 from ecr.modules.checkpoint import read_checkpoint, resolve_checkpoint
 
@@ -46,11 +46,11 @@ def export_policy(checkpoint: str | Path, out: str | Path, *, merge: bool = Fals
     backbone = load_trained_policy(checkpoint)
     written: dict[str, Path] = {}
     if not hasattr(backbone.model, "peft_config"):  # full fine-tune: the model itself is the export
-        with atomic_folder(out / "merged") as tmp:
+        with atomic_output(out / "merged", folder=True) as tmp:
             backbone.save_pretrained(tmp)
         written["merged"] = out / "merged"
         return written
-    with atomic_folder(out / "adapter") as tmp:
+    with atomic_output(out / "adapter", folder=True) as tmp:
         backbone.save_pretrained(tmp)
     written["adapter"] = out / "adapter"
     if merge:
@@ -58,7 +58,7 @@ def export_policy(checkpoint: str | Path, out: str | Path, *, merge: bool = Fals
         unquantised = dataclasses.replace(backbone.config, quantization="none", adapter=str(written["adapter"]))
         merged = build_backbone(unquantised)
         merged.load()
-        with atomic_folder(out / "merged") as tmp:
+        with atomic_output(out / "merged", folder=True) as tmp:
             merged.save_pretrained(tmp, merged=True)
         written["merged"] = out / "merged"
     return written

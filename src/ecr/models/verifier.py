@@ -37,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ecr.errors import ConfigError, atomic_folder
+from ecr.errors import ConfigError, atomic_output
 from ecr.hub import resolve_student
 from ecr.labels import clean_text
 
@@ -222,7 +222,7 @@ class HFVerifier(nn.Module):
             "max_length": self.max_length,
             **dict(extra or {}),
         }
-        with atomic_folder(folder) as tmp:  # a full disk leaves no half-written verifier folder
+        with atomic_output(folder, folder=True) as tmp:  # a full disk leaves no half-written verifier folder
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
