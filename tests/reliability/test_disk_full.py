@@ -104,3 +104,28 @@ def test_a_full_disk_during_export_leaves_no_half_written_model(tiny_disk: Path,
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"OutputWriteError: writing {out / 'merged'} failed (No space left on device)" in proc.stderr, proc.stderr
     assert left == ["adapter"]  # the complete adapter; no merged/ with only config.json, no temporary folder
+
+
+@pytest.fixture
+def page_disk(tmp_path: Path):
+    """8 kB: a few hundred labelled rows do not fit."""
+    yield from _tmpfs(tmp_path / "disk", "8k")
+
+
+def test_a_full_disk_during_label_names_the_output_and_leaves_no_tmp(page_disk: Path, tmp_path: Path) -> None:
+    import json
+
+    from faults import record_outcome, run_ecr
+
+    texts = tmp_path / "texts.jsonl"
+    rows = [{"id": f"t{i}", "text": f"I am so happy today, number {i}. " * 4} for i in range(400)]
+    texts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = page_disk / "labels.jsonl"
+    proc = run_ecr(["label", "--input", str(texts), "--output", str(out), "--teacher", "lexicon", "--labels", "dfew"],
+                   cwd=tmp_path)  # fmt: skip
+    left = sorted(p.name for p in page_disk.iterdir())
+    record_outcome("full disk (ecr label)", "disk full while writing the labels", "ecr label",
+                   f"rc {proc.returncode}, left {left}")  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"writing {out} failed (No space left on device)" in proc.stderr, proc.stderr[-3000:]
+    assert left == []  # no labels.jsonl.tmp
