@@ -87,6 +87,9 @@ POSITIONAL: dict[str, tuple[str, bool]] = {
     "ecr pipeline": ("file", False),
 }
 
+# utility commands that read sections of stage configs: several `--config` files merge as `ecr fit` stacks them
+STACKED_CONFIGS: frozenset[str] = frozenset({"ecr data check"})
+
 # LightningCLI's subcommands (their help needs Lightning: `ecr fit --help`)
 LIGHTNING_COMMANDS: dict[str, str] = {
     "fit": "train a stage: ecr fit --config configs/<stage>.yaml",
@@ -314,6 +317,52 @@ def _positional_to_option(prog: str, rest: list[str]) -> list[str]:
     return [f"--{option}", value, *rest[n:]]
 
 
+def merge_config(base: Any, override: Any) -> Any:
+    """`override` stacked on `base` as `ecr fit` stacks configs: mappings merge key by key (so a second config's
+    `data: {init_args: {root: X}}` changes only the root), a mapping naming another `class_path` replaces the
+    section, and any other value replaces."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return override
+    short = [str(d["class_path"]).rsplit(".", 1)[-1] for d in (base, override) if "class_path" in d]
+    if len(short) == 2 and short[0] != short[1]:
+        return override
+    return {**base, **{k: merge_config(base[k], v) if k in base else v for k, v in override.items()}}
+
+
+def _stack_configs(prog: str, rest: list[str]) -> list[str]:
+    """Several `--config FILE` of a STACKED_CONFIGS command -> one merged `--config` (JSON) ahead of the options.
+
+    jsonargparse would let the last file's `data:` replace the first's whole section (a plain dict parameter).
+    """
+    files: list[str] = []
+    others: list[str] = []
+    i = 0
+    while i < len(rest):
+        if rest[i] == "--config" and i + 1 < len(rest):
+            files.append(rest[i + 1])
+            i += 2
+            continue
+        if rest[i].startswith("--config="):
+            files.append(rest[i].split("=", 1)[1])
+        else:
+            others.append(rest[i])
+        i += 1
+    if prog not in STACKED_CONFIGS or len(files) < 2:
+        return rest
+    import yaml
+
+    merged: dict[str, Any] = {}
+    for name in files:
+        try:
+            loaded = yaml.safe_load(Path(name).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"--config {name}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config {name}: expected a mapping of sections, got {type(loaded).__name__}")
+        merged = merge_config(merged, loaded)
+    return ["--config", json.dumps(merged), *others]
+
+
 def run_extra(argv: Sequence[str]) -> Any:
     """Run a utility command (`argv[0]` in EXTRA_COMMANDS) through jsonargparse and return its result."""
     spec = EXTRA_COMMANDS[argv[0]]
@@ -328,7 +377,7 @@ def run_extra(argv: Sequence[str]) -> Any:
         target, prog, rest = spec[rest[0]], f"ecr {argv[0]} {rest[0]}", rest[1:]
     else:
         target, prog = spec, f"ecr {argv[0]}"
-    rest = _positional_to_option(prog, rest)
+    rest = _stack_configs(prog, _positional_to_option(prog, rest))
     from jsonargparse import CLI
 
     configure_parsing()

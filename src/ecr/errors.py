@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,8 +50,17 @@ class TrainingDivergedError(ECRError):
     a step); the checkpoints already written hold the last good weights."""
 
 
+class VerifierOutputError(ECRError):
+    """A verifier returned non-finite probabilities mid-run: they must never become rewards or metrics."""
+
+
 class CheckpointWriteError(ECRError):
     """A checkpoint could not be written (e.g. the disk is full); the file it would have replaced is intact."""
+
+
+class OutputWriteError(ECRError):
+    """An output (an export folder, a predictions or labels file) could not be written, e.g. the disk is full;
+    its partial files were removed."""
 
 
 class TeacherError(ECRError):
@@ -79,3 +90,65 @@ def reading_text(path: str | os.PathLike[str]) -> Iterator[None]:
         line, col = first_non_utf8(Path(path).read_bytes())
         where = f"{os.fspath(path)}:{line}" if line else os.fspath(path)
         raise ManifestError(f"{where}: not UTF-8 text (column {col}: {err.reason}); re-save the file as UTF-8") from err
+
+
+_OS_ERROR_CODE = re.compile(r"(?:os error |Os \{ code: )(\d+)")  # how Rust libraries (safetensors) report one
+
+
+def write_failure(err: BaseException) -> str | None:
+    """The OS reason of a failed write (`err`, its cause chain, or a Rust library's "os error 28"); None if
+    `err` is not an I/O failure (then it is a bug and keeps its traceback)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen.strerror or str(seen)
+        found = _OS_ERROR_CODE.search(str(seen))
+        if found:
+            return os.strerror(int(found.group(1)))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def cleaned_on_failure(target: str | os.PathLike[str], *partial: Path) -> Iterator[None]:
+    """On an I/O failure (a full disk) inside the block, remove the `partial` files/folders and raise an
+    `OutputWriteError` naming `target` (an older `target` is kept); other errors are re-raised unchanged
+    after the clean-up. Why: a failed write must say which output failed and leave nothing half-written."""
+    try:
+        yield
+    except BaseException as err:
+        for p in partial:
+            _remove(p)
+        reason = write_failure(err) if isinstance(err, Exception) else None
+        if reason is None:
+            raise
+        kept = f"; the previous {target} is unchanged" if Path(target).exists() else ""
+        raise OutputWriteError(f"writing {target} failed ({reason}); its partial files were removed{kept}") from err
+
+
+@contextmanager
+def atomic_output(target: str | os.PathLike[str], *, folder: bool = False) -> Iterator[Path]:
+    """Write a file (or, `folder=True`, a folder) atomically: yields a temporary sibling to fill, renamed to
+    `target` at the end (replacing an older one). A write that fails half-way (a full disk) leaves no partial
+    output that looks complete, e.g. a model folder holding only config.json (`cleaned_on_failure`)."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    _remove(tmp)
+    with cleaned_on_failure(target, tmp):
+        if folder:
+            tmp.mkdir(parents=True)
+        else:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        if folder and target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _remove(old)

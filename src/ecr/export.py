@@ -7,6 +7,9 @@ under the module's `model.` prefix. Export rebuilds the policy from its configur
   or as `policy.adapter` of a later stage (e.g. GRPO starting from SFT);
 - with `merge=True`, `OUT/merged/`: a plain model folder with the adapter folded into unquantised weights
   (+ processor), loadable without peft. A full fine-tune (no LoRA) is always written as `OUT/merged/`.
+
+Each folder is written atomically (`ecr.errors.atomic_output`): a full disk leaves no half-written folder that
+looks like a model, and is one line naming the folder (`OutputWriteError`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ecr.errors import ConfigError
+from ecr.errors import ConfigError, atomic_output
 from ecr.models import PolicyBackbone, build_backbone
-from ecr.modules.checkpoint import read_checkpoint
+from ecr.modules.checkpoint import read_checkpoint, resolve_checkpoint
 
 
 def load_trained_policy(checkpoint: str | Path, **overrides: Any) -> PolicyBackbone:
@@ -43,15 +46,21 @@ def export_policy(checkpoint: str | Path, out: str | Path, *, merge: bool = Fals
     backbone = load_trained_policy(checkpoint)
     written: dict[str, Path] = {}
     if not hasattr(backbone.model, "peft_config"):  # full fine-tune: the model itself is the export
-        written["merged"] = backbone.save_pretrained(out / "merged")
+        with atomic_output(out / "merged", folder=True) as tmp:
+            backbone.save_pretrained(tmp)
+        written["merged"] = out / "merged"
         return written
-    written["adapter"] = backbone.save_pretrained(out / "adapter")
+    with atomic_output(out / "adapter", folder=True) as tmp:
+        backbone.save_pretrained(tmp)
+    written["adapter"] = out / "adapter"
     if merge:
         # Fold the adapter into unquantised weights: an 8/4-bit base cannot hold the merged update exactly.
         unquantised = dataclasses.replace(backbone.config, quantization="none", adapter=str(written["adapter"]))
         merged = build_backbone(unquantised)
         merged.load()
-        written["merged"] = merged.save_pretrained(out / "merged", merged=True)
+        with atomic_output(out / "merged", folder=True) as tmp:
+            merged.save_pretrained(tmp, merged=True)
+        written["merged"] = out / "merged"
     return written
 
 
@@ -59,11 +68,15 @@ def export_command(checkpoint: Path, out: Path, merge: bool = False) -> int:
     """Export a stage checkpoint: LoRA adapter in PEFT format (+ processor) and optionally a merged model.
 
     Args:
-        checkpoint: Lightning checkpoint written by `ecr fit` (SFT or GRPO).
+        checkpoint: Lightning checkpoint written by `ecr fit` (SFT or GRPO), or its run folder (e.g. runs/sft/tb,
+            or runs/sft/tb/last): the newest version folder that holds a checkpoint, its last.ckpt.
         out: Output folder; receives adapter/ and, with --merge, merged/.
         merge: Also write a plain HF model folder with the adapter merged into the base weights.
     """
-    written = export_policy(checkpoint, out, merge=merge)
+    resolved = resolve_checkpoint(checkpoint)
+    if resolved != checkpoint:
+        print(f"checkpoint: {resolved}")
+    written = export_policy(resolved, out, merge=merge)
     for kind, path in written.items():
         print(f"{kind}: {path}")
     return 0

@@ -14,6 +14,12 @@ them, so those rerun too. Before a stage runs, its `clean` paths (its own run fo
 versions restart at version_0 and stale files never mix with new ones. A stage that fails stops the chain: its
 own message is already on the terminal, the pipeline names the stage and exits with the stage's code; earlier
 stages' outputs are kept (the next run resumes from the failed stage).
+
+Stopping: SIGTERM/SIGINT to the pipeline are forwarded to the running stage, and the pipeline waits for it
+(exit 128 + signal). While a stage runs, `state_dir/<stage>.lock` names the pipeline's and the stage's pids: a
+second pipeline refuses to clean or run that stage while either is alive (a stage orphaned by a killed
+pipeline included). Later stages address the checkpoint of the run they follow with its run folder
+(`ecr export --checkpoint runs/x/tb`, `ecr.modules.checkpoint.resolve_checkpoint`), never `version_0`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +42,7 @@ import yaml
 from ecr.errors import ConfigError
 
 STAMP_SUFFIX = ".done"
+LOCK_SUFFIX = ".lock"
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,65 @@ def summary_lines(pipeline: Pipeline, timings: Sequence[tuple[str, str, float]])
     return lines
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists (and is not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) writes nothing
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def take_lock(lock: Path, stage: str) -> Path:
+    """Claim a stage's folders for this process; a live writer named by an existing lock is a `ConfigError`.
+
+    The lock names the pipeline's pid and, once started, the stage's (`run_forwarding_signals`): a stage left
+    running by a killed pipeline is still a live writer, and a rerun must not wipe its folder under it.
+    """
+    if lock.is_file():
+        try:
+            pids = [int(p) for p in json.loads(lock.read_text()).get("pids", [])]
+        except (ValueError, TypeError, AttributeError):
+            pids = []
+        live = [p for p in pids if p != os.getpid() and _alive(p)]
+        if live:
+            raise ConfigError(
+                f"stage {stage!r} is being run by process {live[-1]} (lock {lock}); wait for it or stop it "
+                f"(kill {live[-1]}) before rerunning; delete the lock only if that process is not an ecr stage"
+            )
+    lock.write_text(json.dumps({"pids": [os.getpid()]}))
+    return lock
+
+
+def run_forwarding_signals(argv: list[str], lock: Path) -> tuple[int, signal.Signals | None]:
+    """Run a stage; SIGTERM/SIGINT sent to the pipeline are forwarded to it and the pipeline waits for it.
+
+    The stage runs in its own process group, so a terminal's Ctrl-C reaches it once (forwarded), not twice.
+    Returns its exit code and the signal that stopped the pipeline (None: it ended by itself).
+    """
+    received: list[signal.Signals] = []
+    proc = subprocess.Popen(argv, env=os.environ.copy(), start_new_session=True)
+    lock.write_text(json.dumps({"pids": [os.getpid(), proc.pid]}))
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum))
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code, (received[0] if received else None)
+
+
 def run_pipeline(pipeline: Pipeline, *, state_dir: Path, force: Sequence[str] = (), dry_run: bool = False) -> int:
     """Run the stale stages in order; returns 0, or the exit code of the first stage that failed."""
     unknown = set(force) - {s.name for s in pipeline.stages}
@@ -216,11 +283,21 @@ def run_pipeline(pipeline: Pipeline, *, state_dir: Path, force: Sequence[str] = 
             timings.append((stage.name, f"would run ({reason})", 0.0))
             continue
         stamp = state_dir / f"{stage.name}{STAMP_SUFFIX}"
-        stamp.unlink(missing_ok=True)
-        _clean(stage.clean)
-        start = time.monotonic()
-        code = subprocess.call(_command(stage.argv), env=os.environ.copy())
-        seconds = time.monotonic() - start
+        lock = take_lock(state_dir / f"{stage.name}{LOCK_SUFFIX}", stage.name)
+        try:
+            stamp.unlink(missing_ok=True)
+            _clean(stage.clean)
+            start = time.monotonic()
+            code, stopped_by = run_forwarding_signals(_command(stage.argv), lock)
+            seconds = time.monotonic() - start
+        finally:
+            lock.unlink(missing_ok=True)
+        if stopped_by is not None:
+            timings.append((stage.name, f"STOPPED ({stopped_by.name})", seconds))
+            print("\n".join(summary_lines(pipeline, timings)))
+            print(f"\necr pipeline: stopped by {stopped_by.name}; stage {stage.name!r} ended (exit {code}); "
+                  "later stages were not run; rerun the pipeline to go on", file=sys.stderr)  # fmt: skip
+            return 128 + int(stopped_by)
         if code != 0:
             timings.append((stage.name, f"FAILED (exit {code})", seconds))
             print("\n".join(summary_lines(pipeline, timings)))

@@ -75,3 +75,47 @@ def test_weights_that_diverge_stop_before_they_are_checkpointed(tmp_path: Path) 
         _fit(module, tmp_path)
     step, state = _last_weights(tmp_path)
     assert step == 2 and all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_a_step_that_explodes_finite_weights_stops_before_they_are_checkpointed(tmp_path: Path) -> None:
+    L.seed_everything(0)
+    sgd = partial(torch.optim.SGD, lr=1e5)  # a step of ~1e4 on weights of norm ~1: finite, but exploded
+    module = NaNAt([], optimizer=sgd, warmup_ratio=0.0, scheduler="constant")
+    with pytest.raises(TrainingDivergedError, match="step 1: the optimizer step exploded the weights"):
+        _fit(module, tmp_path)
+    assert not (tmp_path / "ck" / "last.ckpt").exists()  # nothing saved from the exploded step
+
+
+def test_ecr_fit_with_a_huge_lr_never_checkpoints_exploded_weights(tmp_path: Path) -> None:
+    """Issue 19 item 4 through the CLI: lr 1e30 with a checkpoint every step. The step that blows the weights up
+    to ~1e30 still has a finite loss; it must stop the run before its checkpoint, so `last.ckpt` holds weights a
+    resume can train from (before: |w| = 1e30 saved, and the message claimed the last good weights)."""
+    import yaml
+    from faults import record_outcome, run_ecr
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"row {i} " + "ab" * i, "label": "happy"}) + "\n" for i in range(8)))
+    config = {
+        "seed_everything": 0,
+        "model": {"class_path": "faults.ToyStage", "init_args": {"lr": 1e30, "warmup_ratio": 0.5}},
+        "data": {"class_path": "ecr.data.TextDataModule",
+                 "init_args": {"manifest": str(rows), "labels": "dfew", "batch_size": 2, "val_fraction": 0.0}},
+        "trainer": {
+            "accelerator": "cpu", "max_steps": 6, "limit_val_batches": 0, "num_sanity_val_steps": 0,
+            "enable_progress_bar": False, "enable_model_summary": False, "logger": False,
+            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                           "init_args": {"dirpath": str(tmp_path / "ck"), "save_last": True, "save_top_k": 0,
+                                         "every_n_train_steps": 1}}],
+        },
+    }  # fmt: skip
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(config))
+    proc = run_ecr(["fit", "--config", str(tmp_path / "fit.yaml")], cwd=tmp_path)
+    last = tmp_path / "ck" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"] if last.is_file() else {}
+    biggest = max((float(v.abs().max()) for v in state.values()), default=0.0)
+    record_outcome("divergence (ecr fit, lr 1e30, checkpoint every step)", "4. exploded weights", "last.ckpt",
+                   f"rc {proc.returncode}, max |w| in last.ckpt {biggest:.3g}")  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "TrainingDivergedError: step 2" in proc.stderr, proc.stderr[-3000:]
+    assert "stopped before checkpointing them" in proc.stderr, proc.stderr[-3000:]
+    assert state and biggest < 10.0  # step 1 (warmup: lr 0) was saved; step 2 (lr 3e29) exploded, stopped

@@ -215,3 +215,38 @@ def test_killed_judge_run_resumes_from_the_cache_without_paying_twice(server: Se
         else:
             outcome = f"counted missing ({reason}: {resumed['missing_reasons'][reason]})"
         record_outcome(TABLE, kind, "ecr score", outcome)
+
+
+def test_abandoned_requests_count_against_the_concurrency_limit(tmp_path: Path) -> None:
+    """A server slower than the client's timeout: the requests it is still working on (the client gave up on
+    them, the server may bill them) count against `concurrency`, so it never sees more than that at once."""
+    state = {"now": 0, "most": 0, "total": 0}
+    lock = threading.Lock()
+
+    class Slow(ChatHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            body = self.read_request()
+            with lock:
+                state["now"] += 1
+                state["total"] += 1
+                state["most"] = max(state["most"], state["now"])
+            threading.Event().wait(0.6)  # longer than the client's 0.5 s timeout: every request is abandoned
+            with lock:
+                state["now"] -= 1
+            self.send_completion(body["model"], "happy")
+
+    think = "This clip looks happy."
+    rows = [{"id": f"c{i}", "label": "happy", "prediction": "happy", "think": f"{i}. {think}"} for i in range(6)]
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with serve(Slow) as url:
+        args = ["score", "--predictions", str(predictions), "--labels", "dfew", "--judge", "openai", "--bootstrap",
+                "0", "--openai.model", "m", "--openai.base_url", url, "--openai.api_key_env", ENV,
+                "--openai.max_retries", "1", "--openai.backoff", "0.01", "--openai.backoff_max", "0.02",
+                "--openai.concurrency", "2", "--openai.timeout", "0.5"]  # fmt: skip
+        proc = run_ecr(args, cwd=tmp_path, env={ENV: KEY}, timeout=240)
+    record_outcome(TABLE, "slow server, short client timeout", "ecr score",
+                   f"{state['total']} requests, at most {state['most']} in flight (concurrency 2)")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert state["total"] == 12  # 6 prompts, each timed out twice (missing: retries_exhausted)
+    assert state["most"] <= 2, state

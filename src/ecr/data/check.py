@@ -3,7 +3,9 @@
 For each manifest row: the label is known and the path stays inside the root (manifest stage), the file
 exists and decodes, it has an audio stream, the window has positive duration, and the audio and video
 durations agree within a tolerance. All problems are collected (not just the first), printed as a summary
-table, and written as JSON lines (`row, id, path, reason, detail`) so they can be fixed or filtered.
+table, and written as JSON lines (`row, id, path, reason, detail`) so they can be fixed or filtered: to
+`--bad_rows` or `data_check_bad_rows.jsonl` in the working directory, never into the dataset (it may be
+read-only); the list is printed whether or not that file can be written.
 Decoding runs in DataLoader worker processes, like training does.
 """
 
@@ -24,6 +26,8 @@ from ecr.data.manifests import DatasetFormat, read_dataset
 from ecr.data.types import ClipRecord
 from ecr.errors import ClipError, ConfigError, ECRError, ManifestError
 from ecr.labels import LabelSet, get_label_set
+
+DEFAULT_BAD_ROWS = Path("data_check_bad_rows.jsonl")  # in the working directory, never inside the dataset
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,8 @@ def check_command(
         sample_rate: audio sample rate (as in training).
         tolerance: allowed difference (s) between the audio and video durations.
         num_workers: decoding worker processes.
-        bad_rows: where to write the bad rows (JSONL); default `<root>/data_check_bad_rows.jsonl`.
+        bad_rows: where to write the bad rows (JSONL) when there are any; default `data_check_bad_rows.jsonl`
+            in the working directory (never inside the dataset, which may be read-only).
         data: the `data:` section of a stage config (set by --config).
         trainer: ignored (a stage config's section).
         model: ignored (a stage config's section).
@@ -283,13 +288,19 @@ def _check(
     )
     print(f"ecr data check: {fmt} dataset at {args['root']} (labels {label_set.name}: {list(label_set.labels)})")
     print(report.summary())
-    out = report.write_bad_rows(bad_rows or Path(args["root"]) / "data_check_bad_rows.jsonl")
     if report.ok:
         print(f"all {report.total} rows are usable")
         return 0
-    print(f"\n{report.num_bad} bad row(s) (written to {out}):", file=sys.stderr)
+    print(f"\n{report.num_bad} bad row(s):", file=sys.stderr)
     for p in report.problems[:50]:
-        print(f"  {p.row}: {p.path or p.id}: {p.reason}: {p.detail}", file=sys.stderr)
+        where = "".join(f"{f}: " for f in (p.path or p.id,) if f)  # a manifest row has neither: no empty field
+        print(f"  {p.row}: {where}{p.reason}: {p.detail}", file=sys.stderr)
     if len(report.problems) > 50:
         print(f"  ... and {len(report.problems) - 50} more", file=sys.stderr)
+    out = Path(bad_rows or DEFAULT_BAD_ROWS)  # never inside the dataset: it may be read-only or shared
+    try:
+        print(f"(all {len(report.problems)} written to {report.write_bad_rows(out)})", file=sys.stderr)
+    except OSError as err:
+        print(f"ecr data check: could not write the bad-row list to {out} ({err.strerror or err}); "
+              "choose another file with --bad_rows", file=sys.stderr)  # fmt: skip
     return 1

@@ -16,6 +16,7 @@ this same rule (`decode_clip(..., tolerance=...)`), so what the check passes is 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -69,10 +70,14 @@ def _open_audio(path: Path, sample_rate: int):  # noqa: ANN202 - torchcodec Audi
         raise ClipError(str(path), "unreadable", f"cannot open the audio stream: {_short(err)}") from err
 
 
+_CPP_LOCATION = re.compile(r"(?:Exception raised from \S+ )?(?:at )?\S*\.(?:cpp|h):\d+(?: \([^)]*\))?[,:]?\s*")
+
+
 def _short(err: BaseException) -> str:
-    """The informative last part of a torchcodec error (drop the C++ source location prefix)."""
+    """A torchcodec error without its C++ source locations, every clause kept (the reason, e.g. "format does not
+    support seeking", may sit before or after the location), at most 300 characters."""
     text = " ".join(str(err).split())
-    return text.rsplit(", ", 1)[-1] if "SingleStreamDecoder" in text or ".cpp:" in text else text
+    return (_CPP_LOCATION.sub("", text).strip(" ,:") or text)[:300]
 
 
 def check_complete(path: Path, meta: object, tolerance: float) -> None:

@@ -219,7 +219,8 @@ def read_dfew(
     *,
     errors: list[ManifestError] | None = None,
 ) -> list[ClipRecord]:
-    """DFEW fold `fold` (1..5): `label/single_{split}set_{fold}.csv` (header; video id, label id 1..7).
+    """DFEW fold `fold` (1..5): `label/single_{split}set_{fold}.csv` (video id, label id 1..7; the header row is
+    recognised by its label cell, so a file without one keeps its first row).
 
     Clips are looked up as `clip/{id}.mp4` (also .avi and 5-digit zero-padded ids).
     """
@@ -231,11 +232,15 @@ def read_dfew(
     records = []
     with reading_text(csv_path), csv_path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
-        next(reader, None)  # header
+        first = True
         for row in reader:
             where = f"{csv_path}:{reader.line_num}"
             if not row or not "".join(row).strip():
                 continue
+            if first:  # the header (a label cell that is not an id); a header-less file's first row is data
+                first = False
+                if len(row) >= 2 and not row[1].strip().isdigit():
+                    continue
             try:
                 if len(row) < 2:
                     raise ManifestError(f"{where}: expected 'video id, label id', got {row}")

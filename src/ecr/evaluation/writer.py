@@ -29,6 +29,8 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from ecr.errors import atomic_output, cleaned_on_failure
+
 
 def _dataset_ids(trainer: Trainer, stage: str = "predict") -> list[str] | None:
     loaders = trainer.predict_dataloaders if stage == "predict" else trainer.test_dataloaders
@@ -135,9 +137,10 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        for row in prediction:
-            self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._fh.flush()
+        with cleaned_on_failure(self.output, self.parts_dir):  # a full disk: one line naming the output
+            for row in prediction:
+                self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._fh.flush()
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._merge(trainer, "predict")
@@ -160,11 +163,13 @@ class PredictionWriter(BasePredictionWriter):
             whole = isinstance(limit, float) and limit == 1.0  # limit_*_batches: a partial pass, no gap check
             expected = _dataset_ids(trainer, stage) if whole else None
             rows, self.duplicates = merge_parts([self._part(r) for r in range(world)], expected, skipped_ids)
-            tmp = self.output.with_name(self.output.name + ".tmp")
-            with tmp.open("w", encoding="utf-8") as fh:
+            with (
+                cleaned_on_failure(self.output, self.parts_dir),
+                atomic_output(self.output) as tmp,
+                tmp.open("w", encoding="utf-8") as fh,
+            ):
                 for row in rows:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            tmp.replace(self.output)
             shutil.rmtree(self.parts_dir, ignore_errors=True)
             self.written = len(rows)
             extra = f", {self.duplicates} duplicate row(s) dropped" if self.duplicates else ""

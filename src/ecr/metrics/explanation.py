@@ -141,7 +141,7 @@ def sentence_labels(reward: ExplanationReward, completions: Sequence[str]) -> li
     sets = torch.zeros(0, len(reward.verifier_labels), dtype=torch.bool)
     probs = torch.zeros(0, len(reward.verifier_labels))
     if flat:
-        probs = reward.verifier.probs(flat).detach().float().cpu()  # [S, C]
+        probs = reward.sentence_probs(flat)  # [S, C], finite (else VerifierOutputError)
         sets = decide(probs, reward.threshold, reward.max_labels)  # [S, C]
     names = reward.verifier_labels
     out: list[list[SentenceLabels] | None] = []

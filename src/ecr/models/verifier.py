@@ -13,7 +13,10 @@ A trained verifier is saved as a self-contained folder: HF weights + tokenizer +
 threshold τ chosen on validation, max labels, the task->verifier label mapping). `load_verifier(path)` also
 accepts a plain HF classification folder (label names from `config.id2label`, τ = 0.1). Before loading it
 checks that the folder is complete (config, weights, tokenizer files), names the file that fails to load, and
-rejects a tokenizer that maps an ordinary sentence to unknown tokens only; the τ in force and where it came
+rejects a tokenizer that maps an ordinary sentence to unknown tokens only. It validates `erv.json` (τ in (0, 1),
+max_labels >= 1, label names matching the head's size, ...), refuses missing or unexpected weights (HF would
+fill a missing head at random) and runs a fixed probe sentence, refusing non-finite probabilities (NaN weights
+would otherwise read every sentence as one label, i.e. a constant reward). The τ in force and where it came
 from (erv.json, the plain-folder default, or an override) are logged and kept as `threshold_source`.
 
 Students resolve from local files only (`ecr.hub.resolve_student`): "minilm" is all-MiniLM-L6-v2 shipped by
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ecr.errors import ConfigError
+from ecr.errors import ConfigError, atomic_output
 from ecr.hub import resolve_student
 from ecr.labels import clean_text
 
@@ -199,15 +203,15 @@ class HFVerifier(nn.Module):
         return [[self.label_names[j] for j in row.nonzero().flatten().tolist()] for row in mask]
 
     def save(self, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None) -> Path:
-        """Write the self-contained verifier folder (weights, tokenizer, erv.json) that `load_verifier` reads."""
+        """Write the self-contained verifier folder (weights, tokenizer, erv.json) that `load_verifier` reads.
+
+        Atomically: written beside `path` and renamed at the end; a failed write is an `OutputWriteError`.
+        """
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
         cfg = self.model.config
         cfg.id2label = dict(enumerate(self.label_names))
         cfg.label2id = {n: i for i, n in enumerate(self.label_names)}
         cfg.problem_type = "multi_label_classification"
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
         meta = {
             "format_version": META_VERSION,
             "label_names": self.label_names,
@@ -218,7 +222,10 @@ class HFVerifier(nn.Module):
             "max_length": self.max_length,
             **dict(extra or {}),
         }
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        with atomic_output(folder, folder=True) as tmp:  # a full disk leaves no half-written verifier folder
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return folder
 
 
@@ -248,13 +255,22 @@ def load_verifier(
             raise ConfigError(f"{folder / META_FILE}: not valid JSON ({exc})") from exc
         if not isinstance(meta, dict):
             raise ConfigError(f"{folder / META_FILE}: expected a JSON object, got {type(meta).__name__}")
-    model = _load_part(folder, "weights", lambda: AutoModelForSequenceClassification.from_pretrained(
-        folder, local_files_only=True
+        check_meta(meta, folder / META_FILE)
+    if threshold is not None:
+        _check_threshold(threshold, "threshold override")
+    model, info = _load_part(folder, "weights", lambda: AutoModelForSequenceClassification.from_pretrained(
+        folder, local_files_only=True, output_loading_info=True
     ))  # fmt: skip
+    _check_loading_info(folder, info)
     tokenizer = _load_part(folder, "tokenizer", lambda: AutoTokenizer.from_pretrained(folder, local_files_only=True))
     _check_tokenizer(folder, tokenizer)
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     names = meta.get("label_names") or [id2label[i] for i in range(len(id2label))]
+    heads = int(model.config.num_labels)
+    if len(names) != heads:
+        raise ConfigError(
+            f"{folder / META_FILE}: label_names has {len(names)} names but the head in {folder} has {heads} outputs"
+        )
     if threshold is not None:
         tau, source = float(threshold), "override"
     elif "threshold" in meta:
@@ -278,7 +294,69 @@ def load_verifier(
     )
     if device is not None:
         verifier.to(device)
+    _probe(folder, verifier)
     return verifier.eval()
+
+
+def check_meta(meta: Mapping[str, Any], where: Path) -> None:
+    """Refuse an `erv.json` whose fields a verifier cannot run with; the error names the file and the field.
+
+    Why: a τ of NaN or 1.5, or zero labels per sentence, loads and then silently turns every sentence into the
+    same label set, i.e. a constant reward.
+    """
+    if "threshold" in meta:
+        _check_threshold(meta["threshold"], f"{where}: threshold")
+    for key, low in (("max_labels", 1), ("max_length", 1)):
+        value = meta.get(key)
+        if key in meta and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise ConfigError(f"{where}: {key} must be an integer >= {low}, got {value!r}")
+    names = meta.get("label_names")
+    if "label_names" in meta and (
+        not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names)
+    ):
+        raise ConfigError(f"{where}: label_names must be a non-empty list of names, got {names!r}")
+    if isinstance(names, list) and len({clean_text(n) for n in names}) != len(names):
+        raise ConfigError(f"{where}: label_names has duplicates: {names}")
+    mapping = meta.get("mapping")
+    if mapping is not None and (
+        not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
+    ):
+        raise ConfigError(f"{where}: mapping must be {{task label: verifier label}} (strings), got {mapping!r}")
+    if isinstance(mapping, dict) and isinstance(names, list):
+        unknown = sorted({clean_text(v) for v in mapping.values()} - {clean_text(n) for n in names})
+        if unknown:
+            raise ConfigError(f"{where}: mapping names verifier labels {unknown} that are not in label_names")
+
+
+def _check_threshold(value: Any, what: str) -> None:
+    """τ must be a finite number strictly between 0 and 1 (p > τ decides; 0 or 1 makes every set the same)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not 0.0 < float(value) < 1.0:
+        raise ConfigError(f"{what} must be a number strictly between 0 and 1, got {value!r}")
+
+
+def _check_loading_info(folder: Path, info: Mapping[str, Any]) -> None:
+    """Missing or unexpected tensors in a verifier folder are an error: HF would fill a missing head at random."""
+    problems = [
+        f"{kind.replace('_keys', '')} weights {sorted(map(str, info.get(kind) or ()))[:5]}"
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        if info.get(kind)
+    ]
+    if problems:
+        raise ConfigError(
+            f"verifier folder {str(folder)!r}: its weights do not match its config ({'; '.join(problems)}); "
+            "a missing head would be random: re-export the verifier"
+        )
+
+
+def _probe(folder: Path, verifier: HFVerifier) -> None:
+    """Run the fixed probe sentence once: non-finite probabilities (NaN/inf weights) refuse the folder."""
+    probs = verifier.probs([PROBE_SENTENCE])  # [1, C]
+    if not torch.isfinite(probs).all():
+        raise ConfigError(
+            f"verifier folder {str(folder)!r}: non-finite probabilities for the probe sentence {PROBE_SENTENCE!r} "
+            "(NaN or inf weights); the folder cannot be used"
+        )
 
 
 def missing_verifier_files(folder: Path) -> list[str]:

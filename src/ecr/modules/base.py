@@ -12,9 +12,10 @@
   can re-parse their hyper-parameters whatever way the module was built (CLI or Python);
 - a step whose loss or gradients are not finite is skipped (the weights and optimizer state stay as they
   were; counted in `nonfinite_skips` and logged as `train/nonfinite_skips`), and `max_nonfinite_skips`
-  skips in a row, or weights that turn non-finite after a step, stop the run with `TrainingDivergedError`
-  before that step's checkpoint is written, so checkpoints never hold diverged weights. (Automatic
-  optimisation; fp16 runs with a GradScaler and DeepSpeed keep their own overflow handling.)
+  skips in a row, or a step that makes the weights non-finite or explodes them (their norm grows more than
+  `max_weight_growth` times at once, e.g. lr 1e30), stop the run with `TrainingDivergedError` before that
+  step's checkpoint is written, so checkpoints never hold diverged weights (`checked_step`, also used by
+  GRPO's manual step). (fp16 runs with a GradScaler and DeepSpeed keep their own overflow handling.)
 - `SafeCheckpointIO` (installed by `ecr fit`): a checkpoint is written beside its target and renamed over
   it, so a full disk cannot truncate the previous one (Lightning's own writer copies over it in place when
   the system temp folder is on another file system), and a failed write is a `CheckpointWriteError`.
@@ -29,6 +30,7 @@ restoring a checkpoint), and `generate_texts(samples)` for callbacks and evaluat
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
@@ -117,6 +119,12 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return None
 
 
+def weight_norm(tensors: Iterable[torch.Tensor]) -> float:
+    """Global L2 norm of `tensors` as a float (inf/NaN if any value is), one device sync."""
+    norms = [torch.linalg.vector_norm(t.detach().float()) for t in tensors]
+    return float(torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))) if norms else 0.0
+
+
 def all_finite(tensors: Iterable[torch.Tensor | None]) -> bool:
     """True when every given tensor (None entries ignored) holds only finite values (one device sync)."""
     flags = [torch.isfinite(t).all() for t in tensors if t is not None]
@@ -127,6 +135,7 @@ class StageModule(LightningModule):
     """Optimiser/schedule injection and trainable-only checkpoints (see module docstring)."""
 
     max_nonfinite_skips: int = 3  # non-finite steps in a row that stop the run
+    max_weight_growth: float = 10.0  # one optimizer step growing the trained weights' norm more stops the run
 
     def __init__(
         self,
@@ -186,15 +195,36 @@ class StageModule(LightningModule):
         loss = optimizer_closure()  # training_step, zero_grad, backward
         trained = [p for p in self.parameters() if p.requires_grad]
         if self.count_step(loss is not None and all_finite([loss]) and all_finite(p.grad for p in trained)):
-            optimizer.step(closure=lambda: loss)
-            if not all_finite(trained):
-                raise TrainingDivergedError(
-                    f"step {self.global_step + 1}: weights are not finite after the optimizer step "
-                    f"(lr {optimizer.param_groups[0]['lr']:.3g}); stopped before checkpointing them: lower the lr"
-                )
+            self.checked_step(optimizer, lambda: optimizer.step(closure=lambda: loss))
             return None
         optimizer.zero_grad()
         return None
+
+    def checked_step(self, optimizer: Any, step: Callable[[], Any]) -> None:
+        """Run `step` (the optimizer update); stop if it made the trained weights non-finite or exploded them.
+
+        Exploded = the trained weights' global norm grew more than `max_weight_growth` times in one step (from
+        at least 1): a huge lr gives weights of 1e30 whose loss may still be finite on that step, and a
+        checkpoint of them would resume to NaN at once. Raising here, before Lightning saves the step, keeps
+        every checkpoint on the last good weights. Shared by automatic optimisation and manual stepping (GRPO).
+        """
+        trained = [p for p in self.parameters() if p.requires_grad]
+        before = weight_norm(trained)
+        step()
+        after = weight_norm(trained)
+        where = f"step {self.global_step + 1}"
+        lr = f"lr {optimizer.param_groups[0]['lr']:.3g}"
+        if not math.isfinite(after):
+            raise TrainingDivergedError(
+                f"{where}: weights are not finite after the optimizer step ({lr}); stopped before checkpointing "
+                "them, the last checkpoint holds the last good weights: lower the lr"
+            )
+        if after > self.max_weight_growth * max(before, 1.0):
+            raise TrainingDivergedError(
+                f"{where}: the optimizer step exploded the weights (norm {before:.3g} -> {after:.3g}, more than "
+                f"x{self.max_weight_growth:g}; {lr}); stopped before checkpointing them, the last checkpoint holds "
+                "the last good weights: lower the lr"
+            )
 
     def count_step(self, finite: bool) -> bool:
         """Book-keeping of the divergence guard (also called by stages that step manually, e.g. GRPO).

@@ -18,11 +18,36 @@ from ecr.models import PolicyConfig
 MODULE_PREFIX = "model."
 
 
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint file `path` addresses: a file as is; a run folder (or `RUN/last`) -> its newest version.
+
+    A run folder is a logger root such as `runs/sft/tb` holding `version_N/checkpoints/*.ckpt` (or the version
+    folder, or its `checkpoints/` folder). Its newest version folder that actually holds a checkpoint is taken
+    (never "version_0": a rerun or an orphaned run may have written another), and in it `last.ckpt`, else the
+    newest `.ckpt`. Used by `ecr export` and `ecr predict` so they follow the run they come after.
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    folder = given.parent if given.name == "last" and not given.exists() else given
+    if not folder.is_dir():
+        raise ConfigError(f"checkpoint {given} does not exist (give a .ckpt file or a run folder)")
+    versions = sorted(
+        (d for d in folder.glob("version_*") if d.is_dir() and d.name[8:].isdigit()),
+        key=lambda d: int(d.name[8:]),
+        reverse=True,
+    )
+    for candidate in [*versions, folder]:
+        ckpts = [p for d in (candidate / "checkpoints", candidate) for p in d.glob("*.ckpt") if p.is_file()]
+        if ckpts:
+            last = [p for p in ckpts if p.name == "last.ckpt"]
+            return last[0] if last else max(ckpts, key=lambda p: p.stat().st_mtime_ns)
+    raise ConfigError(f"checkpoint {given}: no .ckpt file in {folder} or in its version_*/checkpoints folders")
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[PolicyConfig, dict[str, torch.Tensor]]:
     """Policy config and trained tensors (module prefix removed) of a stage checkpoint (weights-only load)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
+    path = resolve_checkpoint(path)
     # Safe (weights-only) unpickling. ecr components store plain strings in their hparams; paths are allowed
     # only for checkpoints written before that fix or by third-party DataModules.
     with torch.serialization.safe_globals([pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath]):

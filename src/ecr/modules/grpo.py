@@ -17,7 +17,8 @@ Where the encoders' output is reused and where it is recomputed:
 Reference policy (β > 0): with LoRA the same model with the adapter disabled; else a frozen copy loaded once
 (`reference_device` may put it on the CPU). β = 0 computes none. A non-finite loss or gradient norm skips the
 optimizer step (counted in `train/nonfinite_skips` by `StageModule.count_step`); `max_nonfinite_skips` in a
-row stop the run with `TrainingDivergedError` before a checkpoint can store diverged weights. Checkpoints add
+row, or a step that explodes the weights (`StageModule.checked_step`), stop the run with
+`TrainingDivergedError` before a checkpoint can store diverged weights. Checkpoints add
 the torch RNG state (sampling) to what Lightning saves (trained tensors, optimizer, scheduler, loop and
 dataloader position).
 """
@@ -340,7 +341,7 @@ class GRPOModule(PolicyStageModule):
         if not self.count_step(finite):  # counted as train/nonfinite_skips; too many in a row stop the run
             optimizer.zero_grad(set_to_none=True)
             return
-        optimizer.step()
+        self.checked_step(optimizer, optimizer.step)  # non-finite or exploded weights stop before a checkpoint
         optimizer.zero_grad(set_to_none=True)
         if scheduler is not None:
             scheduler.step()

@@ -56,7 +56,7 @@ from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
 from ecr.metrics.rerank import best_candidates, score_candidates
 from ecr.models import PolicyConfig
 from ecr.modules.base import PolicyStageModule
-from ecr.modules.checkpoint import read_checkpoint
+from ecr.modules.checkpoint import read_checkpoint, resolve_checkpoint
 from ecr.prompts import parse_completion
 from ecr.rl.masks import completion_mask
 from ecr.rl.rollout import eos_ids, eval_mode
@@ -90,6 +90,17 @@ class GenerationSettings:
         else:  # silence HF's "sampling flags are ignored" warnings of a generation_config that sets them
             kw.update(temperature=None, top_p=None, top_k=None)
         return kw
+
+
+def _resolved(checkpoint: str | os.PathLike[str] | None) -> str | None:
+    """A run folder (or `RUN/last`) -> its newest checkpoint file, kept in the predictions' metadata; a path that
+    does not resolve yet is kept as given (reading it later names it)."""
+    if checkpoint is None:
+        return None
+    try:
+        return os.fspath(resolve_checkpoint(checkpoint))
+    except ConfigError:
+        return os.fspath(checkpoint)
 
 
 def _inference_policy(policy: PolicyConfig | dict[str, Any] | None, checkpoint: str | None) -> PolicyConfig:
@@ -163,6 +174,7 @@ class PredictModule(PolicyStageModule):
         Args:
             policy: The model to evaluate (a base model, `ecr export`'s merged/ folder as `model`, or `adapter`).
             checkpoint: SFT/GRPO Lightning checkpoint: its trained tensors and (unless `policy` is set) its policy.
+                A run folder (e.g. runs/grpo/tb) or `RUN/last` means its newest version's checkpoint.
             verifier: Verifier folder: each think sentence's verifier label set goes into the rows (None = none).
             generation: Decoding settings (greedy by default; do_sample with temperature/top_p for sampling).
             seed: Seed of sampled decoding (each batch: seed + CRC32 of its first clip id); recorded in every row.
@@ -172,7 +184,7 @@ class PredictModule(PolicyStageModule):
             rerank: How the kept candidate is chosen: none (N = 1) | verifier (the explanation reward of each
                 candidate against its own answer, docs/method.md §5; needs `verifier`).
         """
-        checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
+        checkpoint = _resolved(checkpoint)
         verifier = os.fspath(verifier) if verifier is not None else None
         super().__init__(
             _inference_policy(policy, checkpoint),

@@ -12,7 +12,8 @@ per completion. The rules are docs/method.md §3, re-derived from the paper's co
 
 A ground-truth label that cannot be mapped into the verifier's label space is a `LabelError` raised when
 `ExplanationReward` is built, i.e. before training starts, not in the middle of a step (the research code
-crashed with a KeyError there).
+crashed with a KeyError there). Non-finite verifier probabilities mid-run are a `VerifierOutputError`: they
+never become rewards or metrics.
 
 Anti-gaming: a policy can inflate M/N by repeating one emotional sentence or by stuffing label words.
 `ExplanationReward.evaluate` returns per-completion `duplicate_fraction` and `label_word_density` (see
@@ -37,7 +38,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
-from ecr.errors import ConfigError, LabelError
+from ecr.errors import ConfigError, LabelError, VerifierOutputError
 from ecr.labels import (
     GOEMOTIONS_LABELS,
     GOEMOTIONS_MAPPING,
@@ -307,6 +308,26 @@ class ExplanationReward:
         words = _WORD.findall((extract_think(completion) or "").lower())
         return sum(w in self._label_words for w in words) / len(words) if words else 0.0
 
+    def sentence_probs(self, sentences: list[str]) -> torch.Tensor:
+        """The verifier's probabilities, float [S, C] on CPU, checked: the right shape and finite.
+
+        Raises `VerifierOutputError` on any non-finite value: NaN would read every sentence as one label (a
+        constant reward or metric), so it must stop the run, not be scored.
+        """
+        probs = self.verifier.probs(sentences)  # [S, C]
+        expected = (len(sentences), len(self.verifier_labels))
+        if tuple(probs.shape) != expected:
+            raise ValueError(f"verifier.probs returned shape {tuple(probs.shape)}, expected {expected}")
+        probs = probs.detach().float().cpu()
+        bad = (~torch.isfinite(probs)).any(dim=-1).nonzero().flatten().tolist()  # sentence indices
+        if bad:
+            raise VerifierOutputError(
+                f"the verifier returned non-finite probabilities for {len(bad)} of {len(sentences)} sentences "
+                f"(e.g. {sentences[bad[0]]!r}); stopped: they must not become rewards or metrics "
+                "(NaN/inf verifier weights?)"
+            )
+        return probs
+
     def score(self, completions: Sequence[str], labels: Sequence[str]) -> list[ExplanationScore]:
         """Scores and statistics per completion (one verifier call for the whole batch, none if no sentence)."""
         _check_lengths(completions, labels)
@@ -324,11 +345,7 @@ class ExplanationReward:
         flat = [s for sents, _, _ in per for s in sents]
         owner = torch.tensor([i for i, (sents, _, _) in enumerate(per) for _ in sents], dtype=torch.long)  # [S]
         if flat:
-            probs = self.verifier.probs(flat)  # [S, C]
-            expected = (len(flat), len(self.verifier_labels))
-            if tuple(probs.shape) != expected:
-                raise ValueError(f"verifier.probs returned shape {tuple(probs.shape)}, expected {expected}")
-            sets = decide(probs.detach().float().cpu(), self.threshold, self.max_labels)  # [S, C]
+            sets = decide(self.sentence_probs(flat), self.threshold, self.max_labels)  # [S, C]
             n, n_nn, m = sentence_counts(sets, owner, truth, self.neutral_idx, b)
         else:
             n = n_nn = m = torch.zeros(b, dtype=torch.long)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ecr.errors import ConfigError, ECRError, ManifestError
+from ecr.errors import ConfigError, ECRError, ManifestError, atomic_output
 from ecr.labels import label_distribution
 from ecr.prompts import extract_think
 from ecr.rows import BadRow, iter_rows
@@ -262,9 +262,8 @@ def write_rows(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     path = Path(path)
     check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
+    with atomic_output(path) as tmp:  # a full disk: one line naming `path`, no .tmp left behind
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
 def format_report(report: LabelReport) -> str:

@@ -3,7 +3,9 @@
 The model reads one emotional description and names up to two labels of the label space, as JSON. Design:
 - the API key comes from the environment only: the config holds the NAME of the variable (`api_key_env`);
   the value is never logged, saved, put in hyper-parameters or in error messages;
-- bounded concurrency (a thread pool of `concurrency` workers sharing one client);
+- bounded concurrency (a thread pool of `concurrency` workers sharing one client); a request the client gave up
+  on (timeout) keeps its slot for one more `timeout`, as the server may still be working on it (and may bill
+  it: a timed-out paid call is not necessarily free);
 - retries with exponential backoff on timeouts, connection errors, 429 and 5xx (a server's Retry-After is
   honoured up to `backoff_max`); the client's own retries are off so every attempt is counted here;
 - every reply is appended to the `AnswerCache` BEFORE it is parsed or used (rerun = no second payment); an
@@ -152,6 +154,7 @@ class OpenAITeacher:
         self._count_lock = threading.Lock()
         self._client = client
         self._secret: str | None = None
+        self._slots = threading.Semaphore(max(1, self.config.concurrency))  # requests the server may be working on
 
     # -- client and secrets ------------------------------------------------------------------------------------
     def _get_client(self) -> Any:
@@ -206,12 +209,7 @@ class OpenAITeacher:
                 self._count("retries")
             self._count("requests")
             try:
-                resp = client.chat.completions.create(
-                    model=cfg.model,
-                    messages=self._messages(prompt),
-                    temperature=cfg.temperature,
-                    max_tokens=max_tokens,
-                )
+                resp = self._create(client, prompt, max_tokens)
                 if not resp.choices:
                     return Missing("malformed_response", "no choices")
                 return resp.choices[0].message.content or ""
@@ -231,6 +229,32 @@ class OpenAITeacher:
             except (openai.APIResponseValidationError, ValueError, AttributeError, TypeError) as exc:
                 return Missing("malformed_response", self._redact(str(exc))[:200])
         return Missing("retries_exhausted", last)
+
+    def _create(self, client: Any, prompt: str, max_tokens: int) -> Any:
+        """One request, holding one of the `concurrency` slots while the server may be working on it.
+
+        A timed-out request is abandoned by the client only: the server may still be working on it (and bill
+        it). Its slot is kept for one more `timeout` before it is released, so retries do not pile new requests
+        on top of the abandoned ones (a slow server saw 55 in flight against `concurrency: 8` before).
+        """
+        import openai
+
+        self._slots.acquire()
+        release_now = True
+        try:
+            cfg = self.config
+            return client.chat.completions.create(
+                model=cfg.model, messages=self._messages(prompt), temperature=cfg.temperature, max_tokens=max_tokens
+            )
+        except openai.APITimeoutError:
+            release_now = False
+            timer = threading.Timer(self.config.timeout, self._slots.release)
+            timer.daemon = True
+            timer.start()
+            raise
+        finally:
+            if release_now:
+                self._slots.release()
 
     @staticmethod
     def _retry_after(exc: Exception) -> float | None:

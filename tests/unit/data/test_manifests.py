@@ -138,6 +138,12 @@ def test_dfew_reader(tmp_path: Path) -> None:
     assert len(read_dataset("dfew", root, fold=2)) == 4
 
 
+def test_dfew_label_file_without_a_header_keeps_its_first_row(tmp_path: Path) -> None:
+    root = _dfew(tmp_path)
+    (root / "label" / "single_trainset_3.csv").write_text("1,1\n2,7\n")
+    assert [(r.id, r.label) for r in read_dfew(root, fold=3)] == [("1", "happy"), ("2", "fear")]
+
+
 def test_dfew_bad_label_id_and_missing_fold(tmp_path: Path) -> None:
     root = _dfew(tmp_path)
     (root / "label" / "single_trainset_3.csv").write_text("video_name,label\n1,8\n")
@@ -250,3 +256,10 @@ def test_emer_reader(tmp_path: Path) -> None:
     bad.write_text("names,subtitles\nx,y\n")
     with pytest.raises(ManifestError, match=r"lacks columns \['emotions'\]"):
         read_emer(bad)
+
+
+def test_decode_errors_keep_their_reason_without_the_cpp_location() -> None:
+    from ecr.data.decode import _short
+
+    err = RuntimeError("Could not seek: at /b/SingleStreamDecoder.cpp:512, format does not support seeking")
+    assert _short(err) == "Could not seek: format does not support seeking"

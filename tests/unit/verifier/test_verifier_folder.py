@@ -61,7 +61,36 @@ BROKEN = {
     "unk-only tokenizer": (_unk_tokenizer, "unknown tokens only"),
     "erv.json not JSON": (lambda d: (d / META_FILE).write_text("{oops"), "not valid JSON"),
     "erv.json not UTF-8": (lambda d: (d / META_FILE).write_bytes(b"\xff\xfe{"), "not valid JSON"),
+    "erv.json threshold 0": (lambda d: _meta(d, threshold=0), "threshold must be a number strictly between"),
+    "erv.json threshold inf": (lambda d: _meta(d, threshold=float("inf")), "threshold must be a number"),
+    "erv.json threshold a string": (lambda d: _meta(d, threshold="0.3"), "threshold must be a number"),
+    "erv.json max_labels -1": (lambda d: _meta(d, max_labels=-1), "max_labels must be an integer >= 1"),
+    "erv.json max_labels 1.5": (lambda d: _meta(d, max_labels=1.5), "max_labels must be an integer >= 1"),
+    "erv.json max_length 0": (lambda d: _meta(d, max_length=0), "max_length must be an integer >= 1"),
+    "erv.json empty label_names": (lambda d: _meta(d, label_names=[]), "label_names must be a non-empty list"),
+    "erv.json duplicate label_names": (lambda d: _meta(d, label_names=["happy", "happy", "sad"]), "duplicates"),
+    "erv.json 4 labels, head of 3": (
+        lambda d: _meta(d, label_names=[*LABELS, "fear"]),
+        "label_names has 4 names but the head in",
+    ),
+    "erv.json mapping to an unknown label": (
+        lambda d: _meta(d, mapping={"happy": "joy"}),
+        "mapping names verifier labels ['joy']",
+    ),
+    "unexpected weights": (lambda d: _add_weight(d, "extra.weight"), "unexpected weights ['extra.weight']"),
 }
+
+
+def _meta(d: Path, **fields: object) -> None:
+    (d / META_FILE).write_text(json.dumps({**json.loads((d / META_FILE).read_text()), **fields}))
+
+
+def _add_weight(d: Path, name: str) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(d / "model.safetensors")
+    save_file({**state, name: torch.zeros(2)}, d / "model.safetensors", metadata={"format": "pt"})
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
@@ -92,3 +121,5 @@ def test_tau_in_force_is_logged_with_its_source(good: Path, tmp_path: Path, capl
     assert (v.threshold, v.threshold_source) == (0.1, DEFAULT_SOURCE)
     assert any(r.levelno == logging.WARNING and "τ = 0.1" in r.getMessage() for r in caplog.records)
     assert load_verifier(good, threshold=0.2).threshold_source == "override"
+    with pytest.raises(ConfigError, match="threshold override must be a number strictly between 0 and 1"):
+        load_verifier(good, threshold=1.0)
