@@ -1,0 +1,89 @@
+"""Issue 18, your own dataset: a label set that is not built in (calm, excited, bored, tense) and a manifest with
+only `video` and `label`, through the `ecr` command line in subprocesses, as a new user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ecr.fixtures import synthesize
+
+LABELS = ["calm", "excited", "bored", "tense"]
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def ecr(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`ecr ARGS` in `cwd` through the installed console script (output captured)."""
+    script = Path(sys.executable).with_name("ecr")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "ecr.cli"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def plain_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 real clips labelled calm/excited/bored/tense; manifest rows hold `video` and `label` only."""
+    root = tmp_path_factory.mktemp("custom")
+    manifest = synthesize(root / "clips", num_clips=8, labels=LABELS, seed=0, size=32, duration=1.0)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    plain = root / "clips" / "plain.jsonl"
+    plain.write_text("".join(json.dumps({"video": r["video"], "label": r["label"]}) + "\n" for r in rows))
+    return root
+
+
+def stage_config(root: Path, name: str, **data_args: object) -> Path:
+    """A demo stage config pointed at the custom data (and at a model folder that does not exist)."""
+    config = yaml.safe_load((CONFIGS / "demo" / f"{name}.yaml").read_text())
+    config["data"]["init_args"].update(
+        root="clips", manifest="clips/plain.jsonl", labels=LABELS, cache_dir=None, **data_args
+    )
+    config["model"]["init_args"]["policy"]["model"] = "no_such_model_folder"
+    config["trainer"]["logger"] = False
+    config["trainer"]["default_root_dir"] = "runs/x"
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_data_check_with_an_sft_config_reports_the_missing_explanations(plain_dataset: Path) -> None:
+    config = stage_config(plain_dataset, "sft")
+    result = ecr(["data", "check", "--config", str(config)], plain_dataset)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no_explanation" in result.stdout and "SFT trains on explanations" in result.stderr
+    bad = [json.loads(line) for line in (plain_dataset / "clips/data_check_bad_rows.jsonl").read_text().splitlines()]
+    assert {b["reason"] for b in bad} == {"no_explanation"} and len(bad) == 7  # 8 rows, 1 held out for test
+    # the same data under a GRPO config needs labels only: every row is usable
+    result = ecr(["data", "check", "--config", str(stage_config(plain_dataset, "grpo"))], plain_dataset)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all 8 rows are usable" in result.stdout
+
+
+def test_sft_fit_stops_with_one_line_before_loading_the_model(plain_dataset: Path) -> None:
+    result = ecr(["fit", "--config", str(stage_config(plain_dataset, "sft"))], plain_dataset)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ecr fit: error:")]
+    assert len(errors) == 1 and "SFT needs an explanation for every train/val clip: 7 of 7" in errors[0]
+    assert "plain.jsonl:" in errors[0] and "no_such_model_folder" not in result.stderr  # checked before loading
+
+
+def test_data_check_of_an_erv_config_prints_label_support_and_fails_on_an_unsupported_label(
+    plain_dataset: Path,
+) -> None:
+    sentences = plain_dataset / "sentences.jsonl"
+    rows = [{"text": f"s{i}", "labels": [lbl]} for i, lbl in enumerate(["calm", "calm", "excited", "neutral"])]
+    sentences.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = yaml.safe_load((CONFIGS / "demo" / "erv.yaml").read_text())
+    config["data"]["init_args"].update(path=str(sentences), labels=LABELS)
+    path = plain_dataset / "erv.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = ecr(["data", "check", "--config", str(path)], plain_dataset)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "calm 2, excited 1, bored 0, tense 0, neutral 1" in result.stdout
+    assert "['bored', 'tense'] have no sentence" in result.stderr
