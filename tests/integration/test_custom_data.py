@@ -87,3 +87,36 @@ def test_data_check_of_an_erv_config_prints_label_support_and_fails_on_an_unsupp
     assert result.returncode == 1, result.stdout + result.stderr
     assert "calm 2, excited 1, bored 0, tense 0, neutral 1" in result.stdout
     assert "['bored', 'tense'] have no sentence" in result.stderr
+
+
+DESCRIPTIONS = [
+    "She laughs with joy and delight.",
+    "He is afraid of what comes next.",
+    "Her voice is gloomy and full of grief.",
+    "He shouts in anger.",
+    "The room is quiet.",
+    "He trusts the friendly voice.",
+]
+EMOTION_MAP = "{joy: excited, fear: tense, anger: tense, sadness: bored, trust: calm}"
+
+
+def test_lexicon_teacher_warns_on_a_label_set_it_cannot_reach_and_takes_an_emotion_map(tmp_path: Path) -> None:
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in DESCRIPTIONS))
+    labels = "[" + ", ".join(LABELS) + "]"
+    plain = ecr(["label", "--input", "texts.jsonl", "--output", "a.jsonl", "--labels", labels], tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    warnings = [line for line in plain.stderr.splitlines() if line.startswith("ecr label: WARNING:")]
+    assert any("6 of 6 sentences (100 %) fell to neutral" in w for w in warnings), plain.stderr
+    assert any("calm 0, excited 0, bored 0, tense 0, neutral 6" in w and "--emotion_map" in w for w in warnings)
+    assert len(json.loads((tmp_path / "a.jsonl.summary.json").read_text())["warnings"]) == len(warnings) == 3
+    mapped = ecr(
+        ["label", "--input", "texts.jsonl", "--output", "b.jsonl", "--labels", labels, "--emotion_map", EMOTION_MAP],
+        tmp_path,
+    )
+    assert mapped.returncode == 0 and "WARNING" not in mapped.stderr, mapped.stderr
+    rows = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert set(LABELS) <= {lbl for r in rows for lbl in r["labels"]}
+    bad = ecr(["label", "--input", "texts.jsonl", "--output", "c.jsonl", "--labels", labels,
+               "--emotion_map", "{joy: happy}"], tmp_path)  # fmt: skip
+    assert bad.returncode == 2 and "'joy'->'happy' is not in" in bad.stderr and "Traceback" not in bad.stderr
