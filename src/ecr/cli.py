@@ -66,6 +66,7 @@ DEBUG_ENV = "ECR_DEBUG"  # ECR_DEBUG=1: tracebacks for user errors too
 EXTRA_COMMANDS: dict[str, str | dict[str, str]] = {
     "data": {"synth": "ecr.fixtures.synth:synth_command", "check": "ecr.data.check:check_command"},
     "label": "ecr.teachers.label:label_command",
+    "explain": "ecr.teachers.explain:explain_command",
     "model": {
         "tiny": "ecr.fixtures.tiny_models:tiny_command",
         "info": "ecr.models.info:info_command",

@@ -41,7 +41,7 @@ def stage_config(root: Path, name: str, **data_args: object) -> Path:
     """A demo stage config pointed at the custom data (and at a model folder that does not exist)."""
     config = yaml.safe_load((CONFIGS / "demo" / f"{name}.yaml").read_text())
     config["data"]["init_args"].update(
-        root="clips", manifest="clips/plain.jsonl", labels=LABELS, cache_dir=None, **data_args
+        {"root": "clips", "manifest": "clips/plain.jsonl", "labels": LABELS, "cache_dir": None, **data_args}
     )
     config["model"]["init_args"]["policy"]["model"] = "no_such_model_folder"
     config["trainer"]["logger"] = False
@@ -120,3 +120,34 @@ def test_lexicon_teacher_warns_on_a_label_set_it_cannot_reach_and_takes_an_emoti
     bad = ecr(["label", "--input", "texts.jsonl", "--output", "c.jsonl", "--labels", labels,
                "--emotion_map", "{joy: happy}"], tmp_path)  # fmt: skip
     assert bad.returncode == 2 and "'joy'->'happy' is not in" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_explain_keeps_label_consistent_explanations_as_an_sft_manifest(plain_dataset: Path, tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in (plain_dataset / "clips/plain.jsonl").read_text().splitlines()]
+    ids = [Path(r["video"]).stem for r in rows]
+    other = {lbl: LABELS[(i + 1) % 4] for i, lbl in enumerate(LABELS)}
+    completions = {  # what `ecr predict` (or an API teacher) wrote for the training clips, given their labels
+        ids[0]: f"<think>The face is {rows[0]['label']}. Nothing moves.</think>\n<answer>{rows[0]['label']}</answer>",
+        ids[1]: f"<think>The voice sounds {rows[1]['label']}.</think>\n<answer>{rows[1]['label']}</answer>",
+        ids[2]: f"the person is {rows[2]['label']}",  # format
+        ids[3]: f"<think>It is {rows[3]['label']}.</think>\n<answer>{other[rows[3]['label']]}</answer>",  # answer
+        ids[4]: f"<think>It looks {other[rows[4]['label']]}.</think>\n<answer>{rows[4]['label']}</answer>",  # teacher
+        ids[5]: f"<think>She sits there.</think>\n<answer>{rows[5]['label']}</answer>",  # teacher: all neutral
+    }  # ids[6], ids[7]: no prediction
+    predictions = tmp_path / "explain.jsonl"
+    predictions.write_text("".join(json.dumps({"id": k, "completion": v}) + "\n" for k, v in completions.items()))
+    labels = "[" + ", ".join(LABELS) + "]"
+    out = plain_dataset / "clips/bootstrapped.jsonl"
+    result = ecr(["explain", "--predictions", str(predictions), "--manifest", "clips/plain.jsonl",
+                  "--output", str(out), "--labels", labels], plain_dataset)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "rejected: no_prediction 2, format 1, answer 1, teacher 2" in result.stdout
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [k["id"] for k in kept] == ids[:2] and all(k["split"] == "train" for k in kept)
+    assert kept[0]["explanation"] == f"The face is {rows[0]['label']}. Nothing moves." and kept[0]["video"]
+    summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
+    assert summary["kept"] == 2 and summary["rejected"]["teacher"] == 2
+    # the written manifest is what SFT needs: the check under the SFT config passes
+    config = stage_config(plain_dataset, "sft", manifest="clips/bootstrapped.jsonl")
+    check = ecr(["data", "check", "--config", str(config)], plain_dataset)
+    assert check.returncode == 0 and "all 2 rows are usable" in check.stdout, check.stdout + check.stderr
