@@ -76,6 +76,7 @@ EXTRA_COMMANDS: dict[str, str | dict[str, str]] = {
     "score": "ecr.evaluation.score:score_command",
     "report": "ecr.evaluation.report:report_command",
     "pipeline": "ecr.pipeline:pipeline_command",
+    "init": "ecr.project:init_command",
 }
 
 # commands whose leading bare arguments fill one option (`ecr score P.jsonl` = `ecr score --predictions P.jsonl`;
