@@ -151,3 +151,22 @@ def test_explain_keeps_label_consistent_explanations_as_an_sft_manifest(plain_da
     config = stage_config(plain_dataset, "sft", manifest="clips/bootstrapped.jsonl")
     check = ecr(["data", "check", "--config", str(config)], plain_dataset)
     assert check.returncode == 0 and "all 2 rows are usable" in check.stdout, check.stdout + check.stderr
+
+
+@pytest.mark.slow
+def test_grpo_straight_from_a_base_policy_on_labels_only(plain_dataset: Path) -> None:
+    """Path (a) of docs/custom_data.md: no SFT, no explanations: GRPO from the (instruction-tuned) base model with
+    the format and accuracy rewards; the prompt teaches the format, the format reward enforces it."""
+    from ecr.fixtures.tiny_models import build_tiny_omni
+
+    build_tiny_omni(plain_dataset / "base_omni", hidden_size=64)
+    config = stage_config(plain_dataset, "grpo")
+    result = ecr(
+        ["fit", "--config", str(config), "--model.init_args.policy.model", "base_omni",
+         "--model.init_args.verifier", "null", "--model.init_args.rewards", "[{name: format}, {name: accuracy}]",
+         "--trainer.max_steps", "2", "--trainer.val_check_interval", "null", "--trainer.limit_val_batches", "0",
+         "--model.init_args.sampling.max_new_tokens", "8", "--trainer.callbacks", "[]"],
+        plain_dataset,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
