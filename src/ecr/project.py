@@ -91,7 +91,7 @@ def _logs_to(config: dict[str, Any], folder: str) -> None:
     trainer["default_root_dir"] = folder
     trainer["logger"] = {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": folder, "name": "tb"},
+        "init_args": {"save_dir": folder, "name": "tb", "default_hp_metric": False},  # no `hp_metric = -1`
     }
 
 
