@@ -256,7 +256,7 @@ def summary(target: str) -> str:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
             doc = ast.get_docstring(node) or ""
-            return doc.strip().splitlines()[0] if doc.strip() else ""
+            return " ".join(doc.strip().split("\n\n")[0].split())  # the whole first paragraph, never cut
     return ""
 
 
