@@ -66,6 +66,7 @@ DEBUG_ENV = "ECR_DEBUG"  # ECR_DEBUG=1: tracebacks for user errors too
 EXTRA_COMMANDS: dict[str, str | dict[str, str]] = {
     "data": {"synth": "ecr.fixtures.synth:synth_command", "check": "ecr.data.check:check_command"},
     "label": "ecr.teachers.label:label_command",
+    "explain": "ecr.teachers.explain:explain_command",
     "model": {
         "tiny": "ecr.fixtures.tiny_models:tiny_command",
         "info": "ecr.models.info:info_command",
@@ -75,6 +76,7 @@ EXTRA_COMMANDS: dict[str, str | dict[str, str]] = {
     "score": "ecr.evaluation.score:score_command",
     "report": "ecr.evaluation.report:report_command",
     "pipeline": "ecr.pipeline:pipeline_command",
+    "init": "ecr.project:init_command",
 }
 
 # commands whose leading bare arguments fill one option (`ecr score P.jsonl` = `ecr score --predictions P.jsonl`;
@@ -257,7 +259,7 @@ def summary(target: str) -> str:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
             doc = ast.get_docstring(node) or ""
-            return doc.strip().splitlines()[0] if doc.strip() else ""
+            return " ".join(doc.strip().split("\n\n")[0].split())  # the whole first paragraph, never cut
     return ""
 
 

@@ -47,6 +47,23 @@ def sentence_table(reward: ExplanationReward, completions: Sequence[str], labels
     return rows
 
 
+def task_labels(verifier: Verifier, rows: Iterable[dict[str, Any]] = ()) -> str | list[str]:
+    """The task's label set for a notebook's reward, never hard-coded: the verifier folder's saved `task` (a
+    built-in name or a list), else the task labels of its saved `mapping`, else the labels of the manifest
+    `rows` (in the verifier's class order, then first appearance)."""
+    task = getattr(verifier, "task", None)
+    if task:
+        return task if isinstance(task, str) else list(task)
+    mapping = getattr(verifier, "mapping", None)
+    if mapping:
+        return list(mapping)
+    seen = list(dict.fromkeys(str(r["label"]) for r in rows if r.get("label")))
+    if not seen:
+        raise ValueError("task_labels: the verifier folder names no task and the manifest rows have no label")
+    order = [lbl for lbl in verifier.label_names if lbl in seen]
+    return order + [lbl for lbl in seen if lbl not in order]
+
+
 def explanation_rewards_of_manifest(
     rows: Iterable[dict[str, Any]], reward: ExplanationReward, *, group_by: str = "explanation_consistent"
 ) -> dict[Any, float]:
@@ -64,4 +81,4 @@ def explanation_rewards_of_manifest(
     return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
-__all__ = ["Verifier", "explanation_rewards_of_manifest", "read_jsonl", "sentence_table"]
+__all__ = ["Verifier", "explanation_rewards_of_manifest", "read_jsonl", "sentence_table", "task_labels"]

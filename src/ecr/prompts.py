@@ -80,6 +80,16 @@ def format_target(explanation: str, label: str) -> str:
     return f"<think>{explanation.strip()}</think>\n<answer>{label}</answer>"
 
 
+def instruction_for(instruction: str, label: str | None) -> str:
+    """The instruction of one sample: a `{label}` placeholder becomes the sample's label (label-conditioned
+    explanations for bootstrapping, `ecr explain`); an instruction without it is returned unchanged."""
+    if "{label}" not in instruction:
+        return instruction
+    if not label:
+        raise ValueError("the instruction holds {label} but the sample has no label")
+    return instruction.replace("{label}", label)
+
+
 def build_messages(
     *,
     instruction: str = DEFAULT_INSTRUCTION,

@@ -105,7 +105,7 @@ def test_demo_fit_logs_and_exports(tmp_path):
          "--trainer.default_root_dir", str(runs), "--trainer.logger.init_args.save_dir", str(runs)],
     )  # fmt: skip
     scalars, texts = _events(runs)
-    assert {"train/loss", "val/loss", "lr"} <= scalars, scalars
+    assert {"train/loss", "val/loss", "lr", "train/grad_norm"} <= scalars, scalars
     assert any(tag.endswith("items_per_sec") for tag in scalars), scalars  # tokens per second
     assert any("| clip | label | completion |" in t for t in texts)
     ckpt = next(runs.rglob("last.ckpt"))

@@ -21,7 +21,7 @@ def _data(tmp: Path) -> TextDataModule:
     rows = [{"id": f"r{i}", "text": f"row {i} " + "ab" * i, "label": ["happy", "sad"][i % 2]} for i in range(8)]
     path = tmp / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return TextDataModule(path, labels="dfew", batch_size=2, val_fraction=0.0)
+    return TextDataModule(path, labels="dfew", batch_size=2, val_fraction=0.0, test_fraction=0.0)
 
 
 def _fit(module: L.LightningModule, tmp: Path, steps: int = 8) -> L.Trainer:

@@ -19,7 +19,8 @@ SFT = str(CONFIGS / "demo" / "sft.yaml")
 def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     """name -> (ecr arguments, text the error line must contain)."""
     manifest = tmp / "m.jsonl"
-    manifest.write_text(json.dumps({"video": "a.mp4", "label": "happy"}) + "\n", encoding="utf-8")
+    row = {"video": "a.mp4", "label": "happy", "explanation": "She smiles."}  # SFT's data needs: the model error
+    manifest.write_text(json.dumps(row) + "\n", encoding="utf-8")
     texts = tmp / "texts.jsonl"
     texts.write_text(json.dumps({"text": "I am so happy today."}) + "\n", encoding="utf-8")
     a_file = tmp / "a_file"

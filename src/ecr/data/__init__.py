@@ -9,7 +9,7 @@ _EXPORTS = {
     "ClipCache": "cache",
     "ClipDataModule": "datamodule",
     "SplitDataModule": "datamodule",
-    "assign_splits": "datamodule",
+    "assign_splits": "splits",
     "ClipDataset": "dataset",
     "default_collate": "dataset",
     "ResumableDataLoader": "loader",

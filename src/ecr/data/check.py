@@ -23,6 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ecr.data.decode import DURATION_TOLERANCE_S, decode_clip
 from ecr.data.manifests import DatasetFormat, read_dataset
+from ecr.data.requirements import stage_of
+from ecr.data.stage_check import check_sentences, is_sentence_data, stage_problems
 from ecr.data.types import ClipRecord
 from ecr.errors import ClipError, ConfigError, ECRError, ManifestError
 from ecr.labels import LabelSet, get_label_set
@@ -201,7 +203,8 @@ def check_command(
     lines; exit code 1 if any row is bad (or the manifest cannot be read), 2 on a configuration error, 0
     when every row is usable.
 
-    Use `--config stage.yaml` (its `data:` section is read; other stage sections are ignored) or give the
+    Use `--config stage.yaml` (its `data:` section is read, and what its stage needs: explanations for SFT,
+    labelled sentences for ERV; other sections are ignored) or give the
     dataset directly with --manifest/--root/--format/--labels. Explicit options override the config.
 
     Args:
@@ -218,13 +221,16 @@ def check_command(
             in the working directory (never inside the dataset, which may be read-only).
         data: the `data:` section of a stage config (set by --config).
         trainer: ignored (a stage config's section).
-        model: ignored (a stage config's section).
+        model: the stage a config trains (its `class_path`): its data needs are checked too (SFT: an
+            explanation on every train/val row; ERV: labelled sentences with every label supported).
         seed_everything: ignored (a stage config's section).
         optimizer: ignored (a stage config's section).
         lr_scheduler: ignored (a stage config's section).
         ckpt_path: ignored (a stage config's section).
     """
     try:
+        if is_sentence_data(data):  # the ERV stage's labelled sentences, not clips
+            return check_sentences(data or {}, model)
         return _check(
             data,
             manifest,
@@ -237,6 +243,7 @@ def check_command(
             tolerance,
             num_workers,
             bad_rows,
+            model,
         )
     except ECRError as err:  # a bad option or an unusable manifest (missing file, missing columns, bad encoding)
         print(f"ecr data check: error: {err}", file=sys.stderr)
@@ -255,6 +262,7 @@ def _check(
     tolerance: float,
     num_workers: int,
     bad_rows: Path | None,
+    model: dict[str, Any] | None = None,
 ) -> int:
     args = _data_init_args(data)
     overrides = {
@@ -286,6 +294,7 @@ def _check(
         tolerance=tolerance,
         num_workers=num_workers,
     )
+    report.problems += stage_problems(stage_of(model), records, args)
     print(f"ecr data check: {fmt} dataset at {args['root']} (labels {label_set.name}: {list(label_set.labels)})")
     print(report.summary())
     if report.ok:

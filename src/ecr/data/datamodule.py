@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -37,46 +37,18 @@ from ecr.data.dataset import ClipDataset, default_collate
 from ecr.data.loader import OnError, ResumableDataLoader
 from ecr.data.manifests import DatasetFormat, read_dataset
 from ecr.data.sampler import EpochSampler
+from ecr.data.splits import (
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    assign_splits,
+    check_fractions,
+)
 from ecr.data.types import ClipFailure, ClipRecord, ClipSample
 from ecr.errors import ConfigError, ManifestError
 from ecr.labels import LabelSet, get_label_set
 
 Stage = Literal["train", "val", "test"]
-
-
-class _HasSplit(Protocol):
-    @property
-    def split(self) -> str | None: ...
-
-
-R = TypeVar("R", bound=_HasSplit)  # ClipRecord, TextRecord: any row with an optional split
-
-
-def assign_splits(records: Sequence[R], *, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[R]]:
-    """Group records by split; rows without one get a seeded random split; carve val out of train if absent.
-
-    Deterministic: the permutation comes from a `torch.Generator` seeded with `seed` over records in manifest
-    order, so the same manifest and seed give the same split on every machine.
-    """
-    out: dict[str, list[R]] = {"train": [], "val": [], "test": []}
-    unassigned: list[R] = []
-    for r in records:
-        (out.get(r.split, unassigned)).append(r)
-    gen = torch.Generator().manual_seed(seed)
-    if unassigned:
-        perm = torch.randperm(len(unassigned), generator=gen).tolist()
-        n_val = int(round(val_fraction * len(unassigned)))
-        n_test = int(round(test_fraction * len(unassigned)))
-        for rank, i in enumerate(perm):
-            split = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
-            out[split].append(unassigned[i])
-    elif not out["val"] and val_fraction > 0 and len(out["train"]) > 1:
-        perm = torch.randperm(len(out["train"]), generator=gen).tolist()
-        n_val = max(1, int(round(val_fraction * len(out["train"]))))
-        held = set(perm[:n_val])
-        out["val"] = [r for i, r in enumerate(out["train"]) if i in held]
-        out["train"] = [r for i, r in enumerate(out["train"]) if i not in held]
-    return out
 
 
 class SplitDataModule(LightningDataModule):
@@ -103,8 +75,7 @@ class SplitDataModule(LightningDataModule):
         drop_last: bool,
         collate_fn: Callable[[list[Any]], Any] | None,
     ) -> None:
-        if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-            raise ConfigError(f"data.val_fraction/test_fraction: {val_fraction}/{test_fraction} must be in [0, 1)")
+        check_fractions(val_fraction, test_fraction)
         if batch_size < 1 or num_workers < 0:
             raise ConfigError(f"data: batch_size must be >= 1 and num_workers >= 0, got {batch_size}/{num_workers}")
         self._label_set = label_set
@@ -214,7 +185,8 @@ class ClipDataModule(SplitDataModule):
             DFEW/MAFW and is required for custom/EMER manifests.
         fold: DFEW/MAFW fold (1..5); its train file gives train (+ val), its test file gives test.
         val_fraction: share of clips held out for validation when the source has no validation split.
-        test_fraction: share of clips for testing among rows that carry no split.
+        test_fraction: share of clips for testing among rows that carry no split (the defaults are
+            `ecr.data.splits`', shared by `ecr score`/`ecr report --manifest`).
         num_frames: frames per clip, at the midpoints of equal segments.
         sample_rate: audio sample rate (Hz) after mono down-mix and resampling.
         batch_size: clips per batch.
@@ -238,13 +210,13 @@ class ClipDataModule(SplitDataModule):
         manifest: str | Path | None = None,
         labels: str | list[str] | None = None,
         fold: int = 1,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.0,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
+        test_fraction: float = DEFAULT_TEST_FRACTION,
         num_frames: int = 8,
         sample_rate: int = 16000,
         batch_size: int = 4,
         num_workers: int = 0,
-        seed: int = 0,
+        seed: int = DEFAULT_SPLIT_SEED,
         cache_dir: str | Path | None = None,
         on_error: OnError = "skip",
         collate_fn: Callable[[list[ClipSample]], Any] | None = None,

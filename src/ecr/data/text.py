@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from ecr.data.datamodule import SplitDataModule
 from ecr.data.manifests import canonical_label, normalize_split, pick_field, read_emer, record_error
+from ecr.data.splits import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from ecr.errors import ConfigError, ManifestError
 from ecr.labels import LabelSet, get_label_set
 from ecr.rows import BadRow, iter_rows
@@ -182,9 +183,9 @@ class TextDataModule(SplitDataModule):
         labels: str | list[str] = "dfew",
         format: TextFormat = "custom",
         text_field: str = "text",
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.0,
-        seed: int = 0,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
+        test_fraction: float = DEFAULT_TEST_FRACTION,
+        seed: int = DEFAULT_SPLIT_SEED,
         batch_size: int = 8,
         num_workers: int = 0,
         shuffle: bool = True,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ecr.data.splits import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from ecr.errors import ConfigError, ManifestError
 from ecr.labels import LabelSet
 from ecr.prompts import parse_completion
@@ -234,9 +235,9 @@ def read_split(
     label_set: LabelSet,
     split: str = "test",
     *,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.0,
-    seed: int = 0,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = DEFAULT_SPLIT_SEED,
 ) -> DatasetSplit:
     """One split of a custom JSONL/CSV manifest, assigned exactly as `ClipDataModule` does: a row's own `split`,
     else the seeded `assign_splits` with the same `val_fraction`/`test_fraction`/`seed` (docs/method.md §6).
@@ -245,8 +246,8 @@ def read_split(
     filesystem root (a manifest meant for another `data.root` still reads). Raises ManifestError for a bad
     manifest row or an empty split, ConfigError for a split that is not train/val/test.
     """
-    from ecr.data.datamodule import assign_splits  # imports Lightning: only when a manifest is given
     from ecr.data.manifests import read_dataset
+    from ecr.data.splits import assign_splits, check_fractions
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split: {split!r} is not one of train, val, test")
@@ -254,8 +255,7 @@ def read_split(
     if not manifest.is_file():
         raise ManifestError(f"{manifest}: manifest file does not exist")
     records = read_dataset("custom", Path(manifest.resolve().anchor), manifest, label_set)
-    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise ConfigError(f"val_fraction/test_fraction: {val_fraction}/{test_fraction} must be in [0, 1)")
+    check_fractions(val_fraction, test_fraction, where="--manifest split")
     splits = assign_splits(records, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     if not splits[split]:
         sizes = {k: len(v) for k, v in splits.items()}

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ecr.data.splits import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from ecr.errors import ConfigError
 from ecr.evaluation.browse import QUADRANTS, ClipView, clip_views, filter_clips
 from ecr.evaluation.judges import CueJudge, Judge, VerifierJudge
@@ -581,9 +582,9 @@ def report_command(
     on_error: OnError = "raise",
     manifest: Path | None = None,
     split: Literal["train", "val", "test"] = "test",
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.0,
-    split_seed: int = 0,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
 ) -> int:
     """Write an HTML report (metrics with intervals, confusion, recall, quadrants, inconsistent explanations).
 

@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import torch
 
+from ecr.data.splits import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from ecr.errors import ConfigError
 from ecr.evaluation.judges import (
     CueJudge,
@@ -353,9 +354,9 @@ def score_command(
     on_error: OnError = "raise",
     manifest: Path | None = None,
     split: Literal["train", "val", "test"] = "test",
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.0,
-    split_seed: int = 0,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
 ) -> int:
     """Score a predictions file: WAR/UAR, EPC/EEA/FCR with a judge, per-class recall, confusion, quadrants.
 

@@ -20,7 +20,7 @@ from ecr.models.backbone import CollateMode, EncodedPrompt
 from ecr.models.collate import ChatCollator
 from ecr.models.hf import HFBackbone
 from ecr.models.registry import register_backbone
-from ecr.prompts import build_text_messages
+from ecr.prompts import build_text_messages, instruction_for
 
 
 @dataclass
@@ -32,7 +32,8 @@ class TextCollator(ChatCollator):
     def _messages(self, sample: Mapping[str, Any], target: str | None):
         if self.text_field not in sample:
             raise ConfigError(f"{sample.get('id', '?')}: text sample has no {self.text_field!r} field")
-        return build_text_messages(sample[self.text_field], instruction=self.instruction, target=target)
+        instruction = instruction_for(self.instruction, sample.get("label"))
+        return build_text_messages(sample[self.text_field], instruction=instruction, target=target)
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not samples:

@@ -39,7 +39,8 @@ class InputSettings:
     """How samples become model inputs (shared by training and generation collators)."""
 
     instruction: str = DEFAULT_INSTRUCTION
-    """The user instruction (the paper's evaluation prompt by default; ONE template for every stage)."""
+    """The user instruction (the paper's evaluation prompt by default; ONE template for every stage). A `{label}`
+    in it is replaced by each clip's label: how `ecr explain` has a policy explain a clip GIVEN its label."""
     system: str | None = None
     """Optional system message (None = the chat template's default)."""
     use_video: bool = True

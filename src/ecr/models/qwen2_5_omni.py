@@ -40,7 +40,7 @@ from ecr.models.backbone import CollateMode, EncodedPrompt
 from ecr.models.collate import ChatCollator, check_media_tokens
 from ecr.models.hf import HFBackbone, module_regex
 from ecr.models.registry import register_backbone
-from ecr.prompts import build_messages
+from ecr.prompts import build_messages, instruction_for
 
 _LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -122,7 +122,7 @@ class OmniCollator(ChatCollator):
 
     def _messages(self, sample: Mapping[str, Any], target: str | None):
         return build_messages(
-            instruction=self.instruction,
+            instruction=instruction_for(self.instruction, sample.get("label")),
             video=self.use_video,
             audio=self.use_audio and not self.interleaved,  # interleaved audio lives inside the video item
             target=target,

@@ -195,6 +195,9 @@ class StageModule(LightningModule):
         loss = optimizer_closure()  # training_step, zero_grad, backward
         trained = [p for p in self.parameters() if p.requires_grad]
         if self.count_step(loss is not None and all_finite([loss]) and all_finite(p.grad for p in trained)):
+            grads = [p.grad.detach().float().norm() for p in trained if p.grad is not None]
+            if grads:  # the same train/grad_norm GRPO logs (before clipping), so the stages compare in TensorBoard
+                self.log("train/grad_norm", torch.stack(grads).norm(), on_step=True, on_epoch=False)
             self.checked_step(optimizer, lambda: optimizer.step(closure=lambda: loss))
             return None
         optimizer.zero_grad()

@@ -25,9 +25,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics.aggregation import CatMetric
 from torchmetrics.functional.classification import multilabel_exact_match, multilabel_f1_score
 
+from ecr.data.requirements import format_support, unsupported_labels
 from ecr.errors import ConfigError
 from ecr.labels import (
     GOEMOTIONS_LABELS,
@@ -64,6 +66,16 @@ def threshold_scores(
     return torch.stack(
         [multilabel_f1_score(decide(probs, tau, max_labels).int(), t, num_labels=c, average="macro") for tau in grid]
     )
+
+
+def report_label_support(support: dict[str, int]) -> None:
+    """Print the training sentences per label before training; warn about labels the verifier cannot learn."""
+    rank_zero_info(f"[ecr.erv] training sentences per label: {format_support(support)}")
+    if missing := unsupported_labels(support):
+        rank_zero_warn(
+            f"ERV: label(s) {missing} have no training sentence: the verifier will never predict them and the "
+            "explanation reward cannot credit them (see `ecr label --emotion_map`, docs/custom_data.md)"
+        )
 
 
 class ERVModule(StageModule):
@@ -135,8 +147,10 @@ class ERVModule(StageModule):
             self.hparams["label_space"] = dm_labels  # so checkpoints rebuild without the DataModule
         elif dm_labels and dm_labels != self.label_names:
             raise ConfigError(f"ERVModule labels {self.label_names} differ from the DataModule's {dm_labels}")
-        if stage == "fit" and self.hparams.pos_weight and dm is not None and hasattr(dm, "label_counts"):
-            self.pos_weight = pos_weights(dm.label_counts(), len(dm.train_rows), self.hparams.pos_weight_max)
+        if stage == "fit" and dm is not None and hasattr(dm, "label_counts"):
+            report_label_support(dict(zip(self.label_names, dm.label_counts().tolist(), strict=True)))
+            if self.hparams.pos_weight:
+                self.pos_weight = pos_weights(dm.label_counts(), len(dm.train_rows), self.hparams.pos_weight_max)
 
     def _mapping(self) -> dict[str, str] | None:
         assert self.label_names is not None
@@ -158,6 +172,7 @@ class ERVModule(StageModule):
             )
         mapping = self._mapping()  # a task label outside the label space fails here, before any weights load
         model, tokenizer = build_student(self.hparams.student, self.label_names)
+        model.train()  # from_pretrained returns eval mode (dropout off); Lightning switches modes per loop from here
         if self.hparams.freeze_embeddings:
             model.get_input_embeddings().requires_grad_(False)
         self.verifier = HFVerifier(

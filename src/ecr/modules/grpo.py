@@ -32,6 +32,7 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from ecr.errors import ConfigError
 from ecr.metrics import RecognitionMetrics
@@ -52,6 +53,7 @@ from ecr.rl.rollout import (
     eval_mode,
     prefix_groups,
 )
+from ecr.rl.spread import ZeroSpreadMonitor
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 AdvantageScale = Literal["group", "batch", "none"]
@@ -184,6 +186,7 @@ class GRPOModule(PolicyStageModule):
         self._buffer: list[Rollout] = []
         self.max_nonfinite_skips = max_nonfinite_skips
         self.val_recognition: RecognitionMetrics | None = None  # built in setup (needs the label set)
+        self.zero_spread = ZeroSpreadMonitor()  # warns when every group has zero reward spread for a while
 
     # ------------------------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -395,6 +398,9 @@ class GRPOModule(PolicyStageModule):
         values["train/tokens_per_s"] = float(lengths.sum()) / gen if gen > 0 else 0.0
         self.log_dict(values, batch_size=n)
         self.log("reward", values["train/reward"], prog_bar=True, logger=False, batch_size=n)
+        g, t = self.settings["num_generations"], self.sampling.temperature
+        if warning := self.zero_spread.update(values["train/frac_zero_std"], num_generations=g, temperature=t):
+            rank_zero_warn(warning)
 
     def _maybe_log_completions(self, buffer: Sequence[Rollout]) -> None:
         every = self.settings["log_completions_every_n_steps"]

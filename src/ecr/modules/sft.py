@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ecr.data.requirements import require_explanations
 from ecr.models import PolicyConfig
 from ecr.modules.base import OptimizerFactory, PolicyStageModule
 
@@ -46,6 +47,15 @@ class SFTModule(PolicyStageModule):
             optimizer=optimizer,
         )
         self.save_hyperparameters(self.policy_hparams())
+
+    def setup(self, stage: str) -> None:
+        """First check that every train/val row has an explanation: before the processor and the weights load."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage in ("fit", "validate") and hasattr(datamodule, "splits"):
+            if datamodule.splits is None:
+                datamodule.setup(stage)
+            require_explanations(datamodule.splits)
+        super().setup(stage)
 
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         loss, n_tokens = self.backbone.loss(batch)

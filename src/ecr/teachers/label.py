@@ -34,6 +34,7 @@ from ecr.prompts import extract_think
 from ecr.rows import BadRow, iter_rows
 from ecr.sentences import get_splitter
 from ecr.teachers.base import Missing, Teacher, TeacherLabel
+from ecr.teachers.coverage import coverage_warnings
 from ecr.teachers.openai_chat import OpenAIConfig
 
 TeacherName = Literal["lexicon", "openai", "classifier"]
@@ -58,6 +59,7 @@ class LabelReport:
     distribution: dict[str, int] = field(default_factory=dict)
     distribution_after_balance: dict[str, int] = field(default_factory=dict)
     teacher: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def read_texts(
@@ -222,12 +224,15 @@ def make_teacher(
     cache: str | Path | None = None,
     classifier_path: str | None = None,
     classifier_threshold: float = 0.5,
+    emotion_map: dict[str, str | None] | None = None,
 ) -> Teacher:
     """Build a teacher by name (imports are local so the lexicon path never loads the API client)."""
+    if emotion_map and teacher != "lexicon":
+        raise ConfigError(f"emotion_map is an option of the lexicon teacher, not of teacher={teacher}")
     if teacher == "lexicon":
         from ecr.teachers.lexicon import LexiconTeacher
 
-        return LexiconTeacher(labels)
+        return LexiconTeacher(labels, emotion_map=emotion_map)
     if teacher == "openai":
         from ecr.teachers.openai_chat import OpenAITeacher
 
@@ -241,6 +246,18 @@ def make_teacher(
             raise ConfigError("teacher=classifier needs classifier_path (a local HF classification folder)")
         return ClassifierTeacher(classifier_path, labels, threshold=classifier_threshold)
     raise ConfigError(f"unknown teacher {teacher!r}; choose lexicon, openai or classifier")
+
+
+def teacher_coverage_warnings(teacher: Teacher, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """`ecr.teachers.coverage` warnings for these labelled rows (the lexicon's unreachable labels included)."""
+    labels = list(getattr(teacher, "label_names", ()) or sorted({lbl for r in rows for lbl in r["labels"]}))
+    unreachable = teacher.unreachable_labels() if hasattr(teacher, "unreachable_labels") else []
+    hint = (
+        "; map the lexicon's emotions onto the labels with --emotion_map"
+        if hasattr(teacher, "emotion_to_label")
+        else ""
+    )
+    return coverage_warnings([r["labels"] for r in rows], labels, unreachable=unreachable, hint=hint)
 
 
 def check_output_path(path: str | Path) -> None:
@@ -304,6 +321,7 @@ def label_command(
     cache: Path | None = None,
     classifier_path: str | None = None,
     classifier_threshold: float = 0.5,
+    emotion_map: dict[str, str | None] | None = None,
 ) -> int:
     """Pseudo-label descriptions into the ERV training set (JSONL: text, labels, probs, source, group).
 
@@ -324,7 +342,12 @@ def label_command(
         cache: teacher answer cache (JSONL); default `<output>.cache.jsonl`.
         classifier_path: local HF classification folder for teacher=classifier.
         classifier_threshold: probability above which a classifier class is a label.
+        emotion_map: lexicon teacher: NRC emotion (anger, anticipation, disgust, fear, joy, sadness, surprise,
+            trust) -> label, e.g. `{joy: excited, anticipation: excited, fear: tense, anger: tense, sadness: bored,
+            trust: calm}`; null drops an emotion. Needed for label sets the defaults cannot reach.
 
+    Warns (stderr, and `warnings` in the summary) when most sentences fall to neutral or a label is never
+    assigned, with the count per label.
     Returns 0 on success, 1 when nothing could be labelled, 2 on a configuration or input error.
     """
     try:
@@ -333,13 +356,14 @@ def label_command(
         cache_path = cache if cache is not None else output.with_name(output.name + ".cache.jsonl")
         t = make_teacher(
             teacher, labels, openai=openai, cache=cache_path, classifier_path=classifier_path,
-            classifier_threshold=classifier_threshold,
+            classifier_threshold=classifier_threshold, emotion_map=emotion_map,
         )  # fmt: skip
         texts = read_texts(input, text_field=text_field, splits=splits, report=report)
         rows = label_sentences(
             texts, t, split_sentences=split_sentences, splitter=splitter, dedupe=dedupe, report=report
         )
         report.distribution = label_distribution(lbl for r in rows for lbl in r["labels"])
+        report.warnings = teacher_coverage_warnings(t, rows)
         rows = balance_rows(rows, mode=balance, ratio=balance_ratio, seed=seed, teacher=t, report=report)
         if balance != "none":
             report.distribution_after_balance = label_distribution(lbl for r in rows for lbl in r["labels"])
@@ -355,6 +379,8 @@ def label_command(
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps({"input": str(input), "output": str(output), **report.__dict__}, indent=2) + "\n")
     print(format_report(report))
+    for warning in report.warnings:
+        print(f"ecr label: WARNING: {warning}", file=sys.stderr)
     if not rows:
         print(f"ecr label: nothing labelled from {input} (see {summary})", file=sys.stderr)
         return 1

@@ -98,6 +98,11 @@ class LexiconTeacher:
                 out[emotion] = target
         return out
 
+    def unreachable_labels(self) -> list[str]:
+        """Labels (not neutral) that no lexicon emotion maps onto: only the label's own word can produce them."""
+        targets = set(self.emotion_to_label.values())
+        return [lbl for lbl in self.label_names if lbl != NEUTRAL and lbl not in targets]
+
     def settings(self) -> dict[str, Any]:
         return {
             "teacher": self.name,

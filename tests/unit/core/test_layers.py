@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("modules",),
     ("callbacks", "export", "explore", "evaluation"),
     ("fixtures",),
-    ("cli", "pipeline"),
+    ("cli", "pipeline", "project"),
 )
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -147,7 +147,9 @@ def test_training_order_is_seeded_per_epoch(tmp_path):
     many = _many(tmp_path / "many.jsonl")
 
     def epoch_ids(seed: int, epoch: int, shuffle: bool = True) -> tuple[list[str], list[str]]:
-        dm = TextDataModule(many, labels="dfew", val_fraction=0.0, batch_size=4, seed=seed, shuffle=shuffle)
+        dm = TextDataModule(
+            many, labels="dfew", val_fraction=0.0, test_fraction=0.0, batch_size=4, seed=seed, shuffle=shuffle
+        )
         loader = dm.train_dataloader()  # sets up on demand
         loader.sampler.set_epoch(epoch)
         return [i for batch in loader for i in batch["ids"]], [r.id for r in dm.splits["train"]]

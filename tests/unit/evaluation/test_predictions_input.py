@@ -147,7 +147,28 @@ def test_rows_without_a_split_are_split_as_the_datamodule_does(tmp_path: Path, s
         dataset = read_split(manifest, DFEW, split, val_fraction=0.25, test_fraction=0.25, seed=3)
         assert list(dataset.labels) == [r.id for r in dm.splits[split]]
     with pytest.raises(ManifestError, match=r"the 'test' split is empty .*--test_fraction"):
-        read_split(manifest, DFEW, "test")  # default test_fraction 0: no test clip
+        read_split(manifest, DFEW, "test", test_fraction=0.0)  # no test clip
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_default_split_is_one_definition_shared_by_data_and_score(tmp_path: Path, suffix: str) -> None:
+    """Issue 18.5: a manifest without a split column gives `ecr score`/`ecr report` the DataModule's test clips."""
+    import inspect
+
+    from ecr.data import ClipDataModule
+    from ecr.evaluation.report import report_command
+    from ecr.evaluation.score import score_command
+
+    manifest = _manifest(tmp_path, with_split=False, suffix=suffix)
+    dm = ClipDataModule(root=tmp_path, manifest=manifest, labels="dfew")  # every split option at its default
+    dm.setup()
+    assert dm.splits is not None and dm.splits["test"], "the default split must hold out test clips"
+    for split in ("train", "val", "test"):
+        assert list(read_split(manifest, DFEW, split).labels) == [r.id for r in dm.splits[split]]
+    for fn in (score_command, report_command):
+        params = inspect.signature(fn).parameters
+        assert params["test_fraction"].default == dm.test_fraction
+        assert params["val_fraction"].default == dm.val_fraction and params["split_seed"].default == dm.seed
 
 
 def test_report_command_counts_skipped_rows_on_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

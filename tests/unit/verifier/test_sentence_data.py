@@ -128,3 +128,29 @@ def test_train_loader_resumes_mid_epoch_exactly(tmp_path: Path, sampler: str) ->
     resumed = loader()
     resumed.load_state_dict(interrupted.state_dict())
     assert seen + [b["text"] for b in resumed] == full
+
+
+def test_erv_student_trains_with_dropout_on(tmp_path: Path) -> None:
+    """Issue 18.8: `from_pretrained` returns the student in eval mode; every module must train during fit."""
+    import lightning as L
+
+    from ecr.modules.erv import ERVModule
+
+    rows = [{"text": f"sentence {i}", "labels": [["calm", "tense"][i % 2]]} for i in range(8)]
+    dm = SentenceDataModule(str(write(tmp_path / "s.jsonl", rows)), ["calm", "tense"], batch_size=4, val_fraction=0.25)
+    seen: dict[str, list[str]] = {}
+
+    class Modes(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+            seen["eval"] = [n for n, m in pl_module.named_modules() if not m.training]
+            seen["dropout"] = [n for n, m in pl_module.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+
+    module = ERVModule(student="minilm", max_length=16, freeze_embeddings=True)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=1, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path, callbacks=[Modes()],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    assert seen["dropout"], "the student has no dropout: this test would prove nothing"
+    assert seen["eval"] == []
