@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ecr.errors import ConfigError
+from ecr.extras import check_installed
 from ecr.hub import resolve_pretrained
 from ecr.models.backbone import (
     CollateMode,
@@ -45,6 +46,7 @@ def quantization_config(cfg: PolicyConfig, skip_modules: list[str]) -> Any | Non
     """bitsandbytes config for `cfg.quantization`; `skip_modules` stay unquantised (heads, towers)."""
     if cfg.quantization == "none":
         return None
+    check_installed("bitsandbytes", f"policy.quantization={cfg.quantization} (bitsandbytes)")
     from transformers import BitsAndBytesConfig
 
     if cfg.quantization == "8bit":
