@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ecr.errors import ConfigError
-from ecr.extras import check_installed
+from ecr.extras import check_installed, require_version
 from ecr.hub import resolve_pretrained
 from ecr.models.backbone import (
     CollateMode,
@@ -67,6 +67,7 @@ class HFBackbone:
     name = "hf"
     model_class: Any = None  # e.g. transformers.AutoModelForCausalLM
     tower_prefixes: dict[str, str] = {}  # {"vision": "model.visual", ...} module names of the media towers
+    min_transformers: str | None = None  # the oldest transformers whose model class has this family's layout
     default_lora_targets: str | list[str] = "all-linear"
     always_skip_quantization: tuple[str, ...] = ("lm_head",)
 
@@ -126,6 +127,8 @@ class HFBackbone:
         """Load weights, quantise, freeze, add LoRA. Idempotent: a second call returns the same module."""
         if self.model is not None:
             return self.model
+        if self.min_transformers:
+            require_version("transformers", self.min_transformers, f"the {self.name} backbone (its module layout)")
         cfg = self.config
         kwargs: dict[str, Any] = {"dtype": _DTYPES[cfg.dtype], "local_files_only": True}
         if cfg.attn_implementation:

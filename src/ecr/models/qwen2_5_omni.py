@@ -246,6 +246,7 @@ class QwenOmniBackbone(HFBackbone):
 
     name = "qwen2_5_omni"
     tower_prefixes = {"vision": "model.visual", "audio": "model.audio_tower"}
+    min_transformers = "5.21.0"  # Qwen2_5OmniThinkerModel (towers under `model.`) first ships in 5.21
     default_lora_targets = module_regex("model.language_model.layers", _LM_PROJECTIONS)
 
     @property
