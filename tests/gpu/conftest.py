@@ -24,10 +24,9 @@ ON_CPU = os.environ.get("ECR_GPU_TESTS_ON_CPU", "").strip() not in ("", "0")
 HAS_CUDA = torch.cuda.is_available()
 
 
-
 @pytest.fixture
 def device() -> str:
-    """"cuda"; "cpu" with ECR_GPU_TESTS_ON_CPU=1 and no GPU; else the test skips."""
+    """ "cuda"; "cpu" with ECR_GPU_TESTS_ON_CPU=1 and no GPU; else the test skips."""
     if not (HAS_CUDA or ON_CPU):
         pytest.skip("needs a CUDA device (ECR_GPU_TESTS_ON_CPU=1 runs this test on the CPU)")
     return "cuda" if HAS_CUDA else "cpu"
@@ -35,7 +34,7 @@ def device() -> str:
 
 @pytest.fixture
 def cuda() -> str:
-    """"cuda", or the test skips: DeepSpeed and 4-bit training run on CUDA only (docs/method.md §7)."""
+    """ "cuda", or the test skips: DeepSpeed and 4-bit training run on CUDA only (docs/method.md §7)."""
     if not HAS_CUDA:
         pytest.skip("needs a CUDA device")
     return "cuda"

@@ -77,7 +77,9 @@ def test_encode_once_equals_the_plain_forward(policy, samples, device, dtype):
         inputs["attention_mask"] = torch.cat([batch["attention_mask"], mask], 1)
         logits = bb.model(**inputs).logits[:, batch["input_ids"].shape[1] - 1 : -1]
         plain = torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None])[..., 0]
-        repeated = bb.token_logprobs(prompt.repeat_interleave(G), ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0))
+        repeated = bb.token_logprobs(
+            prompt.repeat_interleave(G), ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)
+        )
     assert _max_diff(cached, plain) <= TOL[dtype], _max_diff(cached, plain)
     assert _max_diff(repeated, cached.repeat_interleave(G, 0)) <= TOL[dtype]
 

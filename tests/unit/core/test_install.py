@@ -113,7 +113,8 @@ def test_require_names_the_extra_and_keeps_other_import_errors(monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "pysbd", None)  # an import of it now fails as if absent
     with pytest.raises(MissingExtraError, match=r"splitter needs pysbd, which is not installed: pip install 'ecr\[t"):
         require("pysbd", "the splitter")
-    monkeypatch.setitem(sys.modules, "timm", None)
+    for name in [m for m in sys.modules if m == "timm" or m.startswith("timm.")] + ["timm", "timm.layers"]:
+        monkeypatch.setitem(sys.modules, name, None)  # also when an earlier test imported timm already
     with pytest.raises(MissingExtraError, match=r"ecr\[humanomni\]"):
         require("timm.layers", "HumanOmni")
     assert require("json", "anything") is json
@@ -167,3 +168,17 @@ def test_cli_deepspeed_strategy_without_deepspeed_names_the_extra(tmp_path: Path
     assert "error: MissingExtraError: trainer.strategy (DeepSpeed) needs deepspeed" in res.stderr
     assert "pip install 'ecr[deepspeed]'" in res.stderr
     assert "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
+def test_a_backbone_refuses_an_older_transformers_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `--no-deps` installation (a GPU image with transformers 5.17) is refused before any weights load."""
+    import importlib.metadata
+
+    from ecr.models import PolicyConfig, build_backbone
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "5.17.0" if d == "transformers" else real(d))
+    backbone = build_backbone(PolicyConfig(model="/nonexistent/qwen2.5-omni"))
+    with pytest.raises(MissingExtraError, match=r"qwen2_5_omni backbone .* needs transformers>=5\.23\.0, but "
+                       r"transformers 5\.17\.0 is installed"):  # fmt: skip
+        backbone.load()
