@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI's lower-bound leg: a fresh venv (.venv-lower) with the lowest supported versions (requirements/lower.txt,
-# the GPU image's torch 2.11 / transformers 5.17 stack) runs the fast unit tests, so pyproject.toml's lower
+# the GPU image's torch 2.11 / lightning 2.6.6 stack) runs the fast unit tests, so pyproject.toml's lower
 # bounds are tested, not hoped. Prints the install and test times. Usage: .ci/lower_bound.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -62,7 +62,7 @@ while todo:
             todo.append(sub)
 print("\n".join(f"{n}=={v}" for n, v in sorted(seen.items())))
 PYEOF
-# An image package older than ecr's range (transformers 5.17 < 5.21) is carried too, at the lock's version.
+# An image package older than ecr's range (transformers 5.17 < 5.23) is carried too, at the lock's version.
 mapfile -t stale < <("$PY_BIN" - <<'PYEOF'
 import tomllib
 from packaging.requirements import Requirement
