@@ -1,5 +1,6 @@
-# ecr runtime image: system FFmpeg (torchcodec's decoder libraries) + the pinned Python stack of pyproject.toml.
-# PyPI's torch 2.14.1 wheels carry their own CUDA runtime, cuDNN and NCCL, so the image runs on NVIDIA GPUs
+# ecr runtime image: system FFmpeg (torchcodec's decoder libraries) + ecr with every extra at the exact tested
+# versions of requirements/lock.txt (docs/install.md).
+# PyPI's torch wheels (the lock's 2.14.1) carry their own CUDA runtime, cuDNN and NCCL, so the image runs on NVIDIA GPUs
 # with only the host driver (NVIDIA Container Toolkit: `docker run --gpus all`). Data, model folders, the HF
 # cache and run outputs are mounted, never copied in; the container runs as the non-root user `ecr`.
 #   docker build -t ecr .
@@ -17,10 +18,11 @@ RUN apt-get update \
 
 WORKDIR /opt/ecr
 COPY pyproject.toml README.md ./
+COPY requirements ./requirements
 COPY src ./src
-# Exactly the project's pinned requirements (every one is `==` in pyproject.toml; tests/unit/core/test_dockerfile.py).
+# Exactly the lock's versions (every package pinned there; tests/unit/core/test_dockerfile.py).
 RUN pip install --no-cache-dir pip==26.3 \
-    && pip install --no-cache-dir /opt/ecr \
+    && pip install --no-cache-dir -c requirements/lock.txt "/opt/ecr[all]" \
     && pip check
 
 RUN useradd --create-home --uid 1000 ecr

@@ -1,7 +1,9 @@
 """GRPO step time: media encoded once per prompt (ecr) vs re-encoded per completion (the paper's code path).
 
-One step on B prompts with G completions each, on real synthetic clips at the processor's default frame size
-(max 448 x 448 pixels: realistic media-token counts), LoRA on the tiny Qwen2.5-Omni thinker:
+One step on B prompts with G completions each, on the synthetic dataset's clips (pre-decoded tensors: no FFmpeg
+needed) at the processor's default frame size (max 448 x 448 pixels: realistic media-token counts), LoRA on the
+tiny Qwen2.5-Omni thinker, or (`--lm qwen2.5-omni-3b`) on a random thinker whose language model has
+Qwen2.5-Omni-3B's shape (36 layers, hidden 2048, vocab 151,936; towers tiny; no weights needed) on a GPU:
 - `ecr`: `encode_prompt` once per prompt batch, G samples per prompt in ONE `generate` call that prefills each
   prompt once and decodes its G completions from that KV cache (`group_size=G`), policy log-probs (with
   backward) and adapter-disabled reference log-probs on the same encoding, each prompt run once per group with
@@ -16,12 +18,12 @@ Both generate exactly `--tokens` tokens (`min_new_tokens`), are interleaved with
 over the per-completion path, and the vision/audio tower runs per step counted with forward hooks.
 
     .venv/bin/python benchmarks/bench_grpo.py [--prompts 2] [--groups 4 8] [--tokens 32] [--repeats 3]
+        [--lm tiny|qwen2.5-omni-3b] [--device cpu|cuda] [--dtype float32|bfloat16]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -29,23 +31,16 @@ from pathlib import Path
 
 import torch
 
-from ecr.data import decode_clip
-from ecr.fixtures import build_tiny_omni, synthesize
-from ecr.labels import get_label_set
+from ecr.fixtures import build_tiny_omni, synth_samples
+from ecr.fixtures.tiny_models import QWEN25_OMNI_3B_LM
 from ecr.models import PolicyConfig, load_policy
 
+LM_SHAPES = {"tiny": None, "qwen2.5-omni-3b": QWEN25_OMNI_3B_LM}
 
-def samples(root: Path, n: int, frames: int, size: int) -> list[dict]:
-    manifest = synthesize(root, num_clips=n, labels="dfew", seed=0, size=size, duration=2.0)
-    labels = get_label_set("dfew")
-    out = []
-    for line in manifest.read_text().splitlines():
-        row = json.loads(line)
-        clip = decode_clip(root / row["video"], num_frames=frames)
-        out.append({"id": row["id"], "label": row["label"], "label_id": labels.index(row["label"]),
-                    "explanation": row["explanation"], "frames": clip.frames, "frame_times": clip.frame_times,
-                    "audio": clip.audio, "sample_rate": clip.sample_rate, "duration": clip.duration})  # fmt: skip
-    return out
+
+def samples(n: int, frames: int, size: int) -> list[dict]:
+    """`n` pre-decoded synthetic clips (ClipSample dicts) of 2 s with `frames` frames of `size` x `size`."""
+    return synth_samples(n, labels="dfew", seed=0, num_frames=frames, size=size, duration=2.0)
 
 
 def ecr_step(bb, batch, group: int, tokens: int, share_prefill: bool = True) -> float:
@@ -107,19 +102,27 @@ def main() -> None:
     p.add_argument("--size", type=int, default=448, help="synthetic frame size in pixels")
     p.add_argument("--hidden", type=int, default=64, help="hidden size of the tiny Omni")
     p.add_argument("--repeats", type=int, default=3, help="measured rounds after a warm-up")
+    p.add_argument("--lm", choices=sorted(LM_SHAPES), default="tiny", help="language model shape (towers stay tiny)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--dtype", default="float32", help="policy dtype: float32 | bfloat16")
     args = p.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_tiny_omni(Path(tmp) / "tiny", hidden_size=args.hidden)
-        clips = samples(Path(tmp) / "clips", args.prompts, args.frames, args.size)
-        bb = load_policy(PolicyConfig(model=str(model), lora={"r": 8, "dropout": 0.0}))
-        batch = bb.collator("generate")(clips)
+        with torch.device(args.device):  # random init on the target device (a 3B LM initialises fast on a GPU)
+            model = build_tiny_omni(Path(tmp) / "tiny", hidden_size=args.hidden, text=LM_SHAPES[args.lm],
+                                    dtype=args.dtype)  # fmt: skip
+        clips = samples(args.prompts, args.frames, args.size)
+        bb = load_policy(PolicyConfig(model=str(model), dtype=args.dtype, lora={"r": 8, "dropout": 0.0}), args.device)
+        bb.model.to(args.device)
+        batch = {k: v.to(args.device) if torch.is_tensor(v) else v for k, v in bb.collator("generate")(clips).items()}
         thinker = bb.base_model
         runs = {"n": 0}
         thinker.model.visual.register_forward_hook(lambda *_: runs.__setitem__("n", runs["n"] + 1))
         media = int((batch["input_ids"] == thinker.config.video_token_id).sum(-1)[0])
         audio = int((batch["input_ids"] == thinker.config.audio_token_id).sum(-1)[0])
-        print(f"tiny Omni hidden {args.hidden}, {args.prompts} prompts, {media} video + {audio} audio tokens per "
+        lm = bb.base_model.config.text_config
+        print(f"Omni LM {args.lm} ({lm.num_hidden_layers} x {lm.hidden_size}), towers {args.hidden}, {args.dtype} "
+              f"on {args.device}, {args.prompts} prompts, {media} video + {audio} audio tokens per "
               f"prompt, {args.tokens} completion tokens, LoRA r=8, CPU threads {torch.get_num_threads()}")  # fmt: skip
         print(f"{'G':>3} {'path':<16} {'median s/step':>14} {'generate s':>11} {'tower runs/step':>16} {'speed-up':>9}")
         for group in args.groups:
@@ -134,6 +137,8 @@ def main() -> None:
                     torch.manual_seed(rep)
                     t0 = time.perf_counter()
                     generate_s = step(bb, batch, group, args.tokens)
+                    if args.device.startswith("cuda"):
+                        torch.cuda.synchronize()
                     if rep:
                         times[name].append(time.perf_counter() - t0)
                         gen_times[name].append(generate_s)

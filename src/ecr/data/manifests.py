@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from ecr.data.types import ClipRecord
 from ecr.errors import ConfigError, LabelError, ManifestError, reading_text
+from ecr.extras import require
 from ecr.labels import DFEW, MAFW, LabelSet, get_label_set
 from ecr.rows import BadRow, iter_rows
 
@@ -259,8 +260,7 @@ def read_dfew(
 # --------------------------------------------------------------------------------------------------- MAFW
 def _mafw_label_rows(path: Path, label_column: int, what: str) -> Iterator[tuple[int, str, str]]:
     """(row number, clip name without extension, label cell as text) of a MAFW label workbook's data rows."""
-    import openpyxl
-
+    openpyxl = require("openpyxl", f"the MAFW {what} workbook {path}")
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as err:  # openpyxl raises several unrelated types for a broken file

@@ -13,8 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from ecr.extras import require
+
+_FEATURE = "ecr report's plots (matplotlib)"
+FigureCanvasAgg = require("matplotlib.backends.backend_agg", _FEATURE).FigureCanvasAgg
+Figure = require("matplotlib.figure", _FEATURE).Figure
 
 # One colour per run in grouped bars (matplotlib's tab10, as hex so the HTML can use the same colours).
 RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")

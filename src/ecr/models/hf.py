@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ecr.errors import ConfigError
+from ecr.extras import check_installed, require_version
 from ecr.hub import resolve_pretrained
 from ecr.models.backbone import (
     CollateMode,
@@ -46,6 +47,7 @@ def quantization_config(cfg: PolicyConfig, skip_modules: list[str]) -> Any | Non
     """bitsandbytes config for `cfg.quantization`; `skip_modules` stay unquantised (heads, towers)."""
     if cfg.quantization == "none":
         return None
+    check_installed("bitsandbytes", f"policy.quantization={cfg.quantization} (bitsandbytes)")
     from transformers import BitsAndBytesConfig
 
     if cfg.quantization == "8bit":
@@ -66,6 +68,7 @@ class HFBackbone:
     name = "hf"
     model_class: Any = None  # e.g. transformers.AutoModelForCausalLM
     tower_prefixes: dict[str, str] = {}  # {"vision": "model.visual", ...} module names of the media towers
+    min_transformers: str | None = None  # the oldest transformers whose model class has this family's layout
     default_lora_targets: str | list[str] = "all-linear"
     always_skip_quantization: tuple[str, ...] = ("lm_head",)
 
@@ -125,6 +128,8 @@ class HFBackbone:
         """Load weights, quantise, freeze, add LoRA. Idempotent: a second call returns the same module."""
         if self.model is not None:
             return self.model
+        if self.min_transformers:
+            require_version("transformers", self.min_transformers, f"the {self.name} backbone (its module layout)")
         cfg = self.config
         kwargs: dict[str, Any] = {"dtype": _DTYPES[cfg.dtype], "local_files_only": True}
         if cfg.attn_implementation:

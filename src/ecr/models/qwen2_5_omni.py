@@ -246,6 +246,9 @@ class QwenOmniBackbone(HFBackbone):
 
     name = "qwen2_5_omni"
     tower_prefixes = {"vision": "model.visual", "audio": "model.audio_tower"}
+    # Qwen2_5OmniThinkerModel (towers under `model.`) ships from 5.21; with 5.21/5.22 the processor's audio
+    # placeholders do not match the audio features ecr encodes (the lower-bound leg: docs/install.md)
+    min_transformers = "5.23.0"
     default_lora_targets = module_regex("model.language_model.layers", _LM_PROJECTIONS)
 
     @property

@@ -28,6 +28,7 @@ from importlib import resources
 from typing import Any
 
 from ecr.errors import ConfigError
+from ecr.extras import require
 from ecr.labels import NEUTRAL, LabelSet, resolve_label_space
 from ecr.teachers.base import TeacherLabel, TeacherResult, map_into_space
 
@@ -52,7 +53,8 @@ _SUFFIXES = ("ing", "es", "ed", "ly", "s", "d")
 @lru_cache(maxsize=1)
 def load_nrc() -> dict[str, tuple[str, ...]]:
     """word -> NRC categories, from the file packaged in `nrclex` (6,468 words)."""
-    text = resources.files("nrclex").joinpath("data/nrc_en.json").read_text(encoding="utf-8")
+    package = require("nrclex", "the lexicon teacher (the NRC lexicon in nrclex)")
+    text = resources.files(package).joinpath("data/nrc_en.json").read_text(encoding="utf-8")
     return {w: tuple(cats) for w, cats in json.loads(text).items()}
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ecr.errors import ConfigError, TeacherError
+from ecr.extras import require
 from ecr.labels import NEUTRAL, LabelSet, resolve_label_space
 from ecr.teachers.base import Missing, TeacherLabel, TeacherResult, map_into_space
 from ecr.teachers.cache import AnswerCache, cache_key
@@ -159,7 +160,7 @@ class OpenAITeacher:
     # -- client and secrets ------------------------------------------------------------------------------------
     def _get_client(self) -> Any:
         if self._client is None:
-            import openai
+            openai = require("openai", "the API teacher/judge (openai chat completions)")
 
             key = os.environ.get(self.config.api_key_env)
             if not key:
@@ -199,7 +200,7 @@ class OpenAITeacher:
         return [*system, {"role": "user", "content": prompt}]
 
     def _ask(self, prompt: str, max_tokens: int) -> str | Missing:
-        import openai
+        openai = require("openai", "the API teacher/judge (openai chat completions)")
 
         client = self._get_client()
         cfg = self.config

@@ -1,6 +1,6 @@
-"""The Dockerfile installs exactly pyproject.toml's pinned stack, mounts data instead of copying it, runs as a
-non-root user with `ecr` as its entry point, and passes hadolint (the linter ships in the dev extra). There is
-no Docker engine here, so the image itself is not built by the tests."""
+"""The Dockerfile installs ecr with every extra under the exact pins of requirements/lock.txt, mounts data
+instead of copying it, runs as a non-root user with `ecr` as its entry point, and passes hadolint (the linter
+ships in the dev extra). There is no Docker engine here, so the image itself is not built by the tests."""
 
 from __future__ import annotations
 
@@ -42,24 +42,36 @@ def pip_installs(steps: list[tuple[str, str]]) -> list[list[str]]:
     return found
 
 
-def test_every_dependency_is_pinned_and_the_image_installs_exactly_the_project() -> None:
+def pip_constraints(steps: list[tuple[str, str]]) -> list[str]:
+    """The `-c FILE` arguments of every `pip install` in RUN steps."""
+    found = []
+    for kind, args in steps:
+        for command in re.split(r"&&|;", args) if kind == "RUN" else []:
+            words = shlex.split(command)
+            found += [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-c", "--constraint")]
+    return found
+
+
+def test_the_image_installs_the_project_with_all_extras_from_the_lock() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    unpinned = [d for d in project["dependencies"] if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.+]+", d)]
-    assert not unpinned, f"pyproject.toml dependencies must be exact pins for a reproducible image: {unpinned}"
     steps = instructions(DOCKERFILE.read_text())
     installs = pip_installs(steps)
     packages = [p for args in installs for p in args]
     project_dir = next(a.split()[-1] for k, a in steps if k == "WORKDIR")  # the first WORKDIR holds the project
-    assert project_dir in packages, f"the image must pip install the project at {project_dir}: {installs}"
-    others = [p for p in packages if p != project_dir]
-    assert all(re.fullmatch(r"pip==[\d.]+", p) for p in others), f"packages besides the project's pins: {others}"
-    assert not any("-e" in a.split() or "[" in a for k, a in steps if k == "RUN" and "pip install" in a)
+    assert f"{project_dir}[all]" in packages, f"the image must pip install {project_dir}[all]: {installs}"
+    others = [p for p in packages if p != f"{project_dir}[all]" and p not in pip_constraints(steps)]
+    assert all(re.fullmatch(r"pip==[\d.]+", p) for p in others), f"packages besides the project: {others}"
+    assert pip_constraints(steps) == ["requirements/lock.txt"], "the image must install under the lock"
+    assert not any("-e" in a.split() for k, a in steps if k == "RUN" and "pip install" in a)
     copies = [a for k, a in steps if k == "COPY"]
     assert any("pyproject.toml" in c for c in copies) and any(c.split()[0] == "src" for c in copies)
+    assert any(c.split()[0] == "requirements" for c in copies)
     assert any(k == "RUN" and "pip check" in a for k, a in steps)
     base = next(a for k, a in steps if k == "FROM")
     version = tuple(int(x) for x in re.search(r"python:(\d+)\.(\d+)", base).groups())
     assert version >= tuple(int(x) for x in project["requires-python"].lstrip(">=").split("."))
+    lock_python = (REPO / "requirements" / "lock.txt").read_text().split("(Python ", 1)[1].split(",")[0]
+    assert version == tuple(int(x) for x in lock_python.split(".")), "the image's Python must be the lock's"
 
 
 def test_data_is_mounted_not_copied_and_the_container_is_not_root() -> None:

@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[3] / "src" / "ecr"
 # Lowest first. Packages of one layer are independent of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("lazy", "errors"),
-    ("labels",),
+    ("labels", "extras"),
     ("prompts", "sentences", "rows", "hub"),
     ("data",),
     ("models",),

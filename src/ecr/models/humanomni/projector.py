@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecr.errors import ConfigError
+from ecr.extras import require
 
 # (RegStage depth, Conv3d padding) per projector type: the only two differences between the two projectors.
 PROJECTOR_GEOMETRY = {"all_in_one_small": (2, (1, 0, 0)), "all_in_one": (4, (1, 1, 1))}
@@ -27,10 +28,9 @@ def mlp2x_gelu(in_features: int, out_features: int) -> nn.Sequential:
 
 def reg_stage(depth: int, in_chs: int, out_chs: int) -> nn.Module:
     """timm's RegNet stage as HumanOmni builds it: depthwise bottlenecks, SE, SiLU, channel LayerNorm."""
-    from timm.layers import LayerNorm2d
-    from timm.models.regnet import RegStage
-
-    return RegStage(depth, in_chs, out_chs, stride=1, dilation=1, act_layer=nn.SiLU, norm_layer=LayerNorm2d)
+    layer_norm_2d = require("timm.layers", "the HumanOmni projectors (timm's RegNet stage)").LayerNorm2d
+    reg_stage_cls = require("timm.models.regnet", "the HumanOmni projectors (timm's RegNet stage)").RegStage
+    return reg_stage_cls(depth, in_chs, out_chs, stride=1, dilation=1, act_layer=nn.SiLU, norm_layer=layer_norm_2d)
 
 
 def sampled_side(side: int, spatial_padding: int) -> int:
