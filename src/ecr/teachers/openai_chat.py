@@ -238,7 +238,7 @@ class OpenAITeacher:
         it). Its slot is kept for one more `timeout` before it is released, so retries do not pile new requests
         on top of the abandoned ones (a slow server saw 55 in flight against `concurrency: 8` before).
         """
-        import openai
+        openai = require("openai", "the API teacher/judge (openai chat completions)")
 
         self._slots.acquire()
         release_now = True
