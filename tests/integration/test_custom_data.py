@@ -56,7 +56,7 @@ def test_data_check_with_an_sft_config_reports_the_missing_explanations(plain_da
     result = ecr(["data", "check", "--config", str(config)], plain_dataset)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no_explanation" in result.stdout and "SFT trains on explanations" in result.stderr
-    bad = [json.loads(line) for line in (plain_dataset / "clips/data_check_bad_rows.jsonl").read_text().splitlines()]
+    bad = [json.loads(line) for line in (plain_dataset / "data_check_bad_rows.jsonl").read_text().splitlines()]
     assert {b["reason"] for b in bad} == {"no_explanation"} and len(bad) == 7  # 8 rows, 1 held out for test
     # the same data under a GRPO config needs labels only: every row is usable
     result = ecr(["data", "check", "--config", str(stage_config(plain_dataset, "grpo"))], plain_dataset)
