@@ -192,7 +192,7 @@ def test_bad_input_is_the_same_error_as_ecr_score(tmp_path: Path, two_runs: tupl
         write_report([no_sentences], tmp_path / "r", labels="dfew", bootstrap=0)
     with pytest.raises(ConfigError, match="names: 1 names for 2"):
         write_report([a, b], tmp_path / "r", labels="dfew", names=["x"])
-    with pytest.raises(ConfigError, match="judge: 'openai' is not verifier or none"):
+    with pytest.raises(ConfigError, match="judge: 'openai' is not verifier, cue or none"):
         write_report([a], tmp_path / "r", labels="dfew", judge="openai")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="bootstrap: -1"):
         write_report([a], tmp_path / "r", labels="dfew", bootstrap=-1)
