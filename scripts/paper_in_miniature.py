@@ -86,13 +86,12 @@ def predict(run: Path, checkpoint: Path | None, test: Path, sampled_seed: int | 
     out = run / "predictions.jsonl"
     if out.is_file():
         return out
-    model = ""
+    args = ""
     if checkpoint is not None:
-        model += f"  init_args:\n    policy: null\n    checkpoint: {checkpoint}\n"
+        args += f"    policy: null\n    checkpoint: {checkpoint}\n"
     if sampled_seed is not None:
-        model += (model and "" or "  init_args:\n") + (
-            f"    seed: {sampled_seed}\n    generation:\n      do_sample: true\n      temperature: 1.0\n"
-        )
+        args += f"    seed: {sampled_seed}\n    generation:\n      do_sample: true\n      temperature: 1.0\n"
+    model = f"  init_args:\n{args}" if args else ""
     data = (
         f"data:\n  init_args:\n    root: {test.parent}\n    manifest: {test}\n    cache_dir: {test.parent / 'cache'}\n"
         "    batch_size: 8\n"
@@ -351,7 +350,7 @@ def criterion(res: dict) -> dict:
     }
 
 
-def gate_check(test: Path, bootstrap: int) -> dict:
+def gate_check(test: Path) -> dict:
     """The gate's four figures on the held-out clips (greedy and T = 1, seed 0), from the SFT export."""
     from ecr.evaluation.judges import CueJudge
     from ecr.labels import get_label_set
@@ -420,7 +419,7 @@ def main() -> None:
     from ecr.labels import get_label_set
 
     test = heldout(args.num_clips)
-    gate = gate_check(test, args.bootstrap)
+    gate = gate_check(test)
     (OUT / "gate.json").write_text(json.dumps(gate, indent=1))
     print(f"gate: {gate}", flush=True)
     if not gate["passed"] and not args.ignore_gate:
