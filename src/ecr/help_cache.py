@@ -3,8 +3,9 @@
 Building LightningCLI's parser imports Lightning, torchmetrics, transformers and every stage class and walks the
 Trainer's signature: 10-15 s on a laptop CPU for a text that only changes when the code, the installed packages,
 the command line or a `--config` file change. The help is stored under the cache folder keyed by all of those
-(and the terminal width), so the second `ecr fit --help` prints in well under a second. `scripts/setup.sh`
-builds it once. Set `ECR_CACHE` to move the folder (default `$XDG_CACHE_HOME/ecr`, else `~/.cache/ecr`).
+and wrapped at a fixed width, so the second `ecr fit --help` prints in well under a second; `scripts/setup.sh`
+builds the plain `ecr fit --help` once. Set `ECR_CACHE` to move the folder (default `$XDG_CACHE_HOME/ecr`,
+else `~/.cache/ecr`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import hashlib
 import io
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
 HELP_FLAGS = frozenset({"-h", "--help"})
+HELP_WIDTH = 100
 PACKAGES = ("ecr", "lightning", "jsonargparse", "torch", "transformers", "peft", "docstring-parser")
 
 
@@ -69,14 +70,14 @@ def _config_texts(argv: Sequence[str]) -> list[str]:
 
 
 def help_key(argv: Sequence[str]) -> str:
-    """The cache key of the help text `argv` prints (code, packages, arguments, configs, terminal width)."""
+    """The cache key of the help text `argv` prints (code, packages, arguments, configs)."""
+    configs = _config_texts(argv)
     parts = {
         "argv": list(argv),
-        "cwd": os.getcwd(),  # relative --config paths and defaults printed relative to it
-        "configs": _config_texts(argv),
+        "cwd": os.getcwd() if configs else "",  # a config's relative paths are printed as given
+        "configs": configs,
         "source": _source_fingerprint(),
         "versions": _versions(),
-        "columns": shutil.get_terminal_size().columns,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -89,6 +90,8 @@ def print_help_cached(argv: Sequence[str], build: Callable[[], None]) -> None:
         print(path.read_text(encoding="utf-8"), end="")
         raise SystemExit(0)
     buffer = io.StringIO()
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(HELP_WIDTH)  # one text for every terminal (argparse wraps at COLUMNS - 2)
     try:
         with contextlib.redirect_stdout(buffer):
             build()
@@ -101,4 +104,9 @@ def print_help_cached(argv: Sequence[str], build: Callable[[], None]) -> None:
                 tmp.write_text(buffer.getvalue(), encoding="utf-8")
                 tmp.replace(path)
         raise
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
     print(buffer.getvalue(), end="")
