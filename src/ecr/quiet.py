@@ -2,7 +2,8 @@
 
 Each filter names one known message; nothing is silenced by category or by library, so a real warning from
 the same package still shows. Dropped: Lightning's advertising tips (litlogger/litmodels), Lightning's
-`LeafSpec` deprecation (Lightning's own call into torch's pytree, nothing a user can change), DeepSpeed's
+`LeafSpec` deprecation (Lightning's own call into torch's pytree, nothing a user can change), the
+`is_gradient_checkpointing` rename that peft still reads, DeepSpeed's
 "Setting accelerator to CPU" notice (printed on import, also by commands that never use DeepSpeed), and, when
 the output is not a terminal (a log file, a pipeline captured by CI), the Hugging Face progress bars ("Loading
 weights", "Writing model shards"), which a file receives as carriage-return garbage; on a terminal they stay.
@@ -20,6 +21,8 @@ import warnings
 _WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     (r".*isinstance\(treespec, LeafSpec\)` is deprecated", Warning),
     (r".*LeafSpec.* is deprecated", Warning),
+    # transformers 5 renamed it; peft (LoRA set-up) still reads the old name
+    (r"`is_gradient_checkpointing` is deprecated", FutureWarning),
 )
 # logger name -> message prefixes dropped from it
 _LOG_LINES: dict[str, tuple[str, ...]] = {

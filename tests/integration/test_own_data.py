@@ -65,5 +65,6 @@ def test_the_readme_own_data_commands_run_end_to_end(tmp_path: Path) -> None:
         assert metrics["n"] > 0 and metrics["war"] is not None and metrics["epc"] is not None, metrics
         predictions = (run / name / "predictions.jsonl").read_text().splitlines()
         assert len(predictions) == metrics["n"]
+        assert not (run / name / "tb").exists()  # `ecr predict` logs nothing: no near-empty TensorBoard folder
     assert list((run / "grpo").rglob("last.ckpt")) and list((run / "grpo").rglob("events.out.tfevents.*"))
     assert (run / "report/index.html").is_file()
