@@ -387,10 +387,8 @@ def sentence_sets(clips: Sequence[ClipView], judge: Judge) -> list[list[dict[str
             for c in clips
         ]
     if isinstance(judge, VerifierJudge):
-        from ecr.metrics.explanation import sentence_labels
-
         completions = [f"<think>{c.think}</think>" if c.think is not None else "" for c in clips]
-        return [None if s is None else [dict(x) for x in s] for s in sentence_labels(judge.reward, completions)]
+        return [None if s is None else [dict(x) for x in s] for s in judge.reader.sentence_labels(completions)]
     return [c.sentences for c in clips]
 
 

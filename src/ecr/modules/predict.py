@@ -51,7 +51,7 @@ from ecr.data.types import ClipRecord
 from ecr.errors import ConfigError, LabelError, ManifestError
 from ecr.labels import LabelSet
 from ecr.metrics.compound import CompoundAccuracy, label_mask
-from ecr.metrics.explanation import ExplanationMetrics, explanation_label, sentence_labels, verifier_mapping
+from ecr.metrics.explanation import ExplanationMetrics, explanation_label
 from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
 from ecr.metrics.rerank import best_candidates, score_candidates
 from ecr.models import PolicyConfig
@@ -281,7 +281,7 @@ class PredictModule(PolicyStageModule):
         return {
             "path": self.verifier_path,
             "threshold": self.reward.threshold,
-            "mapping": verifier_mapping(self.reward),
+            "mapping": self.reward.reader.class_mapping(),
         }
 
     # ------------------------------------------------------------------------------------------- predict
@@ -314,7 +314,7 @@ class PredictModule(PolicyStageModule):
         chosen = best_candidates(scored, n) if scored is not None else [0] * len(clips)
         keep = [i * n + j for i, j in enumerate(chosen)]  # flat index of each clip's kept candidate
         kept = [texts[k] for k in keep]
-        sentences = sentence_labels(self.reward, kept) if self.reward is not None else [None] * len(kept)
+        sentences = self.reward.reader.sentence_labels(kept) if self.reward is not None else [None] * len(kept)
         common = {
             "generation": asdict(self.generation),
             "seed": self.seed,
@@ -387,7 +387,7 @@ class PredictModule(PolicyStageModule):
         target = torch.tensor([index[r["label"]] for r in counted])  # [B']
         self.test_recognition.update(pred, target)
         if self.reward is not None:
-            mapping = verifier_mapping(self.reward)
+            mapping = self.reward.reader.class_mapping()
             judged = [explanation_label(r["sentences"], mapping, labels) for r in counted]
             explained = torch.tensor([index[j] if isinstance(j, str) else NO_LABEL for j in judged])  # [B']
             self.test_explanation.update(pred, explained, target)
