@@ -64,7 +64,7 @@ from ecr.metrics.compound import compound_hits, compound_scores, label_mask
 from ecr.metrics.explanation import ExplanationMetrics
 from ecr.metrics.intervals import ClipOutcomes, bootstrap_interval, paired_bootstrap
 from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
-from ecr.modules.report import markdown_table
+from ecr.rows import markdown_table
 from ecr.teachers.base import Missing
 from ecr.teachers.openai_chat import OpenAIConfig
 
