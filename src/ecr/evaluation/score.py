@@ -60,19 +60,14 @@ from ecr.evaluation.judges import (
 from ecr.evaluation.predictions import DatasetSplit, OnError, Prediction, PredictionsFile, load_predictions, read_split
 from ecr.labels import LabelSet, get_label_set
 from ecr.metrics.agreement import judge_agreement
-from ecr.metrics.compound import compound_hits, compound_scores, label_mask
+from ecr.metrics.assembly import ClipMetrics, class_ids
 from ecr.metrics.explanation import ExplanationMetrics
 from ecr.metrics.intervals import ClipOutcomes, bootstrap_interval, paired_bootstrap
-from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
 from ecr.rows import markdown_table
 from ecr.teachers.base import Missing
 from ecr.teachers.openai_chat import OpenAIConfig
 
 JudgeName = Literal["verifier", "cue", "openai", "none"]
-
-
-def _ids(values: Sequence[str | None], label_set: LabelSet) -> torch.Tensor:
-    return torch.tensor([label_set.labels.index(v) if v is not None else NO_LABEL for v in values], dtype=torch.long)
 
 
 def score_predictions(
@@ -107,25 +102,25 @@ def _score(
 ) -> tuple[dict[str, Any], ClipOutcomes]:
     """The metrics dict without intervals, and the per-clip class ids (first judge) the bootstrap resamples."""
     judges = _judge_list(judge)
+    labels = label_set.labels
     ids = [p.id for p in predictions]
-    recognition = RecognitionMetrics(label_set.labels)
-    target = _ids([p.label for p in predictions], label_set)  # [N]
-    pred = _ids([p.prediction for p in predictions], label_set)  # [N]
-    recognition.update(pred, target)
-    out: dict[str, Any] = {"labels": list(label_set.labels), **recognition.report()}
-    compound = _compound(predictions, pred, label_set)
-    if compound is not None:
-        out["compound"] = compound
+    target = class_ids([p.label for p in predictions], labels)  # [N]
+    pred = class_ids([p.prediction for p in predictions], labels)  # [N]
+    answers = [_judge_answers(predictions, j) for j in judges]  # per judge: (labels per clip, its report extras)
+    explained = [class_ids(a, labels) for a, _ in answers]  # per judge: long [N]
+    metrics = ClipMetrics(labels, judged=bool(judges))
+    metrics.update(pred, target, explained[0] if judges else None, [p.labels for p in predictions])
+    out = metrics.report(answers[0][1]["judge"] if judges else None)
     if not judges:
-        out["judge"] = None
-        return out, ClipOutcomes(pred, target, len(label_set.labels), ids=ids)
-    per_judge = [_judge_report(predictions, label_set, j, pred, target) for j in judges]
-    first, explained, _ = per_judge[0]
-    out.update(first)
+        return out, ClipOutcomes(pred, target, len(labels), ids=ids)
+    out.update(answers[0][1])
     if len(judges) > 1:
-        out["judges"] = {j.name: rep for j, (rep, _, _) in zip(judges, per_judge, strict=True)}
+        out["judges"] = {
+            j.name: {**_explanation_report(pred, e, target), **extras}
+            for j, e, (_, extras) in zip(judges, explained, answers, strict=True)
+        }
         out["agreement"] = {
-            f"{judges[a].name}/{judges[b].name}": judge_agreement(per_judge[a][2], per_judge[b][2], label_set.labels)
+            f"{judges[a].name}/{judges[b].name}": judge_agreement(answers[a][0], answers[b][0], labels)
             for a in range(len(judges))
             for b in range(a + 1, len(judges))
         }
@@ -133,40 +128,33 @@ def _score(
     verifier = next((j for j in judges if isinstance(j, VerifierJudge | StoredVerifierJudge)), None)
     if cue is not None and verifier is not None:
         out["verifier_vs_cue"] = verifier_vs_cue(cue, *verifier_sentence_sets(verifier, predictions))
-    return out, ClipOutcomes(pred, target, len(label_set.labels), explained, ids=ids)
+    return out, ClipOutcomes(pred, target, len(labels), explained[0], ids=ids)
 
 
-def _judge_report(
-    predictions: Sequence[Prediction], label_set: LabelSet, judge: Judge, pred: torch.Tensor, target: torch.Tensor
-) -> tuple[dict[str, Any], torch.Tensor, list[str | None]]:
-    """One judge's explanation metrics (with its settings and per-clip answers), its class ids ê long [N] and
-    its labels per clip (None = MISSING)."""
+def _judge_answers(predictions: Sequence[Prediction], judge: Judge) -> tuple[list[str | None], dict[str, Any]]:
+    """One judge's label per clip (None = MISSING) and what its report adds to the metrics: `missing_reasons`,
+    `judge` (its settings, with the LLM judge's usage) and `explanations` (clip id -> label)."""
     results = judge.judge(predictions)
     if len(results) != len(predictions):
         raise RuntimeError(f"judge {judge.name!r} returned {len(results)} answers for {len(predictions)} predictions")
     reasons = Counter(r.reason for r in results if isinstance(r, Missing))
     answers = [None if isinstance(r, Missing) else r for r in results]
-    explained = _ids(answers, label_set)  # [N]
-    explanation = ExplanationMetrics()
-    explanation.update(pred, explained, target)
-    rep = explanation.report()
-    rep["missing_reasons"] = dict(sorted(reasons.items()))
     settings = judge.settings()
     if isinstance(judge, LLMJudge):
         settings["usage"] = judge.usage()
-    rep["judge"] = settings
-    rep["explanations"] = {p.id: a for p, a in zip(predictions, answers, strict=True)}
-    return rep, explained, answers
+    extras = {
+        "missing_reasons": dict(sorted(reasons.items())),
+        "judge": settings,
+        "explanations": {p.id: a for p, a in zip(predictions, answers, strict=True)},
+    }
+    return answers, extras
 
 
-def _compound(predictions: Sequence[Prediction], pred: torch.Tensor, label_set: LabelSet) -> dict[str, Any] | None:
-    """`compound` of metrics.json over the rows that carry `labels` (None when no row does)."""
-    rows = [i for i, p in enumerate(predictions) if p.labels is not None]
-    if not rows:
-        return None
-    truth = label_mask([predictions[i].labels or () for i in rows], label_set.labels)  # [M, K]
-    hits = compound_hits(pred[rows], truth)  # [M]
-    return compound_scores(hits.sum(), len(rows))
+def _explanation_report(pred: torch.Tensor, explained: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+    """EPC/EEA/FCR, judged, missing and quadrants of one judge (each judge's entry in `judges`)."""
+    metric = ExplanationMetrics()
+    metric.update(pred, explained, target)
+    return metric.report()
 
 
 def compare_predictions(

@@ -23,6 +23,9 @@ from ecr.lazy import lazy_exports
 _EXPORTS = {
     "NO_LABEL": "recognition",
     "RecognitionMetrics": "recognition",
+    "class_ids": "recognition",
+    "ClipMetrics": "assembly",
+    "headline": "assembly",
     "confusion_matrix": "recognition",
     "recognition_scores": "recognition",
     "ExplanationMetrics": "explanation",

@@ -18,15 +18,9 @@ from torch import nn
 
 from ecr.metrics.compound import CompoundAccuracy, label_mask
 from ecr.metrics.explanation import ExplanationMetrics
-from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
+from ecr.metrics.recognition import RecognitionMetrics, class_ids
 
 HEADLINE = ("war", "uar", "epc", "eea", "fcr")
-
-
-def class_ids(names: Sequence[str | None], labels: Sequence[str]) -> torch.Tensor:
-    """Class ids long [N] of label names in `labels`' order; None or a name outside the set -> -1 (no label)."""
-    index = {label: i for i, label in enumerate(labels)}
-    return torch.tensor([index.get(n, NO_LABEL) if n is not None else NO_LABEL for n in names], dtype=torch.long)
 
 
 class ClipMetrics(nn.Module):
