@@ -75,8 +75,9 @@ class Judge(Protocol):
         ...
 
 
-def _as_completion(p: Prediction) -> str:
-    return f"<think>{p.think}</think>" if p.think is not None else ""
+def think_completion(think: str | None) -> str:
+    """A think text as the completion the sentence reader reads ("" without a think block)."""
+    return f"<think>{think}</think>" if think is not None else ""
 
 
 class VerifierJudge:
@@ -102,7 +103,7 @@ class VerifierJudge:
         self.splitter = splitter
 
     def judge(self, predictions: Sequence[Prediction]) -> list[JudgeResult]:
-        per = self.reader.sentence_labels([_as_completion(p) for p in predictions])
+        per = self.reader.sentence_labels([think_completion(p.think) for p in predictions])
         return [explanation_label(s, self.mapping, self.label_set.labels) for s in per]
 
     def settings(self) -> dict[str, Any]:
@@ -242,7 +243,7 @@ def verifier_sentence_sets(
 ) -> tuple[list[list[Any] | None], dict[str, str]]:
     """Per prediction, the verifier's sentence label sets (None without a think), and the task -> verifier mapping."""
     if isinstance(judge, VerifierJudge):
-        return judge.reader.sentence_labels([_as_completion(p) for p in predictions]), judge.mapping
+        return judge.reader.sentence_labels([think_completion(p.think) for p in predictions]), judge.mapping
     mapping = next(((p.verifier or {}).get("mapping") for p in predictions if p.verifier), None) or {}
     return [p.sentences if p.think is not None else None for p in predictions], dict(mapping)
 
@@ -362,6 +363,7 @@ __all__ = [
     "LLMJudge",
     "StoredVerifierJudge",
     "VerifierJudge",
+    "think_completion",
     "verifier_sentence_sets",
     "verifier_vs_cue",
 ]

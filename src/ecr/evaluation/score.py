@@ -42,11 +42,10 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import torch
 
-from ecr.data.splits import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from ecr.errors import ConfigError
 from ecr.evaluation.judges import (
     CueJudge,
@@ -57,13 +56,20 @@ from ecr.evaluation.judges import (
     verifier_sentence_sets,
     verifier_vs_cue,
 )
-from ecr.evaluation.predictions import DatasetSplit, OnError, Prediction, PredictionsFile, load_predictions, read_split
+from ecr.evaluation.predictions import (
+    DatasetSplitOptions,
+    OnError,
+    Prediction,
+    PredictionsFile,
+    dataset_split,
+    load_predictions,
+)
+from ecr.evaluation.summary import summary_table
 from ecr.labels import LabelSet, get_label_set
 from ecr.metrics.agreement import judge_agreement
 from ecr.metrics.assembly import ClipMetrics, class_ids
 from ecr.metrics.explanation import ExplanationMetrics
 from ecr.metrics.intervals import ClipOutcomes, bootstrap_interval, paired_bootstrap
-from ecr.rows import markdown_table
 from ecr.teachers.base import Missing
 from ecr.teachers.openai_chat import OpenAIConfig
 
@@ -190,99 +196,6 @@ def _compare(
         raise ConfigError(f"compare: {err}") from err
 
 
-def fmt_pct(x: float | None) -> str:
-    """A fraction as percent with 2 decimals (the printed tables and the report); n/a for None."""
-    return "n/a" if x is None else f"{100 * x:.2f}"
-
-
-def fmt_interval(x: Sequence[float] | None, missing: str = "n/a") -> str:
-    """[low, high] in percent; `missing` for None."""
-    return missing if x is None else f"[{100 * x[0]:.2f}, {100 * x[1]:.2f}]"
-
-
-def fmt_p(x: float | None) -> str:
-    """A p-value with 3 significant digits; n/a for None."""
-    return "n/a" if x is None else f"{x:.3g}"
-
-
-def summary_table(metrics: dict[str, Any]) -> str:
-    """The headline numbers as a markdown table (what `ecr score` prints)."""
-    rows = [
-        ["WAR", fmt_pct(metrics["war"]), f"{metrics['n']} clips, {metrics['unparseable']} unparseable (wrong)"],
-        ["UAR", fmt_pct(metrics["uar"]), f"mean recall over {len(metrics['uar_classes'])} classes present"],
-    ]
-    if metrics.get("judge"):
-        note = f"{metrics['judged']} judged, {metrics['missing']} missing {metrics.get('missing_reasons') or ''}"
-        if metrics.get("judges"):
-            note = f"judge {metrics['judge']['judge']}: {note}"
-        rows += [[name.upper(), fmt_pct(metrics[name]), note] for name in ("epc", "eea", "fcr")]
-        for name, rep in list((metrics.get("judges") or {}).items())[1:]:
-            note = f"judge {name}: {rep['judged']} judged, {rep['missing']} missing"
-            rows += [[f"{key.upper()} ({name})", fmt_pct(rep[key]), note] for key in ("epc", "eea", "fcr")]
-    compound = metrics.get("compound")
-    if compound:
-        rows.append(["compound", fmt_pct(compound["accuracy"]), f"{compound['n']} clips with several labels: any one"])
-    intervals = metrics.get("intervals")
-    if intervals:
-        level = f"{100 * intervals['confidence']:g}% interval"
-        rows = [[r[0], r[1], fmt_interval(intervals.get(r[0].lower())), r[2]] for r in rows]
-        lines = [markdown_table(["metric", "%", level, "note"], rows)]
-    else:
-        lines = [markdown_table(["metric", "%", "note"], rows)]
-    if metrics.get("judge"):
-        q = metrics["quadrants"]
-        lines += [
-            "",
-            markdown_table(
-                ["", "explanation right", "explanation wrong"],
-                [
-                    [
-                        "prediction right",
-                        q["prediction_right/explanation_right"],
-                        q["prediction_right/explanation_wrong"],
-                    ],
-                    [
-                        "prediction wrong",
-                        q["prediction_wrong/explanation_right"],
-                        q["prediction_wrong/explanation_wrong"],
-                    ],
-                ],
-            ),
-        ]
-    for pair, agreement in (metrics.get("agreement") or {}).items():
-        kappa = "n/a" if agreement["kappa"] is None else f"{agreement['kappa']:.3f}"
-        lines.append(
-            f"\njudges {pair}: raw agreement {fmt_pct(agreement['agreement'])} %, Cohen's kappa {kappa} "
-            f"on {agreement['n']} clips both judged ({agreement['excluded']} excluded)"
-        )
-    comparison = metrics.get("comparison")
-    if comparison:
-        level = f"{100 * comparison['confidence']:g}% interval"
-        lines += ["", f"b = {comparison['predictions']} vs a = {metrics.get('predictions', 'predictions')}:", ""]
-        lines.append(
-            markdown_table(
-                ["metric", "a %", "b %", "b - a (points)", level, "p"],
-                [
-                    [
-                        k.upper(),
-                        fmt_pct(v["a"]),
-                        fmt_pct(v["b"]),
-                        fmt_pct(v["delta"]),
-                        fmt_interval(v["interval"]),
-                        fmt_p(v["p_value"]),
-                    ]
-                    for k, v in comparison["metrics"].items()
-                ],
-            )
-        )
-        mc = comparison["mcnemar"]
-        lines.append(
-            f"\nWAR, exact McNemar: {mc['a_only']} clips right in a only, {mc['b_only']} in b only, "
-            f"p = {fmt_p(mc['p_value'])}"
-        )
-    return "\n".join(lines)
-
-
 def build_judges(
     judge: str | Sequence[str],
     label_set: LabelSet,
@@ -340,11 +253,7 @@ def score_command(
     seed: int = 0,
     compare: Path | None = None,
     on_error: OnError = "raise",
-    manifest: Path | None = None,
-    split: Literal["train", "val", "test"] = "test",
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
-    split_seed: int = DEFAULT_SPLIT_SEED,
+    **dataset: Unpack[DatasetSplitOptions],
 ) -> int:
     """Score a predictions file: WAR/UAR, EPC/EEA/FCR with a judge, per-class recall, confusion, quadrants.
 
@@ -370,17 +279,13 @@ def score_command(
         on_error: A bad row (malformed, missing field, unknown label, duplicate id, not in the manifest's split,
             label differing from the manifest's): raise (stop, naming file:line) | skip (drop and count it,
             metrics.json `skipped`, printed at the end; clips of the split without a prediction are reported).
-        manifest: Custom JSONL/CSV manifest of the dataset: every prediction must be a clip of its `split` with
-            the manifest's label, and every clip of that split must have a prediction.
-        split: The manifest's split the predictions cover: test (default) | val | train.
-        val_fraction: As the predict config's data.val_fraction (assigns manifest rows without a split).
-        test_fraction: As the predict config's data.test_fraction (assigns manifest rows without a split).
-        split_seed: As the predict config's data.seed (assigns manifest rows without a split).
+        dataset: `--manifest`, `--split`, `--val_fraction`, `--test_fraction`, `--split_seed`: the manifest split
+            the predictions must cover (`ecr.evaluation.predictions.DatasetSplitOptions`).
     """
     label_set = get_label_set(labels)
     predictions = Path(predictions)
-    dataset = dataset_split(manifest, label_set, split, val_fraction, test_fraction, split_seed)
-    read = load_predictions(predictions, label_set, on_error, dataset)
+    split = dataset_split(label_set, **dataset)
+    read = load_predictions(predictions, label_set, on_error, split)
     rows = read.rows
     out = Path(out) if out is not None else predictions.with_name(predictions.name + ".metrics.json")
     chosen = build_judges(
@@ -401,7 +306,7 @@ def score_command(
         metrics["intervals"] = bootstrap_interval(clips, n_resamples=bootstrap, seed=seed)
     reads = [read]
     if compare is not None:
-        other = load_predictions(Path(compare), label_set, on_error, dataset)
+        other = load_predictions(Path(compare), label_set, on_error, split)
         reads.append(other)
         comparison = _compare(clips, other.rows, label_set, chosen[:1], bootstrap=bootstrap, seed=seed)
         metrics["comparison"] = {"predictions": os.fspath(other.path), **comparison, **other.report()}
@@ -415,17 +320,6 @@ def score_command(
     return 0
 
 
-def dataset_split(
-    manifest: Path | None, label_set: LabelSet, split: str, val_fraction: float, test_fraction: float, seed: int
-) -> DatasetSplit | None:
-    """The manifest split the predictions must cover (`--manifest` and its split options), or None without one."""
-    if manifest is None:
-        return None
-    return read_split(
-        Path(manifest), label_set, split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
-    )
-
-
 def print_left_out(reads: Sequence[PredictionsFile]) -> None:
     """The skipped rows and missing clips of each file, on stderr after everything else (so they stay visible)."""
     for read in reads:
@@ -435,7 +329,6 @@ def print_left_out(reads: Sequence[PredictionsFile]) -> None:
 
 __all__ = [
     "compare_predictions",
-    "dataset_split",
     "print_left_out",
     "score_command",
     "score_predictions",

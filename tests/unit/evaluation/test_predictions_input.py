@@ -156,6 +156,7 @@ def test_default_split_is_one_definition_shared_by_data_and_score(tmp_path: Path
     import inspect
 
     from ecr.data import ClipDataModule
+    from ecr.evaluation.predictions import dataset_split
     from ecr.evaluation.report import report_command
     from ecr.evaluation.score import score_command
 
@@ -165,10 +166,12 @@ def test_default_split_is_one_definition_shared_by_data_and_score(tmp_path: Path
     assert dm.splits is not None and dm.splits["test"], "the default split must hold out test clips"
     for split in ("train", "val", "test"):
         assert list(read_split(manifest, DFEW, split).labels) == [r.id for r in dm.splits[split]]
-    for fn in (score_command, report_command):
-        params = inspect.signature(fn).parameters
-        assert params["test_fraction"].default == dm.test_fraction
-        assert params["val_fraction"].default == dm.val_fraction and params["split_seed"].default == dm.seed
+    for fn in (score_command, report_command):  # both take the one definition of the split options
+        dataset = inspect.signature(fn).parameters["dataset"]
+        assert dataset.kind is inspect.Parameter.VAR_KEYWORD and "DatasetSplitOptions" in str(dataset.annotation)
+    for split in ("train", "val", "test"):  # its defaults are the DataModule's
+        chosen = dataset_split(DFEW, manifest=manifest, split=split)
+        assert chosen is not None and list(chosen.labels) == [r.id for r in dm.splits[split]]
 
 
 def test_report_command_counts_skipped_rows_on_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
