@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,53 +82,91 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str =
 def headline_html(runs: Sequence[Run], comparisons: Sequence[Mapping[str, Any]]) -> str:
     """The metrics table: value [interval] per file, then b − a [paired interval] and p per compared file."""
     judged = all(r.metrics.get("judge") for r in runs)
-    keys = HEADLINE if judged else HEADLINE[:2]
     header = ["metric (%)", *(r.name for r in runs)]
     for c in comparisons:
         header += [f"{c['b']} − {c['a']} (points)", "p"]
-    rows = []
-    for key in keys:
-        row = [f"<th>{key.upper()}</th>"]
-        for r in runs:
-            interval = (r.metrics.get("intervals") or {}).get(key)
-            row.append(_cell(fmt_pct(r.metrics[key]), fmt_interval_blank(interval), metric=key, run=r.name))
-        for c in comparisons:
-            entry = c["metrics"].get(key, {})
-            row.append(
-                _cell(_delta(entry.get("delta")), fmt_interval_blank(entry.get("interval")), metric=key, delta=c["b"])
-            )
-            row.append(_cell(fmt_p(entry.get("p_value")), metric=key, p=c["b"]))
-        rows.append(row)
+    rows = [_metric_row(key, runs, comparisons) for key in (HEADLINE if judged else HEADLINE[:2])]
     counts = [("clips", "n"), ("unparseable (wrong)", "unparseable")]
     if judged:
         counts += [("judged", "judged"), ("missing", "missing")]
-    for title, key in counts:
-        row = [f"<th>{_e(title)}</th>"]
-        for r in runs:
-            text = str(r.metrics[key])
-            if key == "missing" and r.metrics.get("missing_reasons"):
-                reasons = ", ".join(f"{k}: {v}" for k, v in r.metrics["missing_reasons"].items())
-                text += f" ({reasons})"
-            row.append(_cell(text, metric=key, run=r.name))
-        row += ["<td></td><td></td>"] * len(comparisons)
-        rows.append(row)
+    rows += [_count_row(title, key, runs, len(comparisons), _count_text(key)) for title, key in counts]
     rows += _left_out_rows(runs, len(comparisons))
     if any(r.metrics.get("compound") for r in runs):  # MAFW-style compound truth (`ecr score`'s `compound`)
-        row = ["<th>compound accuracy (%)</th>"]
-        for r in runs:
-            c = r.metrics.get("compound")
-            text = f"{fmt_pct(c['accuracy'])} ({c['n']} clips)" if c else "n/a"
-            row.append(_cell(text, metric="compound", run=r.name))
-        row += ["<td></td><td></td>"] * len(comparisons)
-        rows.append(row)
+        rows.append(_count_row("compound accuracy (%)", "compound", runs, len(comparisons), _compound_text))
     table = _table(header, rows, table_id="headline")
+    return table + "".join(f'<p class="note">{_e(n)}</p>' for n in _headline_notes(runs, comparisons))
+
+
+def _metric_row(key: str, runs: Sequence[Run], comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One headline metric: value [interval] per file, then delta [interval] and p per comparison."""
+    row = [f"<th>{key.upper()}</th>"]
+    for r in runs:
+        interval = (r.metrics.get("intervals") or {}).get(key)
+        row.append(_cell(fmt_pct(r.metrics[key]), fmt_interval_blank(interval), metric=key, run=r.name))
+    for c in comparisons:
+        entry = c["metrics"].get(key, {})
+        row.append(
+            _cell(_delta(entry.get("delta")), fmt_interval_blank(entry.get("interval")), metric=key, delta=c["b"])
+        )
+        row.append(_cell(fmt_p(entry.get("p_value")), metric=key, p=c["b"]))
+    return row
+
+
+def _count_row(
+    title: str, key: str, runs: Sequence[Run], n_comparisons: int, text: Callable[[Mapping[str, Any]], str]
+) -> list[str]:
+    """A row of counts: one cell per file (`text` of its metrics), blank cells under the comparisons."""
+    cells = [f"<th>{_e(title)}</th>", *(_cell(text(r.metrics), metric=key, run=r.name) for r in runs)]
+    return cells + ["<td></td><td></td>"] * n_comparisons
+
+
+def _count_text(key: str) -> Callable[[Mapping[str, Any]], str]:
+    def text(metrics: Mapping[str, Any]) -> str:
+        reasons = metrics.get("missing_reasons") if key == "missing" else None
+        return str(metrics[key]) + (f" ({_pairs(reasons)})" if reasons else "")
+
+    return text
+
+
+def _pairs(counts: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())
+
+
+def _compound_text(metrics: Mapping[str, Any]) -> str:
+    c = metrics.get("compound")
+    return f"{fmt_pct(c['accuracy'])} ({c['n']} clips)" if c else "n/a"
+
+
+def _skipped_text(metrics: Mapping[str, Any]) -> str:
+    counts = metrics.get("skipped") or {}
+    return str(sum(counts.values())) + (f" ({_pairs(counts)})" if counts else "")
+
+
+def _missing_clips_text(metrics: Mapping[str, Any]) -> str:
+    missing = metrics.get("missing_clips") or {"n": 0, "first": []}
+    return str(missing["n"]) + (f" (first: {', '.join(missing['first'])})" if missing["first"] else "")
+
+
+def _left_out_rows(runs: Sequence[Run], n_comparisons: int) -> list[list[str]]:
+    """Count rows for the bad rows `on_error: skip` dropped and the dataset clips without a prediction (only
+    when some run has any), so a score over fewer clips never looks like one over all of them."""
+    rows = []
+    if any(r.metrics.get("skipped") for r in runs):
+        rows.append(_count_row("skipped rows", "skipped", runs, n_comparisons, _skipped_text))
+    if any((r.metrics.get("missing_clips") or {}).get("n") for r in runs):
+        rows.append(_count_row("clips without a prediction", "missing_clips", runs, n_comparisons, _missing_clips_text))
+    return rows
+
+
+def _headline_notes(runs: Sequence[Run], comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The notes under the headline table: what the brackets are, McNemar per comparison, the UAR rule."""
     notes = []
-    level = next((r.metrics["intervals"]["confidence"] for r in runs if r.metrics.get("intervals")), None)
-    if level is not None:
-        n_resamples = next(r.metrics["intervals"]["n_resamples"] for r in runs if r.metrics.get("intervals"))
+    intervals = next((r.metrics["intervals"] for r in runs if r.metrics.get("intervals")), None)
+    if intervals is not None:
         notes.append(
-            f"Brackets: {100 * level:g} % percentile-bootstrap intervals over clips ({n_resamples} resamples); "
-            "deltas: paired bootstrap on the same resampled clips, two-sided p."
+            f"Brackets: {100 * intervals['confidence']:g} % percentile-bootstrap intervals over clips "
+            f"({intervals['n_resamples']} resamples); deltas: paired bootstrap on the same resampled clips, "
+            "two-sided p."
         )
     else:
         notes.append("No intervals (bootstrap 0).")
@@ -138,34 +176,9 @@ def headline_html(runs: Sequence[Run], comparisons: Sequence[Mapping[str, Any]])
             f"WAR, exact McNemar, {c['b']} vs {c['a']}: {mc['a_only']} clips right in {c['a']} only, "
             f"{mc['b_only']} in {c['b']} only, p = {fmt_p(mc['p_value'])}."
         )
-    first = runs[0].metrics
-    notes.append(f"UAR rule: {first['uar_rule']}")
-    for r in runs:
-        notes.append(f"UAR classes of {r.name}: {', '.join(r.metrics['uar_classes'])}.")
-    return table + "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
-
-
-def _left_out_rows(runs: Sequence[Run], n_comparisons: int) -> list[list[str]]:
-    """Count rows for the bad rows `on_error: skip` dropped and the dataset clips without a prediction (only
-    when some run has any), so a score over fewer clips never looks like one over all of them."""
-    rows = []
-    if any(r.metrics.get("skipped") for r in runs):
-        row = ["<th>skipped rows</th>"]
-        for r in runs:
-            counts = r.metrics.get("skipped") or {}
-            text = str(sum(counts.values()))
-            if counts:
-                text += " (" + ", ".join(f"{k}: {v}" for k, v in counts.items()) + ")"
-            row.append(_cell(text, metric="skipped", run=r.name))
-        rows.append(row + ["<td></td><td></td>"] * n_comparisons)
-    if any((r.metrics.get("missing_clips") or {}).get("n") for r in runs):
-        row = ["<th>clips without a prediction</th>"]
-        for r in runs:
-            missing = r.metrics.get("missing_clips") or {"n": 0, "first": []}
-            text = str(missing["n"]) + (f" (first: {', '.join(missing['first'])})" if missing["first"] else "")
-            row.append(_cell(text, metric="missing_clips", run=r.name))
-        rows.append(row + ["<td></td><td></td>"] * n_comparisons)
-    return rows
+    notes.append(f"UAR rule: {runs[0].metrics['uar_rule']}")
+    notes += [f"UAR classes of {r.name}: {', '.join(r.metrics['uar_classes'])}." for r in runs]
+    return notes
 
 
 def quadrants_html(run: Run) -> str:

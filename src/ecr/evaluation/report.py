@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Unpack
 
-from ecr.errors import ConfigError
+from ecr.errors import ConfigError, atomic_output
 from ecr.evaluation.browse import QUADRANTS, clip_views
 from ecr.evaluation.judges import Judge
 from ecr.evaluation.page import Run, render_html
@@ -181,11 +181,9 @@ def save_report(
         "quadrant_keys": list(QUADRANTS),
     }
     (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    page = out / "index.html"
-    tmp = page.with_name(page.name + ".tmp")
-    tmp.write_text(render_html(runs, comparisons, label_set, judge, images, max_examples), encoding="utf-8")
-    tmp.replace(page)
-    return page
+    with atomic_output(out / "index.html") as tmp:
+        tmp.write_text(render_html(runs, comparisons, label_set, judge, images, max_examples), encoding="utf-8")
+    return out / "index.html"
 
 
 def report_command(

@@ -46,7 +46,7 @@ from typing import Any, Literal, Unpack
 
 import torch
 
-from ecr.errors import ConfigError
+from ecr.errors import ConfigError, atomic_output
 from ecr.evaluation.judges import (
     CueJudge,
     Judge,
@@ -286,38 +286,48 @@ def score_command(
     predictions = Path(predictions)
     split = dataset_split(label_set, **dataset)
     read = load_predictions(predictions, label_set, on_error, split)
-    rows = read.rows
     out = Path(out) if out is not None else predictions.with_name(predictions.name + ".metrics.json")
+    cache = Path(cache) if cache is not None else out.with_name(out.name + ".judge_cache.jsonl")
     chosen = build_judges(
         judge,
         label_set,
         verifier=verifier,
         threshold=threshold,
         splitter=splitter,
-        openai=openai,
-        cache=Path(cache) if cache is not None else out.with_name(out.name + ".judge_cache.jsonl"),
         cue_table=cue_table,
+        openai=openai,
+        cache=cache,
     )
-    if bootstrap < 0:
-        raise ConfigError(f"bootstrap: {bootstrap} must be >= 0 (0 = no intervals)")
-    scored, clips = _score(rows, label_set, chosen)
-    metrics = {"predictions": os.fspath(predictions), **scored, **read.report()}
-    if bootstrap > 0:
-        metrics["intervals"] = bootstrap_interval(clips, n_resamples=bootstrap, seed=seed)
-    reads = [read]
-    if compare is not None:
-        other = load_predictions(Path(compare), label_set, on_error, split)
-        reads.append(other)
-        comparison = _compare(clips, other.rows, label_set, chosen[:1], bootstrap=bootstrap, seed=seed)
-        metrics["comparison"] = {"predictions": os.fspath(other.path), **comparison, **other.report()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    other = load_predictions(Path(compare), label_set, on_error, split) if compare is not None else None
+    metrics = _file_metrics(read, other, label_set, chosen, bootstrap, seed)
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(summary_table(metrics))
     print(f"metrics: {out}", file=sys.stderr)
-    print_left_out(reads)
+    print_left_out([read] if other is None else [read, other])
     return 0
+
+
+def _file_metrics(
+    read: PredictionsFile,
+    other: PredictionsFile | None,
+    label_set: LabelSet,
+    judges: Sequence[Judge],
+    bootstrap: int,
+    seed: int,
+) -> dict[str, Any]:
+    """metrics.json of `ecr score`: the file's metrics, what reading it left out, its intervals (bootstrap > 0)
+    and, with a second file, the comparison b - a (first judge)."""
+    if bootstrap < 0:
+        raise ConfigError(f"bootstrap: {bootstrap} must be >= 0 (0 = no intervals)")
+    scored, clips = _score(read.rows, label_set, judges)
+    metrics = {"predictions": os.fspath(read.path), **scored, **read.report()}
+    if bootstrap > 0:
+        metrics["intervals"] = bootstrap_interval(clips, n_resamples=bootstrap, seed=seed)
+    if other is not None:
+        comparison = _compare(clips, other.rows, label_set, list(judges[:1]), bootstrap=bootstrap, seed=seed)
+        metrics["comparison"] = {"predictions": os.fspath(other.path), **comparison, **other.report()}
+    return metrics
 
 
 def print_left_out(reads: Sequence[PredictionsFile]) -> None:
