@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,6 +136,28 @@ def test_clips_without_a_prediction_are_an_error_unless_skipping(tmp_path: Path)
     # the train split holds t0 only: every prediction is then outside it, an error even with skip
     with pytest.raises(ManifestError, match=r"every row is bad \(not_in_dataset: 6\)"):
         score_command(path, "dfew", judge="none", bootstrap=0, manifest=manifest, split="train", on_error="skip")
+
+
+def test_split_options_keep_their_flat_spelling_on_the_command_line(tmp_path: Path) -> None:
+    """`ecr score`/`ecr report` take `--manifest --split --val_fraction --test_fraction --split_seed` (one definition,
+    `DatasetSplitOptions`) in a subprocess: the train split holds none of the predicted clips -> exit 2."""
+    ecr = shutil.which("ecr", path=str(Path(sys.executable).parent))
+    assert ecr is not None
+    manifest, path = _manifest(tmp_path), _file(tmp_path, [])
+    common = ["--labels", "dfew", "--judge", "none", "--bootstrap", "0", "--manifest", str(manifest)]
+    split = ["--val_fraction", "0.2", "--test_fraction", "0.2", "--split_seed", "3"]
+    done = subprocess.run(
+        [ecr, "score", str(path), *common, *split, "--on_error", "skip"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "p.jsonl.metrics.json").read_text())["missing_clips"]["first"] == ["c6"]
+    for command, out in (("score", []), ("report", ["--out", str(tmp_path / "r")])):
+        bad = subprocess.run(
+            [ecr, command, str(path), *common, "--split", "train", "--on_error", "skip", *out],
+            capture_output=True,
+            text=True,
+        )
+        assert bad.returncode == 2 and "not_in_dataset: 6" in bad.stderr, (command, bad.stderr)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
