@@ -65,6 +65,17 @@ class Reading:
     owner: torch.Tensor
 
 
+class ReaderOptions(TypedDict, total=False):
+    """`SentenceReader`'s keyword settings (documented and defaulted there), for a class that builds one."""
+
+    mapping: MappingSpec
+    threshold: float | None
+    max_labels: int
+    splitter: str | Splitter
+    dedupe_sentences: bool
+    max_sentences: int | None
+
+
 class HasReader(Protocol):
     """Anything that reads through a `SentenceReader` (e.g. `ExplanationReward`)."""
 
@@ -194,6 +205,7 @@ def reader_of(source: SentenceReader | HasReader) -> SentenceReader:
 
 __all__ = [
     "DEFAULT_MAX_SENTENCES",
+    "ReaderOptions",
     "Reading",
     "SentenceLabels",
     "SentenceReader",

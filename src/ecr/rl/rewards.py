@@ -25,13 +25,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Unpack, runtime_checkable
 
 import torch
 
 from ecr.errors import ConfigError, LabelError
 from ecr.labels import SYNONYM_GROUPS, LabelSet, clean_text, get_label_set
-from ecr.models.sentence_reader import DEFAULT_MAX_SENTENCES, LabelSpec, MappingSpec, SentenceReader
+from ecr.models.sentence_reader import LabelSpec, MappingSpec, ReaderOptions, SentenceReader
 from ecr.models.verifier import DEFAULT_MAX_LABELS, DEFAULT_THRESHOLD, Verifier
 from ecr.prompts import extract_answer, extract_think, is_well_formed
 from ecr.sentences import Splitter
@@ -184,10 +184,10 @@ class ExplanationReward:
     cap), the same reader the metrics, judges, reranking and `ecr predict` use.
 
     Args:
-        verifier, label_set, mapping, threshold, max_labels, splitter, dedupe_sentences, max_sentences: the
-            reader's settings (`ecr.models.sentence_reader.SentenceReader`); with `dedupe_sentences` a repeated
-            sentence counts once in N, N_nn and M, so repeating one emotional sentence stops raising M/N; a
-            completion with more than `max_sentences` sentences is `capped` (counted in the statistics).
+        verifier, label_set, reader: the reader's verifier, task labels and settings (`mapping`, `threshold`,
+            `max_labels`, `splitter`, `dedupe_sentences`, `max_sentences`: `ecr.models.sentence_reader.SentenceReader`);
+            with `dedupe_sentences` a repeated sentence counts once in N, N_nn and M, so repeating one emotional
+            sentence stops raising M/N; a completion over `max_sentences` sentences is `capped` (in the statistics).
         penalty: when > 0, the reward becomes
             max(0, base - penalty * (duplicate_fraction + max(0, label_word_density - label_word_allowance)));
             with the default 0 the statistics are only reported (`evaluate(...).stats`, `score()`).
@@ -212,27 +212,13 @@ class ExplanationReward:
         verifier: Verifier,
         label_set: LabelSpec,
         *,
-        mapping: MappingSpec = "auto",
-        threshold: float | None = None,
-        max_labels: int = DEFAULT_MAX_LABELS,
-        splitter: str | Splitter = "official",
-        dedupe_sentences: bool = False,
         penalty: float = 0.0,
         label_word_allowance: float = 0.1,
-        max_sentences: int | None = DEFAULT_MAX_SENTENCES,
+        **reader: Unpack[ReaderOptions],
     ) -> None:
         if penalty < 0:
             raise ConfigError(f"penalty must be >= 0, got {penalty}")
-        self.reader = SentenceReader(
-            verifier,
-            label_set,
-            mapping=mapping,
-            threshold=threshold,
-            max_labels=max_labels,
-            splitter=splitter,
-            dedupe_sentences=dedupe_sentences,
-            max_sentences=max_sentences,
-        )
+        self.reader = SentenceReader(verifier, label_set, **reader)
         self.penalty = penalty
         self.label_word_allowance = label_word_allowance
         self._label_words = self._collect_label_words()
