@@ -91,7 +91,7 @@ def main() -> None:
 
     reward = ExplanationReward(verifier, "dfew")
     splitters = {name: ExplanationReward(verifier, "dfew", splitter=name) for name in ("official", "pysbd")}
-    flat = [s for c in comps for s in reward.sentences(c)[0]]
+    flat = [s for c in comps for s in reward.reader.think_sentences(c).sentences]
     n_sent = len(flat)
     t = measure(
         {

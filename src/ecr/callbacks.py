@@ -23,8 +23,8 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ecr.errors import ConfigError
-from ecr.modules.report import markdown_table
 from ecr.prompts import parse_completion
+from ecr.rows import markdown_table
 
 
 def batch_size_of(batch: dict[str, Any]) -> int:

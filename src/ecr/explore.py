@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ecr.models.verifier import Verifier, decide
+from ecr.models.verifier import Verifier
 from ecr.prompts import format_target
 from ecr.rl.rewards import ExplanationReward
 from ecr.rows import read_jsonl
@@ -21,29 +21,22 @@ from ecr.rows import read_jsonl
 def sentence_table(reward: ExplanationReward, completions: Sequence[str], labels: Sequence[str]) -> list[dict]:
     """One row per sentence: completion index, sentence, verifier labels (with p), and whether they hold the truth.
 
-    Uses the reward's own splitter, threshold, label cap and mapping, so the table explains the reward exactly.
+    Reads through the reward's own `SentenceReader` (splitter, sentence cap, threshold, label cap, mapping), so
+    the table explains the reward exactly.
     """
-    per = [reward.sentences(c)[0] for c in completions]
-    flat = [s for sents in per for s in sents]
-    if not flat:
-        return []
-    probs = reward.verifier.probs(flat).float().cpu()  # [S, C]
-    sets = decide(probs, reward.threshold, reward.max_labels)  # [S, C]
-    names = reward.verifier_labels
-    rows, k = [], 0
-    for i, sents in enumerate(per):
-        truth = reward.label_set.canonical(labels[i], where=f"labels[{i}]")
-        truth_idx = reward.mapping[truth]
-        for sentence in sents:
-            chosen = sets[k].nonzero().flatten().tolist()
+    reader = reward.reader
+    rows = []
+    for i, sentences in enumerate(reader.sentence_labels(completions, digits=3)):
+        truth = reader.label_set.canonical(labels[i], where=f"labels[{i}]")
+        truth_class = reader.verifier_labels[reader.mapping[truth]]
+        for s in sentences or ():
             rows.append({
                 "completion": i,
                 "truth": truth,
-                "sentence": sentence,
-                "labels": {names[j]: round(float(probs[k, j]), 3) for j in chosen},
-                "matches_truth": truth_idx in chosen,
+                "sentence": s["text"],
+                "labels": s["labels"],
+                "matches_truth": truth_class in s["labels"],
             })  # fmt: skip
-            k += 1
     return rows
 
 

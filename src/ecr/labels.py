@@ -183,6 +183,12 @@ def resolve_label_space(spec: str | Sequence[str], *, add_neutral: bool = True) 
     return verifier_label_space(get_label_set(spec), add_neutral=add_neutral)
 
 
+def default_verifier_mapping(verifier_labels: Sequence[str]) -> dict[str, str] | None:
+    """The mapping a verifier without a saved one gets: `GOEMOTIONS_MAPPING` for the 28 GoEmotions classes (the
+    released verifier), else None (identity: a verifier trained on the task's own labels)."""
+    return GOEMOTIONS_MAPPING if tuple(clean_text(v) for v in verifier_labels) == GOEMOTIONS_LABELS else None
+
+
 def resolve_verifier_mapping(
     task: LabelSet,
     verifier_labels: Sequence[str],

@@ -17,14 +17,15 @@ Rules, decided once here:
   `iter_rows`, so every caller gets it; Python's own `UnicodeDecodeError` names neither).
 
 `read_rows` is the strict form (the first bad row or a missing file raises `ManifestError` naming
-`file:line`); `read_jsonl` is the notebook helper (a list of row dicts).
+`file:line`); `read_jsonl` is the notebook helper (a list of row dicts). `markdown_table` is the one writer of
+rows as a markdown table (TensorBoard text, `ecr score`, `ecr model info`), here so every layer can use it.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -115,4 +116,31 @@ def read_jsonl(path: str | Path) -> list[Row]:
     return [row for _, row in read_rows(path, what="JSONL file", format="jsonl")]
 
 
-__all__ = ["JSONL_SUFFIXES", "BadRow", "Row", "RowFormat", "iter_rows", "read_jsonl", "read_rows", "row_format"]
+def markdown_table(header: Sequence[object], rows: Sequence[Sequence[object]], *, align: bool = False) -> str:
+    """A GitHub-markdown table. Pipes in cells are escaped and newlines become `<br>`, so multi-line completions
+    fit a cell; `align=True` pads every column to one width (a table printed to a terminal)."""
+
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", "<br>")
+
+    cells = [[cell(c) for c in header], *[[cell(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) if align else 0 for i in range(len(header))]
+
+    def line(r: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|" if align else "|" + "---|" * len(header)
+    return "\n".join([line(cells[0]), rule, *map(line, cells[1:])])
+
+
+__all__ = [
+    "JSONL_SUFFIXES",
+    "BadRow",
+    "Row",
+    "RowFormat",
+    "iter_rows",
+    "markdown_table",
+    "read_jsonl",
+    "read_rows",
+    "row_format",
+]

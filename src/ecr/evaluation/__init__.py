@@ -9,8 +9,10 @@
   `ManifestError` naming the line or, with `on_error="skip"`, counted; with a manifest, clips outside the split or
   without a prediction too), `score_predictions` and `score_command` (`ecr score`): metrics.json with WAR/UAR,
   EPC/EEA/FCR, the missing judge answers, per-class recall, the confusion matrix and the quadrants;
+  `summary_table` (`summary`) is what `ecr score` prints;
 - `write_report` / `report_command` (`ecr report`): one self-contained HTML page (+ PNGs from `plots`) for one
-  or more predictions files side by side, every number from `score_predictions` / `compare_predictions`;
+  or more predictions files side by side, every number from `score_predictions` / `compare_predictions`; the
+  page's HTML is built in `page`;
 - `clip_views` / `filter_clips` / `clips_table`: scored clips by quadrant or class (the report's examples and
   the explanations notebook pick clips with them).
 """
@@ -36,6 +38,9 @@ _EXPORTS = {
     "build_judges": "score",
     "score_command": "score",
     "score_predictions": "score",
+    "summary_table": "summary",
+    "dataset_split": "predictions",
+    "DatasetSplitOptions": "predictions",
     "report_command": "report",
     "write_report": "report",
     "ClipView": "browse",

@@ -15,7 +15,7 @@ from typing import Any
 
 from ecr.errors import ConfigError
 from ecr.evaluation.predictions import Prediction
-from ecr.modules.report import markdown_table
+from ecr.rows import markdown_table
 
 QUADRANTS = (
     "prediction_right/explanation_right",

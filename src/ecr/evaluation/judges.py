@@ -43,7 +43,8 @@ import torch
 from ecr.errors import ConfigError
 from ecr.evaluation.predictions import Prediction
 from ecr.labels import NEUTRAL, LabelSet
-from ecr.metrics.explanation import explanation_label, sentence_labels, verifier_mapping
+from ecr.metrics.explanation import explanation_label
+from ecr.models.sentence_reader import SentenceReader
 from ecr.models.verifier import Verifier
 from ecr.sentences import normalize_sentence, split_official
 from ecr.teachers.base import Missing
@@ -74,8 +75,9 @@ class Judge(Protocol):
         ...
 
 
-def _as_completion(p: Prediction) -> str:
-    return f"<think>{p.think}</think>" if p.think is not None else ""
+def think_completion(think: str | None) -> str:
+    """A think text as the completion the sentence reader reads ("" without a think block)."""
+    return f"<think>{think}</think>" if think is not None else ""
 
 
 class VerifierJudge:
@@ -92,25 +94,24 @@ class VerifierJudge:
         splitter: str = "official",
     ) -> None:
         from ecr.models.verifier import load_verifier
-        from ecr.rl.rewards import ExplanationReward
 
         self.path = None if isinstance(verifier, Verifier) else os.fspath(verifier)
-        model = load_verifier(verifier) if self.path is not None else verifier
+        model = verifier if isinstance(verifier, Verifier) else load_verifier(verifier)
         self.label_set = label_set
-        self.reward = ExplanationReward(model, label_set, threshold=threshold, splitter=splitter)  # type: ignore[arg-type]
-        self.mapping = verifier_mapping(self.reward)
+        self.reader = SentenceReader(model, label_set, threshold=threshold, splitter=splitter)
+        self.mapping = self.reader.class_mapping()
         self.splitter = splitter
 
     def judge(self, predictions: Sequence[Prediction]) -> list[JudgeResult]:
-        per = sentence_labels(self.reward, [_as_completion(p) for p in predictions])
+        per = self.reader.sentence_labels([think_completion(p.think) for p in predictions])
         return [explanation_label(s, self.mapping, self.label_set.labels) for s in per]
 
     def settings(self) -> dict[str, Any]:
         return {
             "judge": self.name,
             "verifier": self.path,
-            "threshold": self.reward.threshold,
-            "max_labels": self.reward.max_labels,
+            "threshold": self.reader.threshold,
+            "max_labels": self.reader.max_labels,
             "splitter": self.splitter,
             "mapping": self.mapping,
         }
@@ -242,7 +243,7 @@ def verifier_sentence_sets(
 ) -> tuple[list[list[Any] | None], dict[str, str]]:
     """Per prediction, the verifier's sentence label sets (None without a think), and the task -> verifier mapping."""
     if isinstance(judge, VerifierJudge):
-        return sentence_labels(judge.reward, [_as_completion(p) for p in predictions]), judge.mapping
+        return judge.reader.sentence_labels([think_completion(p.think) for p in predictions]), judge.mapping
     mapping = next(((p.verifier or {}).get("mapping") for p in predictions if p.verifier), None) or {}
     return [p.sentences if p.think is not None else None for p in predictions], dict(mapping)
 
@@ -362,6 +363,7 @@ __all__ = [
     "LLMJudge",
     "StoredVerifierJudge",
     "VerifierJudge",
+    "think_completion",
     "verifier_sentence_sets",
     "verifier_vs_cue",
 ]

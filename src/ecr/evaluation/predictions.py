@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from ecr.data.splits import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from ecr.errors import ConfigError, ManifestError
@@ -266,6 +266,39 @@ def read_split(
     return DatasetSplit(manifest, split, {r.id: r.label for r in splits[split]})
 
 
+class DatasetSplitOptions(TypedDict, total=False):
+    """The clips the predictions must cover: one split of a custom manifest, its rows without a `split` assigned
+    as the predict config's DataModule assigns them (`ecr.data.splits`, its defaults when not given). One
+    definition for `ecr score` and `ecr report`, which take it as flat options (`--manifest M --split val`)."""
+
+    manifest: Path | None
+    """Custom JSONL/CSV manifest of the dataset: every prediction must be a clip of its `split` with the
+    manifest's label, and every clip of that split must have a prediction."""
+    split: Literal["train", "val", "test"]
+    """The manifest's split the predictions cover: test (default) | val | train."""
+    val_fraction: float
+    """As the predict config's data.val_fraction (assigns manifest rows without a split; default: the same)."""
+    test_fraction: float
+    """As the predict config's data.test_fraction (assigns manifest rows without a split; default: the same)."""
+    split_seed: int
+    """As the predict config's data.seed (assigns manifest rows without a split; default: the same)."""
+
+
+def dataset_split(label_set: LabelSet, **options: Unpack[DatasetSplitOptions]) -> DatasetSplit | None:
+    """The manifest split the predictions must cover (`read_split`), or None without a manifest."""
+    manifest = options.get("manifest")
+    if manifest is None:
+        return None
+    return read_split(
+        manifest,
+        label_set,
+        options.get("split", "test"),
+        val_fraction=options.get("val_fraction", DEFAULT_VAL_FRACTION),
+        test_fraction=options.get("test_fraction", DEFAULT_TEST_FRACTION),
+        seed=options.get("split_seed", DEFAULT_SPLIT_SEED),
+    )
+
+
 def check_against_split(
     path: Path,
     predictions: Sequence[Prediction],
@@ -356,11 +389,13 @@ __all__ = [
     "SKIP_REASONS",
     "BadPrediction",
     "DatasetSplit",
+    "DatasetSplitOptions",
     "OnError",
     "Prediction",
     "PredictionsFile",
     "SkippedRows",
     "check_against_split",
+    "dataset_split",
     "load_predictions",
     "read_predictions",
     "read_split",

@@ -3,70 +3,32 @@
 Every number comes from `ecr score`'s own functions: `score_predictions` per file (metrics, bootstrap
 intervals, the judge's ê per clip) and `compare_predictions` for each file after the first against the first
 (deltas b − a with paired-bootstrap intervals, p-values and the exact McNemar test for WAR). Nothing is
-recomputed here. The page (`index.html`, CSS inline, no script, no external URL) holds:
+recomputed here. The page itself (headline table, figures, quadrants, highlighted inconsistent explanations) is
+built by `ecr.evaluation.page`; this module scores the files, draws the figures and writes the folder.
 
-- the headline table: WAR, UAR, EPC, EEA, FCR with their intervals, one column per file, then one delta column
-  per compared file; the clip, unparseable, judged and missing counts; the UAR rule;
-- a confusion-matrix heat map per file and the per-class recall bars grouped by file (`plots.py`, PNG files
-  beside the page);
-- the quadrant table per file;
-- browsable examples (`<details>`): clips whose judged explanation label differs from the prediction, each
-  think sentence highlighted by its verifier label set (a colour per class, with a legend).
-
-Every text taken from the files is HTML-escaped. `report.json` beside the page holds the same numbers.
+`report.json` beside the page holds the same numbers.
 Bad input is handled as in `ecr score` (`on_error`, `manifest`): each run's metrics carry `skipped` and, with a
 manifest, `missing_clips`, and the headline table counts them when there are any.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
-from ecr.data.splits import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
-from ecr.errors import ConfigError
-from ecr.evaluation.browse import QUADRANTS, ClipView, clip_views, filter_clips
-from ecr.evaluation.judges import CueJudge, Judge, VerifierJudge
-from ecr.evaluation.predictions import DatasetSplit, OnError, Prediction, PredictionsFile, load_predictions
-from ecr.evaluation.score import (
-    build_judges,
-    compare_predictions,
-    dataset_split,
-    fmt_interval,
-    fmt_p,
-    fmt_pct,
-    print_left_out,
-    score_predictions,
-)
-from ecr.labels import NEUTRAL, LabelSet, get_label_set
+from ecr.errors import ConfigError, atomic_output
+from ecr.evaluation.browse import QUADRANTS, clip_views
+from ecr.evaluation.judges import Judge
+from ecr.evaluation.page import Run, render_html
+from ecr.evaluation.predictions import DatasetSplit, DatasetSplitOptions, OnError, dataset_split, load_predictions
+from ecr.evaluation.score import build_judges, compare_predictions, print_left_out, score_predictions
+from ecr.labels import LabelSet, get_label_set
 
 ReportJudge = Literal["verifier", "cue", "none"]
-HEADLINE = ("war", "uar", "epc", "eea", "fcr")
-# Sentence highlight colours by position in the label set (light, readable under black text): for DFEW's order
-# happy yellow, sad blue, neutral grey, angry red, surprise orange, disgust green, fear purple. Neutral is always grey.
-CLASS_COLOURS = (
-    "#ffe08a", "#9ecbff", "#e3e3e3", "#ff9e9e", "#ffc38a", "#a8e6a1",
-    "#d5b3ff", "#8fe3e0", "#ffb3de", "#d9c29c", "#b8c4d6", "#e6ee9c",
-)  # fmt: skip
-NEUTRAL_COLOUR = "#e3e3e3"
-
-
-@dataclass(frozen=True)
-class Run:
-    """One predictions file, scored: its column name, rows, metrics (score_predictions) and clip views."""
-
-    name: str
-    path: Path
-    predictions: list[Prediction]
-    metrics: dict[str, Any]
-    clips: list[ClipView]
-    read: PredictionsFile | None = None  # what reading dropped or found missing (None: built without a file)
 
 
 def run_names(paths: Sequence[Path], names: Sequence[str] | None = None) -> list[str]:
@@ -154,321 +116,6 @@ def score_runs(
     return runs, comparisons
 
 
-# ---------------------------------------------------------------------------------------------- formatting
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def fmt_interval_blank(x: Sequence[float] | None) -> str:
-    return fmt_interval(x, missing="")
-
-
-def _delta(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:+.2f}"
-
-
-def _cell(value: str, interval: str = "", **data: str) -> str:
-    attrs = "".join(f' data-{k}="{_e(v)}"' for k, v in data.items())
-    extra = f' <span class="ci">{_e(interval)}</span>' if interval else ""
-    return f'<td{attrs}><span class="v">{_e(value)}</span>{extra}</td>'
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str = "", css: str = "") -> str:
-    """An HTML table; `rows` are lists of ready `<td>`/`<th>` cells."""
-    ident = f' id="{_e(table_id)}"' if table_id else ""
-    cls = f' class="{_e(css)}"' if css else ""
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
-    return f"<table{ident}{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def headline_html(runs: Sequence[Run], comparisons: Sequence[Mapping[str, Any]]) -> str:
-    """The metrics table: value [interval] per file, then b − a [paired interval] and p per compared file."""
-    judged = all(r.metrics.get("judge") for r in runs)
-    keys = HEADLINE if judged else HEADLINE[:2]
-    header = ["metric (%)", *(r.name for r in runs)]
-    for c in comparisons:
-        header += [f"{c['b']} − {c['a']} (points)", "p"]
-    rows = []
-    for key in keys:
-        row = [f"<th>{key.upper()}</th>"]
-        for r in runs:
-            interval = (r.metrics.get("intervals") or {}).get(key)
-            row.append(_cell(fmt_pct(r.metrics[key]), fmt_interval_blank(interval), metric=key, run=r.name))
-        for c in comparisons:
-            entry = c["metrics"].get(key, {})
-            row.append(
-                _cell(_delta(entry.get("delta")), fmt_interval_blank(entry.get("interval")), metric=key, delta=c["b"])
-            )
-            row.append(_cell(fmt_p(entry.get("p_value")), metric=key, p=c["b"]))
-        rows.append(row)
-    counts = [("clips", "n"), ("unparseable (wrong)", "unparseable")]
-    if judged:
-        counts += [("judged", "judged"), ("missing", "missing")]
-    for title, key in counts:
-        row = [f"<th>{_e(title)}</th>"]
-        for r in runs:
-            text = str(r.metrics[key])
-            if key == "missing" and r.metrics.get("missing_reasons"):
-                reasons = ", ".join(f"{k}: {v}" for k, v in r.metrics["missing_reasons"].items())
-                text += f" ({reasons})"
-            row.append(_cell(text, metric=key, run=r.name))
-        row += ["<td></td><td></td>"] * len(comparisons)
-        rows.append(row)
-    rows += _left_out_rows(runs, len(comparisons))
-    if any(r.metrics.get("compound") for r in runs):  # MAFW-style compound truth (`ecr score`'s `compound`)
-        row = ["<th>compound accuracy (%)</th>"]
-        for r in runs:
-            c = r.metrics.get("compound")
-            text = f"{fmt_pct(c['accuracy'])} ({c['n']} clips)" if c else "n/a"
-            row.append(_cell(text, metric="compound", run=r.name))
-        row += ["<td></td><td></td>"] * len(comparisons)
-        rows.append(row)
-    table = _table(header, rows, table_id="headline")
-    notes = []
-    level = next((r.metrics["intervals"]["confidence"] for r in runs if r.metrics.get("intervals")), None)
-    if level is not None:
-        n_resamples = next(r.metrics["intervals"]["n_resamples"] for r in runs if r.metrics.get("intervals"))
-        notes.append(
-            f"Brackets: {100 * level:g} % percentile-bootstrap intervals over clips ({n_resamples} resamples); "
-            "deltas: paired bootstrap on the same resampled clips, two-sided p."
-        )
-    else:
-        notes.append("No intervals (bootstrap 0).")
-    for c in comparisons:
-        mc = c["mcnemar"]
-        notes.append(
-            f"WAR, exact McNemar, {c['b']} vs {c['a']}: {mc['a_only']} clips right in {c['a']} only, "
-            f"{mc['b_only']} in {c['b']} only, p = {fmt_p(mc['p_value'])}."
-        )
-    first = runs[0].metrics
-    notes.append(f"UAR rule: {first['uar_rule']}")
-    for r in runs:
-        notes.append(f"UAR classes of {r.name}: {', '.join(r.metrics['uar_classes'])}.")
-    return table + "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
-
-
-def _left_out_rows(runs: Sequence[Run], n_comparisons: int) -> list[list[str]]:
-    """Count rows for the bad rows `on_error: skip` dropped and the dataset clips without a prediction (only
-    when some run has any), so a score over fewer clips never looks like one over all of them."""
-    rows = []
-    if any(r.metrics.get("skipped") for r in runs):
-        row = ["<th>skipped rows</th>"]
-        for r in runs:
-            counts = r.metrics.get("skipped") or {}
-            text = str(sum(counts.values()))
-            if counts:
-                text += " (" + ", ".join(f"{k}: {v}" for k, v in counts.items()) + ")"
-            row.append(_cell(text, metric="skipped", run=r.name))
-        rows.append(row + ["<td></td><td></td>"] * n_comparisons)
-    if any((r.metrics.get("missing_clips") or {}).get("n") for r in runs):
-        row = ["<th>clips without a prediction</th>"]
-        for r in runs:
-            missing = r.metrics.get("missing_clips") or {"n": 0, "first": []}
-            text = str(missing["n"]) + (f" (first: {', '.join(missing['first'])})" if missing["first"] else "")
-            row.append(_cell(text, metric="missing_clips", run=r.name))
-        rows.append(row + ["<td></td><td></td>"] * n_comparisons)
-    return rows
-
-
-def quadrants_html(run: Run) -> str:
-    """The 2 × 2 table of judged clips: prediction right/wrong × explanation right/wrong."""
-    q = run.metrics["quadrants"]
-    rows = []
-    for pred in ("right", "wrong"):
-        cells = [f"<th>prediction {pred}</th>"]
-        for expl in ("right", "wrong"):
-            key = f"prediction_{pred}/explanation_{expl}"
-            cells.append(_cell(str(q[key]), quadrant=key, run=run.name))
-        rows.append(cells)
-    return _table(["", "explanation right", "explanation wrong"], rows, css="quadrants")
-
-
-def class_colours(label_set: LabelSet, sentences: Sequence[Sequence[Mapping[str, Any]] | None]) -> dict[str, str]:
-    """A colour per verifier class seen in the sentences shown, fixed by the class's place in the label set
-    (classes outside it follow, sorted), so one label keeps its colour across reports."""
-    seen = {cls for sents in sentences for s in sents or [] for cls in s.get("labels", {})}
-    order = list(label_set.labels) + sorted(seen - set(label_set.labels))
-    return {
-        cls: NEUTRAL_COLOUR if cls == NEUTRAL else CLASS_COLOURS[i % len(CLASS_COLOURS)]
-        for i, cls in enumerate(order)
-        if cls in seen
-    }
-
-
-def sentences_html(sentences: Sequence[Mapping[str, Any]] | None, colours: Mapping[str, str]) -> str:
-    """Each sentence highlighted by its label set (one colour, or stripes for two), labels and p after it."""
-    if sentences is None:
-        return '<p class="think missing">(no sentence labels stored)</p>'
-    parts = []
-    for s in sentences:
-        labels = dict(s.get("labels") or {})
-        fills = [colours.get(cls, NEUTRAL_COLOUR) for cls in labels] or ["#ffffff"]
-        if len(fills) == 1:
-            style = f"background:{fills[0]}"
-        else:
-            step = 100 / len(fills)
-            stops = ", ".join(f"{c} {i * step:g}% {(i + 1) * step:g}%" for i, c in enumerate(fills))
-            style = f"background:linear-gradient(180deg, {stops})"
-        tags = " ".join(f'<span class="tag">{_e(cls)} {float(p):.2f}</span>' for cls, p in labels.items())
-        title = ", ".join(labels) or "no label"
-        parts.append(
-            f'<span class="sentence" style="{_e(style)}" title="{_e(title)}">{_e(s.get("text", ""))}</span>{tags}'
-        )
-    return '<p class="think">' + " ".join(parts) + "</p>"
-
-
-def legend_html(colours: Mapping[str, str]) -> str:
-    """The colour legend of the sentence highlights."""
-    chips = "".join(f'<span class="sentence" style="background:{_e(c)}">{_e(k)}</span> ' for k, c in colours.items())
-    return f'<p class="legend">Sentence colours (verifier label set): {chips}</p>'
-
-
-def clip_html(
-    clip: ClipView, sentences: Sequence[Mapping[str, Any]] | None, colours: Mapping[str, str], *, expanded: bool = False
-) -> str:
-    """One browsable example: a `<details>` (closed unless `expanded`) whose summary gives id, truth, prediction and
-    explanation label, and whose body is the highlighted think text."""
-    summary = (
-        f'<span class="id">{_e(clip.id)}</span> — truth <b>{_e(clip.truth)}</b>, prediction '
-        f"<b>{_e(clip.prediction or '(no label)')}</b>, explanation <b>{_e(clip.explanation or '(missing)')}</b>"
-    )
-    return (
-        f'<details class="example" data-id="{_e(clip.id)}"{" open" if expanded else ""}><summary>{summary}</summary>'
-        f"{sentences_html(sentences, colours)}</details>"
-    )
-
-
-@dataclass(frozen=True)
-class Examples:
-    """The inconsistent clips of one run (all of them) and the ones shown, with their sentence label sets."""
-
-    run: Run
-    inconsistent: list[ClipView]
-    shown: list[tuple[ClipView, list[dict[str, Any]] | None]]
-
-
-def select_examples(runs: Sequence[Run], judge: Judge | None, max_examples: int) -> list[Examples]:
-    """Per file, up to `max_examples` clips whose judged explanation label differs from the prediction."""
-    if judge is None:
-        return []
-    out = []
-    for run in runs:
-        bad = filter_clips(run.clips, inconsistent=True)
-        shown = bad[:max_examples]
-        out.append(Examples(run, bad, list(zip(shown, sentence_sets(shown, judge), strict=True))))
-    return out
-
-
-def examples_html(examples: Sequence[Examples], colours: Mapping[str, str], judged: bool) -> str:
-    """The examples section: a legend, then per file its count and one `<details>` per example shown."""
-    if not judged:
-        return "<p>No judge (judge none): no explanation labels, so no inconsistent explanations to show.</p>"
-    parts = [legend_html(colours)]
-    for ex in examples:
-        name = ex.run.name
-        parts.append(
-            f'<section class="examples" data-run="{_e(name)}"><h3>{_e(name)}</h3>'
-            f"<p>{len(ex.inconsistent)} of {len(ex.run.clips)} clips have an explanation that names another emotion "
-            f"than the prediction; {len(ex.shown)} shown.</p>"
-        )
-        parts += [clip_html(c, s, colours) for c, s in ex.shown]
-        parts.append("</section>")
-    return "".join(parts)
-
-
-def sentence_sets(clips: Sequence[ClipView], judge: Judge) -> list[list[dict[str, Any]] | None]:
-    """Per clip, the sentence label sets the judge read: stored in the rows, or from the judge's verifier model."""
-    if isinstance(judge, CueJudge):
-        return [
-            None
-            if c.think is None
-            else [{"text": t, "labels": {e: 1.0} if e else {}} for t, e, _ in judge.read(c.think)]
-            for c in clips
-        ]
-    if isinstance(judge, VerifierJudge):
-        from ecr.metrics.explanation import sentence_labels
-
-        completions = [f"<think>{c.think}</think>" if c.think is not None else "" for c in clips]
-        return [None if s is None else [dict(x) for x in s] for s in sentence_labels(judge.reward, completions)]
-    return [c.sentences for c in clips]
-
-
-def _settings_text(settings: Mapping[str, Any]) -> str:
-    """The judge's settings in one line (the task -> verifier mapping is left out: it is in report.json)."""
-    return ", ".join(f"{k}: {v}" for k, v in settings.items() if k != "mapping" and v is not None)
-
-
-def clip_card_html(
-    clip: ClipView, sentences: Sequence[Mapping[str, Any]] | None, label_set: LabelSet, frames_png: bytes | None
-) -> str:
-    """A clip's frames (PNG, embedded) beside its highlighted explanation and the colour legend (for a notebook)."""
-    import base64
-
-    colours = class_colours(label_set, [sentences])
-    image = ""
-    if frames_png is not None:
-        data = base64.b64encode(frames_png).decode("ascii")
-        image = f'<img src="data:image/png;base64,{data}" alt="frames of {_e(clip.id)}" style="max-width:55%">'
-    text = legend_html(colours) + clip_html(clip, sentences, colours, expanded=True)
-    return f'<div style="display:flex;gap:1em;align-items:flex-start">{image}<div>{text}</div></div>'
-
-
-CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
-th { background: #f4f4f4; } thead th { text-align: center; }
-.ci { color: #666; font-size: 0.85em; } .note { color: #444; font-size: 0.9em; margin: 0.2em 0; }
-.figures { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
-figure { margin: 0; } figcaption { text-align: center; font-size: 0.9em; }
-details.example { border: 1px solid #ddd; border-radius: 4px; margin: 0.3em 0; padding: 0.3em 0.6em; }
-details.example summary { cursor: pointer; } .id { font-family: monospace; }
-.sentence { padding: 0.05em 0.2em; border-radius: 3px; line-height: 1.9; }
-.tag { font-size: 0.7em; color: #555; border: 1px solid #bbb; border-radius: 3px; padding: 0 0.2em; margin: 0 0.2em; }
-"""
-
-
-def render_html(
-    runs: Sequence[Run],
-    comparisons: Sequence[Mapping[str, Any]],
-    label_set: LabelSet,
-    judge: Judge | None,
-    images: Mapping[str, str],
-    max_examples: int = 20,
-) -> str:
-    """The whole page; `images` maps figure keys ("recall", "confusion/<run name>") to relative PNG paths."""
-    examples = select_examples(runs, judge, max_examples)
-    colours = class_colours(label_set, [s for ex in examples for _, s in ex.shown])
-    title = "ecr report: " + ", ".join(r.name for r in runs)
-    files = "".join(f"<li><b>{_e(r.name)}</b>: {_e(os.fspath(r.path))} ({len(r.clips)} clips)</li>" for r in runs)
-    judge_text = "judge: none (WAR/UAR only)" if judge is None else _e(_settings_text(judge.settings()))
-    confusion = "".join(
-        f'<figure><img src="{_e(images["confusion/" + r.name])}" alt="confusion matrix of {_e(r.name)}">'
-        f"<figcaption>{_e(r.name)}</figcaption></figure>"
-        for r in runs
-    )
-    body = [
-        f"<h1>{_e(title)}</h1>",
-        f"<ul>{files}</ul>",
-        f'<p class="note">Explanation {judge_text}. Labels: {_e(", ".join(label_set.labels))}.</p>',
-        "<h2>Metrics</h2>",
-        headline_html(runs, comparisons),
-        "<h2>Confusion matrices</h2>",
-        f'<div class="figures">{confusion}</div>',
-        "<h2>Per-class recall</h2>",
-        f'<figure><img src="{_e(images["recall"])}" alt="per-class recall"></figure>',
-    ]
-    if judge is not None:
-        quadrants = "".join(f"<div><h3>{_e(r.name)}</h3>{quadrants_html(r)}</div>" for r in runs)
-        body += ["<h2>Consistency quadrants (judged clips)</h2>", f'<div class="figures">{quadrants}</div>']
-    body += ["<h2>Inconsistent explanations</h2>", examples_html(examples, colours, judge is not None)]
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
-    )
-
-
 def write_report(
     predictions: Sequence[Path],
     out: Path,
@@ -489,61 +136,36 @@ def write_report(
     """Score the files, draw the figures and write `out/index.html` (+ PNGs, report.json); return the page's path.
 
     `on_error` and `dataset` are `score_runs`'s (what bad rows do, the manifest split the files must cover)."""
-    return _write_report(
-        predictions,
-        out,
-        labels=labels,
-        judge=judge,
-        verifier=verifier,
-        threshold=threshold,
-        splitter=splitter,
-        bootstrap=bootstrap,
-        seed=seed,
-        names=names,
-        max_examples=max_examples,
-        on_error=on_error,
-        dataset=dataset,
-        cue_table=cue_table,
-    )[0]
+    out = _check_output(out, max_examples)
+    label_set = labels if isinstance(labels, LabelSet) else get_label_set(labels)
+    chosen = make_judge(judge, label_set, verifier, threshold, splitter, cue_table)
+    runs, comparisons = score_runs(
+        predictions, label_set, chosen, names=names, bootstrap=bootstrap, seed=seed, on_error=on_error, dataset=dataset
+    )
+    return save_report(out, runs, comparisons, label_set, chosen, max_examples)
 
 
-def _write_report(
-    predictions: Sequence[Path],
-    out: Path,
-    *,
-    labels: str | Sequence[str] | LabelSet,
-    judge: ReportJudge,
-    verifier: Path | None,
-    threshold: float | None,
-    splitter: str,
-    bootstrap: int,
-    seed: int,
-    names: Sequence[str] | None,
-    max_examples: int,
-    on_error: OnError,
-    dataset: DatasetSplit | None,
-    cue_table: Path | None = None,
-) -> tuple[Path, list[Run]]:
-    """`write_report`, also returning the runs (so the command can print what each file left out)."""
-    from ecr.evaluation import plots
-
+def _check_output(out: Path, max_examples: int) -> Path:
+    """The output folder as a Path, checked before any scoring (a ConfigError naming the option otherwise)."""
     if max_examples < 0:
         raise ConfigError(f"max_examples: {max_examples} must be >= 0")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a folder")
-    label_set = labels if isinstance(labels, LabelSet) else get_label_set(labels)
-    chosen = make_judge(judge, label_set, verifier, threshold, splitter, cue_table)
-    runs, comparisons = score_runs(
-        predictions,
-        label_set,
-        chosen,
-        names=names,
-        bootstrap=bootstrap,
-        seed=seed,
-        on_error=on_error,
-        dataset=dataset,
-    )
+    return out
+
+
+def save_report(
+    out: Path,
+    runs: Sequence[Run],
+    comparisons: Sequence[Mapping[str, Any]],
+    label_set: LabelSet,
+    judge: Judge | None,
+    max_examples: int = 20,
+) -> Path:
+    """Write the scored runs' figures (PNG), report.json and index.html into `out`; return the page's path."""
+    from ecr.evaluation import plots
+
     out.mkdir(parents=True, exist_ok=True)
     images: dict[str, str] = {}
     for k, run in enumerate(runs):
@@ -559,11 +181,9 @@ def _write_report(
         "quadrant_keys": list(QUADRANTS),
     }
     (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    page = out / "index.html"
-    tmp = page.with_name(page.name + ".tmp")
-    tmp.write_text(render_html(runs, comparisons, label_set, chosen, images, max_examples), encoding="utf-8")
-    tmp.replace(page)
-    return page, runs
+    with atomic_output(out / "index.html") as tmp:
+        tmp.write_text(render_html(runs, comparisons, label_set, judge, images, max_examples), encoding="utf-8")
+    return out / "index.html"
 
 
 def report_command(
@@ -580,11 +200,7 @@ def report_command(
     names: list[str] | None = None,
     max_examples: int = 20,
     on_error: OnError = "raise",
-    manifest: Path | None = None,
-    split: Literal["train", "val", "test"] = "test",
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
-    split_seed: int = DEFAULT_SPLIT_SEED,
+    **dataset: Unpack[DatasetSplitOptions],
 ) -> int:
     """Write an HTML report (metrics with intervals, confusion, recall, quadrants, inconsistent explanations).
 
@@ -606,53 +222,22 @@ def report_command(
         on_error: A bad row (malformed, missing field, unknown label, duplicate id, not in the manifest's split,
             label differing from the manifest's): raise (stop, naming file:line) | skip (drop and count it: the
             page, report.json and the end of the output say how many; clips without a prediction are reported).
-        manifest: Custom JSONL/CSV manifest of the dataset: every prediction must be a clip of its `split` with
-            the manifest's label, and every clip of that split must have a prediction.
-        split: The manifest's split the predictions cover: test (default) | val | train.
-        val_fraction: As the predict config's data.val_fraction (assigns manifest rows without a split).
-        test_fraction: As the predict config's data.test_fraction (assigns manifest rows without a split).
-        split_seed: As the predict config's data.seed (assigns manifest rows without a split).
+        dataset: `--manifest`, `--split`, `--val_fraction`, `--test_fraction`, `--split_seed`: the manifest split
+            the predictions must cover (`ecr.evaluation.predictions.DatasetSplitOptions`).
     """
     paths = [Path(p) for p in predictions] if isinstance(predictions, list) else [Path(predictions)]
     label_set = get_label_set(labels)
-    dataset = dataset_split(manifest, label_set, split, val_fraction, test_fraction, split_seed)
-    page, runs = _write_report(
-        paths,
-        Path(out),
-        labels=label_set,
-        judge=judge,
-        verifier=verifier,
-        threshold=threshold,
-        splitter=splitter,
-        bootstrap=bootstrap,
-        seed=seed,
-        names=names,
-        max_examples=max_examples,
-        on_error=on_error,
-        dataset=dataset,
-        cue_table=cue_table,
+    split = dataset_split(label_set, **dataset)
+    folder = _check_output(out, max_examples)
+    chosen = make_judge(judge, label_set, verifier, threshold, splitter, cue_table)
+    runs, comparisons = score_runs(
+        paths, label_set, chosen, names=names, bootstrap=bootstrap, seed=seed, on_error=on_error, dataset=split
     )
+    page = save_report(folder, runs, comparisons, label_set, chosen, max_examples)
     print(page)
     print(f"report: {page} (open it in a browser)", file=sys.stderr)
     print_left_out([r.read for r in runs if r.read is not None])
     return 0
 
 
-__all__ = [
-    "Examples",
-    "Run",
-    "class_colours",
-    "clip_card_html",
-    "clip_html",
-    "headline_html",
-    "legend_html",
-    "make_judge",
-    "render_html",
-    "report_command",
-    "run_names",
-    "score_runs",
-    "select_examples",
-    "sentence_sets",
-    "sentences_html",
-    "write_report",
-]
+__all__ = ["make_judge", "report_command", "run_names", "save_report", "score_runs", "write_report"]

@@ -42,12 +42,11 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import torch
 
-from ecr.data.splits import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
-from ecr.errors import ConfigError
+from ecr.errors import ConfigError, atomic_output
 from ecr.evaluation.judges import (
     CueJudge,
     Judge,
@@ -57,22 +56,24 @@ from ecr.evaluation.judges import (
     verifier_sentence_sets,
     verifier_vs_cue,
 )
-from ecr.evaluation.predictions import DatasetSplit, OnError, Prediction, PredictionsFile, load_predictions, read_split
+from ecr.evaluation.predictions import (
+    DatasetSplitOptions,
+    OnError,
+    Prediction,
+    PredictionsFile,
+    dataset_split,
+    load_predictions,
+)
+from ecr.evaluation.summary import summary_table
 from ecr.labels import LabelSet, get_label_set
 from ecr.metrics.agreement import judge_agreement
-from ecr.metrics.compound import compound_hits, compound_scores, label_mask
+from ecr.metrics.assembly import ClipMetrics, class_ids
 from ecr.metrics.explanation import ExplanationMetrics
 from ecr.metrics.intervals import ClipOutcomes, bootstrap_interval, paired_bootstrap
-from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
-from ecr.modules.report import markdown_table
 from ecr.teachers.base import Missing
 from ecr.teachers.openai_chat import OpenAIConfig
 
 JudgeName = Literal["verifier", "cue", "openai", "none"]
-
-
-def _ids(values: Sequence[str | None], label_set: LabelSet) -> torch.Tensor:
-    return torch.tensor([label_set.labels.index(v) if v is not None else NO_LABEL for v in values], dtype=torch.long)
 
 
 def score_predictions(
@@ -107,25 +108,25 @@ def _score(
 ) -> tuple[dict[str, Any], ClipOutcomes]:
     """The metrics dict without intervals, and the per-clip class ids (first judge) the bootstrap resamples."""
     judges = _judge_list(judge)
+    labels = label_set.labels
     ids = [p.id for p in predictions]
-    recognition = RecognitionMetrics(label_set.labels)
-    target = _ids([p.label for p in predictions], label_set)  # [N]
-    pred = _ids([p.prediction for p in predictions], label_set)  # [N]
-    recognition.update(pred, target)
-    out: dict[str, Any] = {"labels": list(label_set.labels), **recognition.report()}
-    compound = _compound(predictions, pred, label_set)
-    if compound is not None:
-        out["compound"] = compound
+    target = class_ids([p.label for p in predictions], labels)  # [N]
+    pred = class_ids([p.prediction for p in predictions], labels)  # [N]
+    answers = [_judge_answers(predictions, j) for j in judges]  # per judge: (labels per clip, its report extras)
+    explained = [class_ids(a, labels) for a, _ in answers]  # per judge: long [N]
+    metrics = ClipMetrics(labels, judged=bool(judges))
+    metrics.update(pred, target, explained[0] if judges else None, [p.labels for p in predictions])
+    out = metrics.report(answers[0][1]["judge"] if judges else None)
     if not judges:
-        out["judge"] = None
-        return out, ClipOutcomes(pred, target, len(label_set.labels), ids=ids)
-    per_judge = [_judge_report(predictions, label_set, j, pred, target) for j in judges]
-    first, explained, _ = per_judge[0]
-    out.update(first)
+        return out, ClipOutcomes(pred, target, len(labels), ids=ids)
+    out.update(answers[0][1])
     if len(judges) > 1:
-        out["judges"] = {j.name: rep for j, (rep, _, _) in zip(judges, per_judge, strict=True)}
+        out["judges"] = {
+            j.name: {**_explanation_report(pred, e, target), **extras}
+            for j, e, (_, extras) in zip(judges, explained, answers, strict=True)
+        }
         out["agreement"] = {
-            f"{judges[a].name}/{judges[b].name}": judge_agreement(per_judge[a][2], per_judge[b][2], label_set.labels)
+            f"{judges[a].name}/{judges[b].name}": judge_agreement(answers[a][0], answers[b][0], labels)
             for a in range(len(judges))
             for b in range(a + 1, len(judges))
         }
@@ -133,40 +134,33 @@ def _score(
     verifier = next((j for j in judges if isinstance(j, VerifierJudge | StoredVerifierJudge)), None)
     if cue is not None and verifier is not None:
         out["verifier_vs_cue"] = verifier_vs_cue(cue, *verifier_sentence_sets(verifier, predictions))
-    return out, ClipOutcomes(pred, target, len(label_set.labels), explained, ids=ids)
+    return out, ClipOutcomes(pred, target, len(labels), explained[0], ids=ids)
 
 
-def _judge_report(
-    predictions: Sequence[Prediction], label_set: LabelSet, judge: Judge, pred: torch.Tensor, target: torch.Tensor
-) -> tuple[dict[str, Any], torch.Tensor, list[str | None]]:
-    """One judge's explanation metrics (with its settings and per-clip answers), its class ids ê long [N] and
-    its labels per clip (None = MISSING)."""
+def _judge_answers(predictions: Sequence[Prediction], judge: Judge) -> tuple[list[str | None], dict[str, Any]]:
+    """One judge's label per clip (None = MISSING) and what its report adds to the metrics: `missing_reasons`,
+    `judge` (its settings, with the LLM judge's usage) and `explanations` (clip id -> label)."""
     results = judge.judge(predictions)
     if len(results) != len(predictions):
         raise RuntimeError(f"judge {judge.name!r} returned {len(results)} answers for {len(predictions)} predictions")
     reasons = Counter(r.reason for r in results if isinstance(r, Missing))
     answers = [None if isinstance(r, Missing) else r for r in results]
-    explained = _ids(answers, label_set)  # [N]
-    explanation = ExplanationMetrics()
-    explanation.update(pred, explained, target)
-    rep = explanation.report()
-    rep["missing_reasons"] = dict(sorted(reasons.items()))
     settings = judge.settings()
     if isinstance(judge, LLMJudge):
         settings["usage"] = judge.usage()
-    rep["judge"] = settings
-    rep["explanations"] = {p.id: a for p, a in zip(predictions, answers, strict=True)}
-    return rep, explained, answers
+    extras = {
+        "missing_reasons": dict(sorted(reasons.items())),
+        "judge": settings,
+        "explanations": {p.id: a for p, a in zip(predictions, answers, strict=True)},
+    }
+    return answers, extras
 
 
-def _compound(predictions: Sequence[Prediction], pred: torch.Tensor, label_set: LabelSet) -> dict[str, Any] | None:
-    """`compound` of metrics.json over the rows that carry `labels` (None when no row does)."""
-    rows = [i for i, p in enumerate(predictions) if p.labels is not None]
-    if not rows:
-        return None
-    truth = label_mask([predictions[i].labels or () for i in rows], label_set.labels)  # [M, K]
-    hits = compound_hits(pred[rows], truth)  # [M]
-    return compound_scores(hits.sum(), len(rows))
+def _explanation_report(pred: torch.Tensor, explained: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+    """EPC/EEA/FCR, judged, missing and quadrants of one judge (each judge's entry in `judges`)."""
+    metric = ExplanationMetrics()
+    metric.update(pred, explained, target)
+    return metric.report()
 
 
 def compare_predictions(
@@ -200,99 +194,6 @@ def _compare(
         return paired_bootstrap(clips_a, clips_b, n_resamples=bootstrap, confidence=confidence, seed=seed)
     except ValueError as err:
         raise ConfigError(f"compare: {err}") from err
-
-
-def fmt_pct(x: float | None) -> str:
-    """A fraction as percent with 2 decimals (the printed tables and the report); n/a for None."""
-    return "n/a" if x is None else f"{100 * x:.2f}"
-
-
-def fmt_interval(x: Sequence[float] | None, missing: str = "n/a") -> str:
-    """[low, high] in percent; `missing` for None."""
-    return missing if x is None else f"[{100 * x[0]:.2f}, {100 * x[1]:.2f}]"
-
-
-def fmt_p(x: float | None) -> str:
-    """A p-value with 3 significant digits; n/a for None."""
-    return "n/a" if x is None else f"{x:.3g}"
-
-
-def summary_table(metrics: dict[str, Any]) -> str:
-    """The headline numbers as a markdown table (what `ecr score` prints)."""
-    rows = [
-        ["WAR", fmt_pct(metrics["war"]), f"{metrics['n']} clips, {metrics['unparseable']} unparseable (wrong)"],
-        ["UAR", fmt_pct(metrics["uar"]), f"mean recall over {len(metrics['uar_classes'])} classes present"],
-    ]
-    if metrics.get("judge"):
-        note = f"{metrics['judged']} judged, {metrics['missing']} missing {metrics.get('missing_reasons') or ''}"
-        if metrics.get("judges"):
-            note = f"judge {metrics['judge']['judge']}: {note}"
-        rows += [[name.upper(), fmt_pct(metrics[name]), note] for name in ("epc", "eea", "fcr")]
-        for name, rep in list((metrics.get("judges") or {}).items())[1:]:
-            note = f"judge {name}: {rep['judged']} judged, {rep['missing']} missing"
-            rows += [[f"{key.upper()} ({name})", fmt_pct(rep[key]), note] for key in ("epc", "eea", "fcr")]
-    compound = metrics.get("compound")
-    if compound:
-        rows.append(["compound", fmt_pct(compound["accuracy"]), f"{compound['n']} clips with several labels: any one"])
-    intervals = metrics.get("intervals")
-    if intervals:
-        level = f"{100 * intervals['confidence']:g}% interval"
-        rows = [[r[0], r[1], fmt_interval(intervals.get(r[0].lower())), r[2]] for r in rows]
-        lines = [markdown_table(["metric", "%", level, "note"], rows)]
-    else:
-        lines = [markdown_table(["metric", "%", "note"], rows)]
-    if metrics.get("judge"):
-        q = metrics["quadrants"]
-        lines += [
-            "",
-            markdown_table(
-                ["", "explanation right", "explanation wrong"],
-                [
-                    [
-                        "prediction right",
-                        q["prediction_right/explanation_right"],
-                        q["prediction_right/explanation_wrong"],
-                    ],
-                    [
-                        "prediction wrong",
-                        q["prediction_wrong/explanation_right"],
-                        q["prediction_wrong/explanation_wrong"],
-                    ],
-                ],
-            ),
-        ]
-    for pair, agreement in (metrics.get("agreement") or {}).items():
-        kappa = "n/a" if agreement["kappa"] is None else f"{agreement['kappa']:.3f}"
-        lines.append(
-            f"\njudges {pair}: raw agreement {fmt_pct(agreement['agreement'])} %, Cohen's kappa {kappa} "
-            f"on {agreement['n']} clips both judged ({agreement['excluded']} excluded)"
-        )
-    comparison = metrics.get("comparison")
-    if comparison:
-        level = f"{100 * comparison['confidence']:g}% interval"
-        lines += ["", f"b = {comparison['predictions']} vs a = {metrics.get('predictions', 'predictions')}:", ""]
-        lines.append(
-            markdown_table(
-                ["metric", "a %", "b %", "b - a (points)", level, "p"],
-                [
-                    [
-                        k.upper(),
-                        fmt_pct(v["a"]),
-                        fmt_pct(v["b"]),
-                        fmt_pct(v["delta"]),
-                        fmt_interval(v["interval"]),
-                        fmt_p(v["p_value"]),
-                    ]
-                    for k, v in comparison["metrics"].items()
-                ],
-            )
-        )
-        mc = comparison["mcnemar"]
-        lines.append(
-            f"\nWAR, exact McNemar: {mc['a_only']} clips right in a only, {mc['b_only']} in b only, "
-            f"p = {fmt_p(mc['p_value'])}"
-        )
-    return "\n".join(lines)
 
 
 def build_judges(
@@ -352,11 +253,7 @@ def score_command(
     seed: int = 0,
     compare: Path | None = None,
     on_error: OnError = "raise",
-    manifest: Path | None = None,
-    split: Literal["train", "val", "test"] = "test",
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
-    split_seed: int = DEFAULT_SPLIT_SEED,
+    **dataset: Unpack[DatasetSplitOptions],
 ) -> int:
     """Score a predictions file: WAR/UAR, EPC/EEA/FCR with a judge, per-class recall, confusion, quadrants.
 
@@ -382,60 +279,55 @@ def score_command(
         on_error: A bad row (malformed, missing field, unknown label, duplicate id, not in the manifest's split,
             label differing from the manifest's): raise (stop, naming file:line) | skip (drop and count it,
             metrics.json `skipped`, printed at the end; clips of the split without a prediction are reported).
-        manifest: Custom JSONL/CSV manifest of the dataset: every prediction must be a clip of its `split` with
-            the manifest's label, and every clip of that split must have a prediction.
-        split: The manifest's split the predictions cover: test (default) | val | train.
-        val_fraction: As the predict config's data.val_fraction (assigns manifest rows without a split).
-        test_fraction: As the predict config's data.test_fraction (assigns manifest rows without a split).
-        split_seed: As the predict config's data.seed (assigns manifest rows without a split).
+        dataset: `--manifest`, `--split`, `--val_fraction`, `--test_fraction`, `--split_seed`: the manifest split
+            the predictions must cover (`ecr.evaluation.predictions.DatasetSplitOptions`).
     """
     label_set = get_label_set(labels)
     predictions = Path(predictions)
-    dataset = dataset_split(manifest, label_set, split, val_fraction, test_fraction, split_seed)
-    read = load_predictions(predictions, label_set, on_error, dataset)
-    rows = read.rows
+    split = dataset_split(label_set, **dataset)
+    read = load_predictions(predictions, label_set, on_error, split)
     out = Path(out) if out is not None else predictions.with_name(predictions.name + ".metrics.json")
+    cache = Path(cache) if cache is not None else out.with_name(out.name + ".judge_cache.jsonl")
     chosen = build_judges(
         judge,
         label_set,
         verifier=verifier,
         threshold=threshold,
         splitter=splitter,
-        openai=openai,
-        cache=Path(cache) if cache is not None else out.with_name(out.name + ".judge_cache.jsonl"),
         cue_table=cue_table,
+        openai=openai,
+        cache=cache,
     )
-    if bootstrap < 0:
-        raise ConfigError(f"bootstrap: {bootstrap} must be >= 0 (0 = no intervals)")
-    scored, clips = _score(rows, label_set, chosen)
-    metrics = {"predictions": os.fspath(predictions), **scored, **read.report()}
-    if bootstrap > 0:
-        metrics["intervals"] = bootstrap_interval(clips, n_resamples=bootstrap, seed=seed)
-    reads = [read]
-    if compare is not None:
-        other = load_predictions(Path(compare), label_set, on_error, dataset)
-        reads.append(other)
-        comparison = _compare(clips, other.rows, label_set, chosen[:1], bootstrap=bootstrap, seed=seed)
-        metrics["comparison"] = {"predictions": os.fspath(other.path), **comparison, **other.report()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    other = load_predictions(Path(compare), label_set, on_error, split) if compare is not None else None
+    metrics = _file_metrics(read, other, label_set, chosen, bootstrap, seed)
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(summary_table(metrics))
     print(f"metrics: {out}", file=sys.stderr)
-    print_left_out(reads)
+    print_left_out([read] if other is None else [read, other])
     return 0
 
 
-def dataset_split(
-    manifest: Path | None, label_set: LabelSet, split: str, val_fraction: float, test_fraction: float, seed: int
-) -> DatasetSplit | None:
-    """The manifest split the predictions must cover (`--manifest` and its split options), or None without one."""
-    if manifest is None:
-        return None
-    return read_split(
-        Path(manifest), label_set, split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
-    )
+def _file_metrics(
+    read: PredictionsFile,
+    other: PredictionsFile | None,
+    label_set: LabelSet,
+    judges: Sequence[Judge],
+    bootstrap: int,
+    seed: int,
+) -> dict[str, Any]:
+    """metrics.json of `ecr score`: the file's metrics, what reading it left out, its intervals (bootstrap > 0)
+    and, with a second file, the comparison b - a (first judge)."""
+    if bootstrap < 0:
+        raise ConfigError(f"bootstrap: {bootstrap} must be >= 0 (0 = no intervals)")
+    scored, clips = _score(read.rows, label_set, judges)
+    metrics = {"predictions": os.fspath(read.path), **scored, **read.report()}
+    if bootstrap > 0:
+        metrics["intervals"] = bootstrap_interval(clips, n_resamples=bootstrap, seed=seed)
+    if other is not None:
+        comparison = _compare(clips, other.rows, label_set, list(judges[:1]), bootstrap=bootstrap, seed=seed)
+        metrics["comparison"] = {"predictions": os.fspath(other.path), **comparison, **other.report()}
+    return metrics
 
 
 def print_left_out(reads: Sequence[PredictionsFile]) -> None:
@@ -447,7 +339,6 @@ def print_left_out(reads: Sequence[PredictionsFile]) -> None:
 
 __all__ = [
     "compare_predictions",
-    "dataset_split",
     "print_left_out",
     "score_command",
     "score_predictions",

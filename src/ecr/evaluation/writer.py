@@ -115,10 +115,8 @@ class PredictionWriter(BasePredictionWriter):
         self._merge(trainer, "test")
         report = getattr(pl_module, "test_report", None)
         if trainer.is_global_zero and report is not None:
-            tmp = self.metrics.with_name(self.metrics.name + ".tmp")
-            self.metrics.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"predictions": os.fspath(self.output), **report}, indent=2) + "\n")
-            tmp.replace(self.metrics)
+            with atomic_output(self.metrics) as tmp:
+                tmp.write_text(json.dumps({"predictions": os.fspath(self.output), **report}, indent=2) + "\n")
             print(f"[ecr.test] metrics -> {self.metrics}", file=sys.stderr, flush=True)
         trainer.strategy.barrier("ecr_test_metrics")
 

@@ -4,8 +4,11 @@ judge.
 - `RecognitionMetrics`: WAR, UAR, per-class recall and the confusion matrix from predicted and true class ids;
 - `ExplanationMetrics`: EPC, EEA, FCR and the consistency quadrants from predicted, judged and true class ids,
   with the judge's missing answers counted beside them;
-- `sentence_labels` / `explanation_label`: the verifier's label sets of a think text's sentences and the rule
-  that turns them into one explanation label ê (the offline judge);
+- `ClipMetrics` (`assembly`): the one assembly of the above into metrics.json's numbers, used by `ecr score`
+  (a whole file at once) and `ecr test` (batch by batch, synced over ranks); `class_ids` maps labels to ids;
+- `sentence_labels` / `explanation_label`: the verifier's label sets of a think text's sentences (read by the
+  reward's `ecr.models.sentence_reader.SentenceReader`) and the rule that turns them into one explanation
+  label ê (the offline judge);
 - `bootstrap_interval` / `paired_bootstrap` / `mcnemar_exact`: percentile bootstrap intervals over clips for the
   headline metrics and paired tests between two prediction files (`ClipOutcomes` holds a file's per-clip ids);
 - `judge_agreement` / `agreement_scores`: raw agreement and Cohen's κ between two judges;
@@ -23,6 +26,9 @@ from ecr.lazy import lazy_exports
 _EXPORTS = {
     "NO_LABEL": "recognition",
     "RecognitionMetrics": "recognition",
+    "class_ids": "recognition",
+    "ClipMetrics": "assembly",
+    "headline": "assembly",
     "confusion_matrix": "recognition",
     "recognition_scores": "recognition",
     "ExplanationMetrics": "explanation",

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ecr.metrics.recognition import NO_LABEL
+from ecr.metrics.recognition import NO_LABEL, class_ids
 
 
 def agreement_scores(a: torch.Tensor, b: torch.Tensor, num_classes: int) -> dict[str, Any]:
@@ -55,15 +55,7 @@ def judge_agreement(a: Sequence[str | None], b: Sequence[str | None], labels: Se
     """Raw agreement and Cohen's κ of two judges' labels per clip (same order; None = MISSING); see the module doc."""
     if len(a) != len(b):
         raise ValueError(f"{len(a)} labels from judge a but {len(b)} from judge b")
-    index = {label: i for i, label in enumerate(labels)}
-
-    def ids(values: Sequence[str | None]) -> torch.Tensor:
-        unknown = sorted({v for v in values if v is not None and v not in index})
-        if unknown:
-            raise ValueError(f"labels not in the label set: {unknown}")
-        return torch.tensor([NO_LABEL if v is None else index[v] for v in values], dtype=torch.long)
-
-    out = agreement_scores(ids(a), ids(b), len(labels))
+    out = agreement_scores(class_ids(a, labels), class_ids(b, labels), len(labels))
     return {**out, "labels": list(labels)}
 
 

@@ -8,9 +8,9 @@ With ŷ the predicted label, y the truth and ê the label a judge reads in the e
 - an unparseable prediction (ŷ = -1) is a judged clip whose prediction is wrong and disagrees with ê;
 - quadrants: judged clips by (prediction right / wrong) × (explanation right / wrong); index 0 = right.
 
-The verifier judge (`explanation_label`), offline default of `ecr score`: the think text is split into
-sentences and each gets the verifier's label set under its own τ (`ecr.models.verifier.decide`, as the reward
-does). Then
+The verifier judge (`explanation_label`), offline default of `ecr score`: the think text is read by the reward's
+`ecr.models.sentence_reader.SentenceReader` (same splitter, sentence cap, mapping, τ and `decide` rule), so each
+read sentence gets the verifier's label set exactly as the reward sees it. Then
 1. no think block -> MISSING ("no_think"); a think block with no sentence -> MISSING ("no_sentences");
 2. a sentence is neutral iff its label set is exactly {neutral}; if every sentence is neutral, ê = neutral
    (MISSING "no_task_label" when the task has no label mapped to the verifier's neutral);
@@ -24,26 +24,15 @@ does). Then
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any
 
 import torch
 from torchmetrics import Metric
 
 from ecr.labels import NEUTRAL
 from ecr.metrics.recognition import NO_LABEL
-from ecr.models.verifier import decide
+from ecr.models.sentence_reader import HasReader, SentenceLabels, SentenceReader, reader_of
 from ecr.teachers.base import Missing
-
-if TYPE_CHECKING:
-    from ecr.rl.rewards import ExplanationReward
-
-
-class SentenceLabels(TypedDict):
-    """One sentence of a think text and the verifier's label set for it, each label with its probability."""
-
-    text: str
-    labels: dict[str, float]
-
 
 # ----------------------------------------------------------------------------------------------- the maths
 
@@ -130,35 +119,20 @@ class ExplanationMetrics(Metric):
 # ----------------------------------------------------------------------------------------------- verifier judge
 
 
-def sentence_labels(reward: ExplanationReward, completions: Sequence[str]) -> list[list[SentenceLabels] | None]:
-    """The verifier's label set of every think sentence of each completion (None: no think block).
+def sentence_labels(
+    source: SentenceReader | HasReader, completions: Sequence[str]
+) -> list[list[SentenceLabels] | None]:
+    """The verifier's label set of every read think sentence of each completion (None: no think block).
 
-    Uses the reward's splitter, τ, label cap and sentence de-duplication, and ONE batched verifier call for all
-    sentences (none when there is no sentence), so it reads the explanations exactly as the reward does.
+    `source` is a `SentenceReader` or a reward reading through one, so the judge reads the explanations exactly
+    as the reward does (splitter, τ, label cap, de-duplication, sentence cap; one batched verifier call).
     """
-    per = [reward.sentences(c) for c in completions]
-    flat = [s for sents, _, _ in per for s in sents]
-    sets = torch.zeros(0, len(reward.verifier_labels), dtype=torch.bool)
-    probs = torch.zeros(0, len(reward.verifier_labels))
-    if flat:
-        probs = reward.sentence_probs(flat)  # [S, C], finite (else VerifierOutputError)
-        sets = decide(probs, reward.threshold, reward.max_labels)  # [S, C]
-    names = reward.verifier_labels
-    out: list[list[SentenceLabels] | None] = []
-    k = 0
-    for sents, has_think, _ in per:
-        rows: list[SentenceLabels] = []
-        for text in sents:
-            chosen = sets[k].nonzero().flatten().tolist()
-            rows.append({"text": text, "labels": {names[j]: round(float(probs[k, j]), 4) for j in chosen}})
-            k += 1
-        out.append(rows if has_think else None)
-    return out
+    return reader_of(source).sentence_labels(completions)
 
 
-def verifier_mapping(reward: ExplanationReward) -> dict[str, str]:
-    """Task label -> verifier class name of a configured reward (what `explanation_label` needs)."""
-    return {label: reward.verifier_labels[i] for label, i in reward.mapping.items()}
+def verifier_mapping(source: SentenceReader | HasReader) -> dict[str, str]:
+    """Task label -> verifier class name of a configured reader or reward (what `explanation_label` needs)."""
+    return reader_of(source).class_mapping()
 
 
 def explanation_label(

@@ -74,6 +74,16 @@ def recognition_scores(confusion: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def class_ids(names: Sequence[str | None], labels: Sequence[str]) -> torch.Tensor:
+    """Class ids long [N] of label names in `labels`' order, None -> -1 (no label); a name outside the set is a
+    ValueError (callers pass validated, canonical labels)."""
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({n for n in names if n is not None and n not in index})
+    if unknown:
+        raise ValueError(f"labels not in the label set: {unknown}")
+    return torch.tensor([NO_LABEL if n is None else index[n] for n in names], dtype=torch.long)
+
+
 class RecognitionMetrics(Metric):
     """WAR, UAR, per-class recall and the confusion matrix, accumulated over batches and devices.
 
@@ -130,4 +140,4 @@ class RecognitionMetrics(Metric):
         }
 
 
-__all__ = ["NO_LABEL", "UAR_RULE", "RecognitionMetrics", "confusion_matrix", "recognition_scores"]
+__all__ = ["NO_LABEL", "UAR_RULE", "RecognitionMetrics", "class_ids", "confusion_matrix", "recognition_scores"]

@@ -1,10 +1,10 @@
 """Best-of-N reranking: which of a clip's N sampled candidates to keep, by the verifier (docs/method.md §5).
 
 Each candidate is scored with the explanation reward of docs/method.md §3 (`ecr.rl.rewards.ExplanationReward`,
-the same splitter, τ, mapping and options) computed against the candidate's OWN answer instead of the ground
-truth: the share of its (non-neutral) think sentences whose verifier label set contains the emotion it answers.
-So the kept candidate is the one whose explanation best supports its own prediction, and the truth is never
-looked at. The rule, per clip, the largest of:
+read through its one `SentenceReader`: the same splitter, sentence cap, τ, mapping and options) computed against
+the candidate's OWN answer instead of the ground truth: the share of its (non-neutral) think sentences whose
+verifier label set contains the emotion it answers. So the kept candidate is the one whose explanation best
+supports its own prediction, and the truth is never looked at. The rule, per clip, the largest of:
 1. whether the answer is a label of the set (a candidate with an unparseable or off-list answer has no score
    and loses to every candidate that has one);
 2. the score (in [0, 1]);

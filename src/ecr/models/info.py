@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +31,7 @@ from typing import Any, Literal
 from ecr.errors import ConfigError
 from ecr.models.config import LoraSettings, PolicyConfig
 from ecr.models.presets import PRESET_NAMES, preset_config
+from ecr.rows import markdown_table
 
 Quantization = Literal["none", "8bit", "4bit"]
 WeightDtype = Literal["bfloat16", "float16", "float32"]
@@ -380,17 +380,6 @@ def _base_name(peft_name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- printing
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A small GitHub-markdown table (`ecr.modules.report.markdown_table` sits above the models layer)."""
-    cells = [[str(c) for c in headers], *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-
-    def line(r: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells[1:])])
-
-
 def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
@@ -423,7 +412,7 @@ def format_census(census: ModelCensus, gpus: int = 8) -> str:
     ]
     mem = census.memory
     part_rows.append(("total", f"{census.parameters:,}", f"{census.trainable:,}", "", gib(mem.weights)))
-    lines.append(markdown_table(["part", "parameters", "trainable", "quantised", "weights"], part_rows))
+    lines.append(markdown_table(["part", "parameters", "trainable", "quantised", "weights"], part_rows, align=True))
     if census.tied_head:
         lines.append("The LM head is tied to the input embeddings (counted once, under the language model).")
     lines += ["", "Training memory per GPU (weights + gradients + AdamW states):", ""]
@@ -433,7 +422,7 @@ def format_census(census: ModelCensus, gpus: int = 8) -> str:
             mem_rows.append((n, strategy, "n/a", "n/a", "n/a", "needs --quantization none (8/4-bit weights)"))
         else:
             mem_rows.append((n, strategy, gib(m.weights), gib(m.gradients), gib(m.optimizer), gib(m.total)))
-    lines.append(markdown_table(["GPUs", "strategy", "weights", "gradients", "AdamW", "total"], mem_rows))
+    lines.append(markdown_table(["GPUs", "strategy", "weights", "gradients", "AdamW", "total"], mem_rows, align=True))
     lines += [
         "",
         "Activations are NOT included (they grow with batch size, frames and sequence length; gradient "

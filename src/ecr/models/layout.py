@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ecr.errors import ConfigError
-from ecr.models.info import build_skeleton, markdown_table, model_source
+from ecr.models.info import build_skeleton, model_source
+from ecr.rows import markdown_table
 
 INDEX = "model.safetensors.index.json"
 # Families whose checkpoints may hold other sub-models' tensors that loading the policy skips on purpose.
@@ -184,6 +185,7 @@ def format_diff(path: str | Path, family: str, diff: LayoutDiff, show: int = 20)
                 ("misshapen", len(diff.misshapen)),
                 ("ignored (other sub-models)", len(diff.ignored)),
             ],
+            align=True,
         ),
     ]
     sections = [

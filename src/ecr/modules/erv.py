@@ -32,9 +32,8 @@ from torchmetrics.functional.classification import multilabel_exact_match, multi
 from ecr.data.requirements import format_support, unsupported_labels
 from ecr.errors import ConfigError
 from ecr.labels import (
-    GOEMOTIONS_LABELS,
-    GOEMOTIONS_MAPPING,
     clean_text,
+    default_verifier_mapping,
     get_label_set,
     resolve_label_space,
     resolve_verifier_mapping,
@@ -157,8 +156,8 @@ class ERVModule(StageModule):
         task, mapping = self.hparams.task, self.hparams.mapping
         if task is None and mapping is None:
             return None
-        if mapping is None and tuple(self.label_names) == GOEMOTIONS_LABELS:
-            mapping = GOEMOTIONS_MAPPING
+        if mapping is None:
+            mapping = default_verifier_mapping(self.label_names)
         task_set = get_label_set(task if task is not None else list(mapping or {}))
         resolved = resolve_verifier_mapping(task_set, self.label_names, mapping)
         return {k: self.label_names[v] for k, v in resolved.items()}

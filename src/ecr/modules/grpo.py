@@ -38,7 +38,6 @@ from ecr.errors import ConfigError
 from ecr.metrics import RecognitionMetrics
 from ecr.models import PolicyBackbone, PolicyConfig, build_backbone
 from ecr.modules.base import OptimizerFactory, PolicyStageModule
-from ecr.modules.report import markdown_table
 from ecr.prompts import extract_answer
 from ecr.rl.loss import accumulation_scale, grpo_loss
 from ecr.rl.reward_config import DEFAULT_TERMS, RewardTerm, build_reward
@@ -54,6 +53,7 @@ from ecr.rl.rollout import (
     prefix_groups,
 )
 from ecr.rl.spread import ZeroSpreadMonitor
+from ecr.rows import markdown_table
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 AdvantageScale = Literal["group", "batch", "none"]

@@ -27,16 +27,15 @@ Compound truth: a clip whose manifest record carries `labels` (a list, or a stri
 manifests keep it in `ClipRecord.meta`) gets `labels` (canonical) in its row, scored by `ecr score` as `compound`.
 
 `ecr test --config …` runs the same generation in Lightning's test loop (`test_step`): the rows go to the
-`PredictionWriter` (which writes the predictions file and metrics.json), and `RecognitionMetrics`,
-`ExplanationMetrics` (with a verifier: the verifier judge on the live sentence labels) and `CompoundAccuracy`
-(torchmetrics, synced across ranks) are logged as `test/war`, `test/uar`, `test/epc`, `test/eea`, `test/fcr`
+`PredictionWriter` (which writes the predictions file and metrics.json), and the metrics assembly `ecr score`
+uses (`ecr.metrics.assembly.ClipMetrics`; with a verifier, the verifier judge on the live sentence labels;
+torchmetrics, synced across ranks) is logged as `test/war`, `test/uar`, `test/epc`, `test/eea`, `test/fcr`
 (`test/compound` with compound clips). A clip that a padding sampler gives to two ranks is counted once, on
 the lowest rank that has it (the rank whose row the writer keeps).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
@@ -50,9 +49,9 @@ import torch
 from ecr.data.types import ClipRecord
 from ecr.errors import ConfigError, LabelError, ManifestError
 from ecr.labels import LabelSet
-from ecr.metrics.compound import CompoundAccuracy, label_mask
-from ecr.metrics.explanation import ExplanationMetrics, explanation_label, sentence_labels, verifier_mapping
-from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
+from ecr.metrics.assembly import ClipMetrics, headline
+from ecr.metrics.explanation import explanation_label
+from ecr.metrics.recognition import class_ids
 from ecr.metrics.rerank import best_candidates, score_candidates
 from ecr.models import PolicyConfig
 from ecr.modules.base import PolicyStageModule
@@ -245,9 +244,7 @@ class PredictModule(PolicyStageModule):
                 if labels is not None:
                     self.compound[str(record.id)] = labels
         if stage == "test":
-            self.test_recognition = RecognitionMetrics(label_set.labels)
-            self.test_explanation = ExplanationMetrics()
-            self.test_compound = CompoundAccuracy()
+            self.test_metrics = ClipMetrics(label_set.labels, judged=self.reward is not None)
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -281,7 +278,7 @@ class PredictModule(PolicyStageModule):
         return {
             "path": self.verifier_path,
             "threshold": self.reward.threshold,
-            "mapping": verifier_mapping(self.reward),
+            "mapping": self.reward.reader.class_mapping(),
         }
 
     # ------------------------------------------------------------------------------------------- predict
@@ -314,7 +311,7 @@ class PredictModule(PolicyStageModule):
         chosen = best_candidates(scored, n) if scored is not None else [0] * len(clips)
         keep = [i * n + j for i, j in enumerate(chosen)]  # flat index of each clip's kept candidate
         kept = [texts[k] for k in keep]
-        sentences = sentence_labels(self.reward, kept) if self.reward is not None else [None] * len(kept)
+        sentences = self.reward.reader.sentence_labels(kept) if self.reward is not None else [None] * len(kept)
         common = {
             "generation": asdict(self.generation),
             "seed": self.seed,
@@ -382,43 +379,21 @@ class PredictModule(PolicyStageModule):
         if not counted:
             return rows
         labels = self.label_set.labels
-        index = {label: i for i, label in enumerate(labels)}
-        pred = torch.tensor([index.get(r["prediction"], NO_LABEL) for r in counted])  # [B']
-        target = torch.tensor([index[r["label"]] for r in counted])  # [B']
-        self.test_recognition.update(pred, target)
+        pred = class_ids([r["prediction"] for r in counted], labels)  # [B']
+        explained = None
         if self.reward is not None:
-            mapping = verifier_mapping(self.reward)
+            mapping = self.reward.reader.class_mapping()
             judged = [explanation_label(r["sentences"], mapping, labels) for r in counted]
-            explained = torch.tensor([index[j] if isinstance(j, str) else NO_LABEL for j in judged])  # [B']
-            self.test_explanation.update(pred, explained, target)
-        compound = [(p, r["labels"]) for p, r in zip(pred.tolist(), counted, strict=True) if "labels" in r]
-        if compound:
-            self.test_compound.update(
-                torch.tensor([p for p, _ in compound]), label_mask([c for _, c in compound], labels)
-            )
+            explained = class_ids([j if isinstance(j, str) else None for j in judged], labels)  # [B']
+        target = class_ids([r["label"] for r in counted], labels)  # [B']
+        self.test_metrics.update(pred, target, explained, [r.get("labels") for r in counted])
         return rows
 
     def on_test_epoch_end(self) -> None:
         """Sync the metrics over ranks, log test/* and keep the report the writer puts in metrics.json."""
-        assert self.label_set is not None
-        metrics = (self.test_recognition, self.test_explanation, self.test_compound)
-        with contextlib.ExitStack() as synced:  # report() reads the states: sum them over ranks first
-            for metric in metrics:
-                synced.enter_context(metric.sync_context())
-            report: dict[str, Any] = {"labels": list(self.label_set.labels), **self.test_recognition.report()}
-            explanation, compound = self.test_explanation.report(), self.test_compound.report()
-        if self.reward is not None:
-            report.update(explanation)
-            report["judge"] = {"judge": "verifier", **(self.verifier_identity() or {})}
-        else:
-            report["judge"] = None
-        if compound["n"]:
-            report["compound"] = compound
-        logged = {f"test/{k}": report[k] for k in ("war", "uar", "epc", "eea", "fcr") if report.get(k) is not None}
-        if compound["n"]:
-            logged["test/compound"] = compound["accuracy"]
-        self.log_dict({k: float(v) for k, v in logged.items()}, sync_dist=True)
-        self.test_report = report
+        judge = {"judge": "verifier", **(self.verifier_identity() or {})} if self.reward is not None else None
+        self.test_report = self.test_metrics.report(judge, sync=True)  # the same assembly as `ecr score`
+        self.log_dict({f"test/{k}": v for k, v in headline(self.test_report).items()}, sync_dist=True)
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         raise ConfigError("PredictModule trains nothing: run it with `ecr predict`, not `ecr fit`")

@@ -87,7 +87,7 @@ def build_reward(
             if loaded is None:
                 loaded = load_verifier(verifier) if isinstance(verifier, (str, Path)) else verifier
             fn = ExplanationReward(loaded, label_set, **options)
-            log.info("explanation reward: τ = %.3f, mapping %s", fn.threshold, fn.mapping)
+            log.info("explanation reward: τ = %.3f, mapping %s", fn.threshold, fn.reader.class_mapping())
         else:
             raise ConfigError(
                 f"{where}: unknown reward {term.name!r}; built-ins are {BUILTIN_TERMS} (or set `function`)"

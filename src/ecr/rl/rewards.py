@@ -7,23 +7,14 @@ per completion. The rules are docs/method.md §3, re-derived from the paper's co
   strict=True is the official full match, the default tolerates surrounding whitespace/EOS strings.
 - accuracy: 1 if the normalised first answer equals the normalised ground truth; no answer tag -> 0.
 - explanation: the share of the think block's sentences whose verifier label set contains the ground truth,
-  over non-neutral sentences (over all sentences when the truth is neutral). All sentences of all completions
-  go through ONE batched verifier call, and none at all when there is no sentence.
+  over non-neutral sentences (over all sentences when the truth is neutral). The sentences are read by the one
+  `ecr.models.sentence_reader.SentenceReader` (splitter, mapping checked at construction — a `LabelError` before
+  training, not a KeyError mid-step —, τ, decision rule, the 64-sentence cap, the non-finite check), all of a
+  batch in ONE verifier call, none when there is no sentence.
 
-A ground-truth label that cannot be mapped into the verifier's label space is a `LabelError` raised when
-`ExplanationReward` is built, i.e. before training starts, not in the middle of a step (the research code
-crashed with a KeyError there). Non-finite verifier probabilities mid-run are a `VerifierOutputError`: they
-never become rewards or metrics.
-
-Anti-gaming: a policy can inflate M/N by repeating one emotional sentence or by stuffing label words.
-`ExplanationReward.evaluate` returns per-completion `duplicate_fraction` and `label_word_density` (see
-`ExplanationScore`) beside the rewards, and two opt-in options act on them (`dedupe_sentences`, `penalty`),
-documented on `ExplanationReward`.
-
-Robustness: a `None` completion (a generation or an API answer that is missing) counts as the empty text,
-scoring 0 in every term; anything else that is not a string is a `TypeError` naming its index. The explanation
-reward scores at most `max_sentences` sentences per completion (the first ones; 64 by default, None = all), so a
-degenerate 10,000-sentence completion costs what 64 do; each capped completion is counted (statistic `capped`).
+Anti-gaming: `ExplanationReward.evaluate` returns per-completion `duplicate_fraction` and `label_word_density`
+(`ExplanationScore`) beside the rewards; `dedupe_sentences` and `penalty` act on them (see `ExplanationReward`).
+A `None` completion counts as the empty text (0 in every term); any other non-string is a `TypeError`.
 
 Statistics are returned, never stored on the term: a term that has some implements `RewardWithStats`
 (`evaluate` -> `TermResult`), and `CombinedReward` logs them as `"{term}/{statistic}"`.
@@ -34,28 +25,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, Unpack, runtime_checkable
 
 import torch
 
-from ecr.errors import ConfigError, LabelError, VerifierOutputError
-from ecr.labels import (
-    GOEMOTIONS_LABELS,
-    GOEMOTIONS_MAPPING,
-    NEUTRAL,
-    SYNONYM_GROUPS,
-    LabelSet,
-    clean_text,
-    get_label_set,
-)
-from ecr.models.verifier import DEFAULT_MAX_LABELS, DEFAULT_THRESHOLD, Verifier, decide
+from ecr.errors import ConfigError, LabelError
+from ecr.labels import SYNONYM_GROUPS, LabelSet, clean_text, get_label_set
+from ecr.models.sentence_reader import LabelSpec, MappingSpec, ReaderOptions, SentenceReader
+from ecr.models.verifier import DEFAULT_MAX_LABELS, DEFAULT_THRESHOLD, Verifier
 from ecr.prompts import extract_answer, extract_think, is_well_formed
-from ecr.sentences import Splitter, get_splitter
+from ecr.sentences import Splitter
 
-LabelSpec = LabelSet | str | Sequence[str]
-MappingSpec = Mapping[str, str] | Literal["auto", "identity"] | None
 _WORD = re.compile(r"[a-z]+")
-DEFAULT_MAX_SENTENCES = 64
 
 
 def completion_texts(completions: Sequence[str | None]) -> list[str]:
@@ -199,25 +180,19 @@ class ExplanationScore:
 class ExplanationReward:
     """The ERV explanation reward, configured once (label mapping resolved and checked before training).
 
+    The explanation is read by a `SentenceReader` (`self.reader`: splitter, mapping, τ, decision rule, sentence
+    cap), the same reader the metrics, judges, reranking and `ecr predict` use.
+
     Args:
-        verifier: any `Verifier` (`label_names` + `probs`).
-        label_set: the task's label set (name, list or LabelSet); ground-truth labels are normalised with it.
-        mapping: task label -> verifier class name. "auto" (default): the verifier's own saved `mapping`
-            if it has one, else `GOEMOTIONS_MAPPING` when the verifier speaks the 28 GoEmotions classes, else the
-            identity; "identity"/None: same-named classes; a dict: explicit (missing keys fall back to same name).
-        threshold: τ. None: the verifier's saved `threshold` attribute, else 0.1 (the paper's value).
-        max_labels: at most this many labels per sentence (top by p).
-        splitter: "official" (paper regex), "pysbd", or a callable text -> sentences.
-        dedupe_sentences: when True, a sentence repeated within one completion (same text after lower-casing
-            and whitespace collapsing) is scored once: it counts once in N, N_nn and M and is sent to the
-            verifier once. Repeating one emotional sentence then stops raising M/N.
+        verifier, label_set, reader: the reader's verifier, task labels and settings (`mapping`, `threshold`,
+            `max_labels`, `splitter`, `dedupe_sentences`, `max_sentences`: `ecr.models.sentence_reader.SentenceReader`);
+            with `dedupe_sentences` a repeated sentence counts once in N, N_nn and M, so repeating one emotional
+            sentence stops raising M/N; a completion over `max_sentences` sentences is `capped` (in the statistics).
         penalty: when > 0, the reward becomes
             max(0, base - penalty * (duplicate_fraction + max(0, label_word_density - label_word_allowance)));
             with the default 0 the statistics are only reported (`evaluate(...).stats`, `score()`).
         label_word_allowance: label-word density tolerated before the penalty applies (natural explanations
             name the emotion once or twice).
-        max_sentences: sentences scored per completion (the first ones, after `dedupe_sentences`); a
-            completion with more is `capped` (counted in the statistics). None: no cap.
 
     Raises:
         LabelError: a task label has no class in the verifier's label space.
@@ -237,124 +212,50 @@ class ExplanationReward:
         verifier: Verifier,
         label_set: LabelSpec,
         *,
-        mapping: MappingSpec = "auto",
-        threshold: float | None = None,
-        max_labels: int = DEFAULT_MAX_LABELS,
-        splitter: str | Splitter = "official",
-        dedupe_sentences: bool = False,
         penalty: float = 0.0,
         label_word_allowance: float = 0.1,
-        max_sentences: int | None = DEFAULT_MAX_SENTENCES,
+        **reader: Unpack[ReaderOptions],
     ) -> None:
-        from ecr.labels import resolve_verifier_mapping
-
-        if max_sentences is not None and max_sentences < 1:
-            raise ConfigError(f"max_sentences must be >= 1 or None, got {max_sentences}")
-        self.max_sentences = max_sentences
-
-        if max_labels < 1:
-            raise ConfigError(f"max_labels must be >= 1, got {max_labels}")
         if penalty < 0:
             raise ConfigError(f"penalty must be >= 0, got {penalty}")
-        self.verifier = verifier
-        self.label_set = get_label_set(label_set)
-        self.verifier_labels = [clean_text(n) for n in verifier.label_names]
-        chosen = self._auto_mapping(verifier, self.verifier_labels) if mapping == "auto" else mapping
-        if chosen == "identity":
-            chosen = None
-        self.mapping = resolve_verifier_mapping(self.label_set, self.verifier_labels, chosen)  # raises LabelError
-        self.threshold = float(
-            threshold if threshold is not None else getattr(verifier, "threshold", DEFAULT_THRESHOLD)
-        )
-        self.max_labels = max_labels
-        self.splitter = get_splitter(splitter)
-        self.dedupe_sentences = dedupe_sentences
+        self.reader = SentenceReader(verifier, label_set, **reader)
         self.penalty = penalty
         self.label_word_allowance = label_word_allowance
-        self.neutral_idx = self.verifier_labels.index(NEUTRAL) if NEUTRAL in self.verifier_labels else None
         self._label_words = self._collect_label_words()
 
-    @staticmethod
-    def _auto_mapping(verifier: Verifier, vlabels: list[str]) -> Mapping[str, str] | None:
-        saved = getattr(verifier, "mapping", None)
-        if saved:
-            return saved
-        if tuple(vlabels) == GOEMOTIONS_LABELS:
-            return GOEMOTIONS_MAPPING
-        return None
+    # the reader's settings, read-only here (their one home is `self.reader`)
+    verifier = property(lambda self: self.reader.verifier)
+    label_set = property(lambda self: self.reader.label_set)
+    threshold = property(lambda self: self.reader.threshold)
+    max_sentences = property(lambda self: self.reader.max_sentences)
 
     def _collect_label_words(self) -> frozenset[str]:
-        words = set(self.verifier_labels) | set(self.label_set.labels)
+        words = set(self.reader.verifier_labels) | set(self.label_set.labels)
         for group in SYNONYM_GROUPS:
             if group & words:
                 words |= group
         return frozenset(w for w in words if " " not in w)
-
-    def sentences(self, completion: str) -> tuple[list[str], bool, float]:
-        """(sentences to score, has a think block, duplicate fraction) of one completion."""
-        think = extract_think(completion)
-        if think is None:
-            return [], False, 0.0
-        sents = self.splitter(think)
-        keys = [" ".join(s.lower().split()) for s in sents]
-        dup = 1.0 - len(set(keys)) / len(keys) if keys else 0.0
-        if self.dedupe_sentences:
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}  # key -> index of first occurrence
-            sents = [s for i, (s, k) in enumerate(zip(sents, keys, strict=True)) if first[k] == i]
-        return sents, True, dup
 
     def label_word_density(self, completion: str) -> float:
         """Share of the think block's words that are label words (0 when there is no word)."""
         words = _WORD.findall((extract_think(completion) or "").lower())
         return sum(w in self._label_words for w in words) / len(words) if words else 0.0
 
-    def sentence_probs(self, sentences: list[str]) -> torch.Tensor:
-        """The verifier's probabilities, float [S, C] on CPU, checked: the right shape and finite.
-
-        Raises `VerifierOutputError` on any non-finite value: NaN would read every sentence as one label (a
-        constant reward or metric), so it must stop the run, not be scored.
-        """
-        probs = self.verifier.probs(sentences)  # [S, C]
-        expected = (len(sentences), len(self.verifier_labels))
-        if tuple(probs.shape) != expected:
-            raise ValueError(f"verifier.probs returned shape {tuple(probs.shape)}, expected {expected}")
-        probs = probs.detach().float().cpu()
-        bad = (~torch.isfinite(probs)).any(dim=-1).nonzero().flatten().tolist()  # sentence indices
-        if bad:
-            raise VerifierOutputError(
-                f"the verifier returned non-finite probabilities for {len(bad)} of {len(sentences)} sentences "
-                f"(e.g. {sentences[bad[0]]!r}); stopped: they must not become rewards or metrics "
-                "(NaN/inf verifier weights?)"
-            )
-        return probs
-
     def score(self, completions: Sequence[str], labels: Sequence[str]) -> list[ExplanationScore]:
         """Scores and statistics per completion (one verifier call for the whole batch, none if no sentence)."""
         _check_lengths(completions, labels)
         completions = completion_texts(completions)
-        b = len(completions)
+        reader, b = self.reader, len(completions)
         truth_names = [self.label_set.canonical(lbl, where="ground-truth label") for lbl in labels]
-        truth = torch.tensor([self.mapping[t] for t in truth_names], dtype=torch.long)  # [B]
-        truth_is_neutral = torch.tensor(
-            [self.neutral_idx is not None and int(t) == self.neutral_idx for t in truth], dtype=torch.bool
-        )  # [B]
-        per = [self.sentences(c) for c in completions]
-        cap = self.max_sentences
-        capped = [cap is not None and len(sents) > cap for sents, _, _ in per]
-        per = [(sents[:cap], think, dup) for sents, think, dup in per]
-        flat = [s for sents, _, _ in per for s in sents]
-        owner = torch.tensor([i for i, (sents, _, _) in enumerate(per) for _ in sents], dtype=torch.long)  # [S]
-        if flat:
-            sets = decide(self.sentence_probs(flat), self.threshold, self.max_labels)  # [S, C]
-            n, n_nn, m = sentence_counts(sets, owner, truth, self.neutral_idx, b)
-        else:
-            n = n_nn = m = torch.zeros(b, dtype=torch.long)
+        truth = torch.tensor([reader.mapping[t] for t in truth_names], dtype=torch.long)  # [B]
+        truth_is_neutral = truth == (reader.neutral_idx if reader.neutral_idx is not None else -1)  # [B]
+        read = reader.read(completions)
+        n, n_nn, m = sentence_counts(read.sets, read.owner, truth, reader.neutral_idx, b)
         base = explanation_ratio(n, n_nn, m, truth_is_neutral).tolist()
         scores = []
-        for i, completion in enumerate(completions):
-            _, has_think, dup = per[i]
+        for i, (completion, think) in enumerate(zip(completions, read.per, strict=True)):
             density = self.label_word_density(completion)
-            gaming = dup + max(0.0, density - self.label_word_allowance)
+            gaming = think.duplicate_fraction + max(0.0, density - self.label_word_allowance)
             reward = max(0.0, base[i] - self.penalty * gaming) if self.penalty > 0 else base[i]
             scores.append(
                 ExplanationScore(
@@ -363,10 +264,10 @@ class ExplanationReward:
                     n_sentences=int(n[i]),
                     n_non_neutral=int(n_nn[i]),
                     n_match=int(m[i]),
-                    duplicate_fraction=float(dup),
+                    duplicate_fraction=float(think.duplicate_fraction),
                     label_word_density=float(density),
-                    has_think=has_think,
-                    capped=capped[i],
+                    has_think=think.has_think,
+                    capped=think.capped,
                 )
             )
         return scores

@@ -75,18 +75,9 @@ def _teacher_fn(judge: JudgeName, label_set: LabelSet, verifier: Path | None, em
         return lambda sents: [list(r.labels) for r in lexicon.label(sents)]
     if verifier is None:
         raise ConfigError("ecr explain: --teacher verifier needs --verifier DIR (a verifier folder)")
-    from ecr.models.verifier import decide, load_verifier
+    from ecr.models.verifier import load_verifier
 
-    model = load_verifier(verifier)
-    names = model.label_names
-
-    def read(sents: list[str]) -> list[list[str]]:
-        if not sents:
-            return []
-        chosen = decide(model.probs(sents).float(), model.threshold, 2)  # bool [S, C]
-        return [[names[j] for j in row.nonzero().flatten().tolist()] for row in chosen]
-
-    return read
+    return load_verifier(verifier).label_sets  # its own τ and label cap (`decide`)
 
 
 def _predictions(path: Path) -> dict[str, str]:

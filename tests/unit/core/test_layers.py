@@ -1,14 +1,18 @@
 """Imports flow one way through the layers the README names (its "Layout" section).
 
 Every `import`/`from … import` of `ecr` code anywhere under `src/ecr` (module level or inside a function) is
-read with `ast`. A module may import its own top-level package (`ecr.data.x` → `ecr.data.y`) and any package
-of a LOWER layer; importing a package of the same layer or of a higher one is a back-import and fails,
-naming the file, the line and the import.
+read with `ast`, and so is every `"ecr.module:function"` string (the command registry of `ecr.cli`, whose
+modules are imported only when a command runs): such a string counts as an import of its module, and its
+module and function must exist. A module may import its own top-level package (`ecr.data.x` → `ecr.data.y`)
+and any package of a LOWER layer; importing a package of the same layer or of a higher one is a back-import
+and fails, naming the file, the line and the import. One exception, stated here: the entry point `cli`
+dispatches through its registry to the commands of its own layer (`ecr pipeline`, `ecr init`).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +35,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "pipeline", "project"),
 )
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+ENTRY_POINT = "cli"  # its command registry may name the commands of its own layer
+TARGET = re.compile(r"ecr(\.\w+)+:\w+")  # "ecr.evaluation.score:score_command"
 
 
 def top_package(module: str) -> str | None:
@@ -69,6 +75,27 @@ def imported_modules(path: Path, root: Path = SRC) -> list[tuple[int, str]]:
     return found
 
 
+def registered_targets(path: Path) -> list[tuple[int, str]]:
+    """(line, "module:function") of every command-registry string in a file (imported when the command runs)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and TARGET.fullmatch(node.value)
+    ]
+
+
+def missing_target(target: str, root: Path = SRC) -> str | None:
+    """Why a "module:function" string names nothing (read with `ast`, nothing imported), or None."""
+    module, _, function = target.partition(":")
+    base = root.parent.joinpath(*module.split("."))
+    source = next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+    if source is None:
+        return f"no module {module}"
+    defined = {n.name for n in ast.parse(source.read_text()).body if isinstance(n, ast.FunctionDef)}
+    return None if function in defined else f"{module} defines no function {function}"
+
+
 def violations(root: Path = SRC) -> list[str]:
     out = []
     for path in sorted(root.rglob("*.py")):
@@ -80,13 +107,21 @@ def violations(root: Path = SRC) -> list[str]:
                 f"{path.relative_to(root.parent)}: package {own!r} has no layer (add it to LAYERS and the README)"
             )
             continue
-        for line, target in imported_modules(path, root):
+        where = path.relative_to(root.parent)
+        registered = registered_targets(path)
+        for line, target in registered:
+            why = missing_target(target, root)
+            if why is not None:
+                out.append(f"{where}:{line}: registers {target}, but there is {why}")
+        entry = {(line, target.partition(":")[0]) for line, target in registered}
+        for line, target in imported_modules(path, root) + sorted(entry):
             dep = top_package(target)
             if dep is None or dep == own:
                 continue
-            if dep not in RANK or RANK[dep] >= RANK[own]:
+            dispatch = own == ENTRY_POINT and (line, target) in entry and RANK.get(dep) == RANK[own]
+            if dep not in RANK or (RANK[dep] >= RANK[own] and not dispatch):
                 out.append(
-                    f"{path.relative_to(root.parent)}:{line}: imports {target} "
+                    f"{where}:{line}: imports {target} "
                     f"({dep!r}, layer {RANK.get(dep, '?')}) from {own!r} (layer {RANK[own]})"
                 )
     return out
@@ -110,6 +145,7 @@ def test_every_package_has_a_layer() -> None:
         ("teachers/bad.py", "def f():\n    from ecr.rl.rewards import format_reward\n"),  # inside a function
         ("callbacks.py", "import ecr.export\n"),  # a sibling of the same layer
         ("labels.py", "from . import prompts\n"),  # relative import
+        ("cli.py", 'COMMANDS = {"x": "ecr.cli:nothing"}\n'),  # a registry string naming no function
     ],
 )
 def test_a_back_import_is_reported_with_file_and_line(tmp_path: Path, importer: str, source: str) -> None:
@@ -122,6 +158,18 @@ def test_a_back_import_is_reported_with_file_and_line(tmp_path: Path, importer: 
     target.write_text(source)
     bad = violations(root)
     assert len(bad) == 1 and bad[0].startswith(f"ecr/{importer}:"), bad
+
+
+def test_registered_commands_are_imports(tmp_path: Path) -> None:
+    """The `ecr` command registry is seen: a registry string in a lower layer naming a higher one is reported."""
+    assert ("ecr.evaluation.score:score_command") in {t for _, t in registered_targets(SRC / "cli.py")}
+    root = tmp_path / "ecr"
+    for folder in (root, root / "data", root / "models"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "__init__.py").write_text("")
+    (root / "models" / "info.py").write_text("def info_command():\n    pass\n")
+    (root / "data" / "bad.py").write_text('COMMANDS = {"info": "ecr.models.info:info_command"}\n')
+    assert violations(root) == ["ecr/data/bad.py:1: imports ecr.models.info ('models', layer 4) from 'data' (layer 3)"]
 
 
 def test_the_readme_states_the_same_order() -> None:

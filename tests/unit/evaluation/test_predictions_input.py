@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,6 +138,28 @@ def test_clips_without_a_prediction_are_an_error_unless_skipping(tmp_path: Path)
         score_command(path, "dfew", judge="none", bootstrap=0, manifest=manifest, split="train", on_error="skip")
 
 
+def test_split_options_keep_their_flat_spelling_on_the_command_line(tmp_path: Path) -> None:
+    """`ecr score`/`ecr report` take `--manifest --split --val_fraction --test_fraction --split_seed` (one definition,
+    `DatasetSplitOptions`) in a subprocess: the train split holds none of the predicted clips -> exit 2."""
+    ecr = shutil.which("ecr", path=str(Path(sys.executable).parent))
+    assert ecr is not None
+    manifest, path = _manifest(tmp_path), _file(tmp_path, [])
+    common = ["--labels", "dfew", "--judge", "none", "--bootstrap", "0", "--manifest", str(manifest)]
+    split = ["--val_fraction", "0.2", "--test_fraction", "0.2", "--split_seed", "3"]
+    done = subprocess.run(
+        [ecr, "score", str(path), *common, *split, "--on_error", "skip"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "p.jsonl.metrics.json").read_text())["missing_clips"]["first"] == ["c6"]
+    for command, out in (("score", []), ("report", ["--out", str(tmp_path / "r")])):
+        bad = subprocess.run(
+            [ecr, command, str(path), *common, "--split", "train", "--on_error", "skip", *out],
+            capture_output=True,
+            text=True,
+        )
+        assert bad.returncode == 2 and "not_in_dataset: 6" in bad.stderr, (command, bad.stderr)
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_rows_without_a_split_are_split_as_the_datamodule_does(tmp_path: Path, suffix: str) -> None:
     from ecr.data import ClipDataModule
@@ -156,6 +181,7 @@ def test_default_split_is_one_definition_shared_by_data_and_score(tmp_path: Path
     import inspect
 
     from ecr.data import ClipDataModule
+    from ecr.evaluation.predictions import dataset_split
     from ecr.evaluation.report import report_command
     from ecr.evaluation.score import score_command
 
@@ -165,10 +191,12 @@ def test_default_split_is_one_definition_shared_by_data_and_score(tmp_path: Path
     assert dm.splits is not None and dm.splits["test"], "the default split must hold out test clips"
     for split in ("train", "val", "test"):
         assert list(read_split(manifest, DFEW, split).labels) == [r.id for r in dm.splits[split]]
-    for fn in (score_command, report_command):
-        params = inspect.signature(fn).parameters
-        assert params["test_fraction"].default == dm.test_fraction
-        assert params["val_fraction"].default == dm.val_fraction and params["split_seed"].default == dm.seed
+    for fn in (score_command, report_command):  # both take the one definition of the split options
+        dataset = inspect.signature(fn).parameters["dataset"]
+        assert dataset.kind is inspect.Parameter.VAR_KEYWORD and "DatasetSplitOptions" in str(dataset.annotation)
+    for split in ("train", "val", "test"):  # its defaults are the DataModule's
+        chosen = dataset_split(DFEW, manifest=manifest, split=split)
+        assert chosen is not None and list(chosen.labels) == [r.id for r in dm.splits[split]]
 
 
 def test_report_command_counts_skipped_rows_on_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,8 +14,9 @@ import pytest
 from ecr.errors import ConfigError, ManifestError
 from ecr.evaluation.browse import QUADRANTS, clip_views, clips_table, filter_clips
 from ecr.evaluation.judges import StoredVerifierJudge, VerifierJudge
+from ecr.evaluation.page import select_examples
 from ecr.evaluation.predictions import read_predictions
-from ecr.evaluation.report import report_command, run_names, select_examples, write_report
+from ecr.evaluation.report import report_command, run_names, write_report
 from ecr.evaluation.score import compare_predictions, score_predictions
 from ecr.labels import DFEW
 
@@ -147,7 +148,7 @@ def test_examples_are_the_inconsistent_clips_with_their_sentence_labels(tmp_path
 def test_a_verifier_model_gives_the_same_examples_as_the_stored_sentences(two_runs: tuple[Path, Path]) -> None:
     a, _ = two_runs
     preds = read_predictions(a, DFEW)
-    from ecr.evaluation.report import Run
+    from ecr.evaluation.page import Run
 
     def examples(judge):
         m = score_predictions(preds, DFEW, judge)

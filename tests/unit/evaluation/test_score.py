@@ -195,3 +195,29 @@ def test_compare_with_other_clips_is_a_config_error(tmp_path: Path) -> None:
         score_command(a, "dfew", out=tmp_path / "m.json", judge="none", compare=b)
     with pytest.raises(ConfigError, match="bootstrap"):
         score_command(a, "dfew", out=tmp_path / "m.json", judge="none", bootstrap=-1)
+
+
+def test_ecr_test_and_ecr_score_assemble_the_same_metrics(tmp_path: Path) -> None:
+    """`ecr test`'s batch-by-batch `ClipMetrics` gives `score_predictions`' numbers (one assembly, two jobs)."""
+    from ecr.evaluation.judges import StoredVerifierJudge
+    from ecr.metrics.assembly import ClipMetrics
+    from ecr.metrics.recognition import class_ids
+
+    raw = _with_stored_sentences(rows())
+    raw[2]["labels"] = ["sad", "happy"]  # a compound clip
+    preds = read_predictions(write_predictions(tmp_path / "p.jsonl", raw), DFEW)
+    scored = score_predictions(preds, DFEW, StoredVerifierJudge(DFEW))
+    labels = DFEW.labels
+    assembled = ClipMetrics(labels, judged=True)
+    for batch in (preds[:4], preds[4:]):  # as `test_step` sees the clips
+        judged = [explanation_label(p.sentences if p.think is not None else None, IDENTITY, labels) for p in batch]
+        assembled.update(
+            class_ids([p.prediction for p in batch], labels),
+            class_ids([p.label for p in batch], labels),
+            class_ids([j if isinstance(j, str) else None for j in judged], labels),
+            [p.labels for p in batch],
+        )
+    tested = assembled.report({"judge": "verifier"})
+    assert tested["compound"]["n"] == 1 and tested["judged"] == 5
+    for key in ("war", "uar", "confusion", "per_class_recall", "epc", "eea", "fcr", "missing", "quadrants", "compound"):
+        assert tested[key] == scored[key], key
