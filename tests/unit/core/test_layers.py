@@ -1,4 +1,4 @@
-"""Imports flow one way through the layers the README names (its "Layout" section).
+"""Imports flow one way through the layers docs/architecture.md names (its "The layer order" section).
 
 Every `import`/`from … import` of `ecr` code anywhere under `src/ecr` (module level or inside a function) is
 read with `ast`. A module may import its own top-level package (`ecr.data.x` → `ecr.data.y`) and any package
@@ -77,7 +77,8 @@ def violations(root: Path = SRC) -> list[str]:
             continue
         if own not in RANK:
             out.append(
-                f"{path.relative_to(root.parent)}: package {own!r} has no layer (add it to LAYERS and the README)"
+                f"{path.relative_to(root.parent)}: package {own!r} has no layer "
+                "(add it to LAYERS and docs/architecture.md)"
             )
             continue
         for line, target in imported_modules(path, root):
@@ -124,7 +125,7 @@ def test_a_back_import_is_reported_with_file_and_line(tmp_path: Path, importer: 
     assert len(bad) == 1 and bad[0].startswith(f"ecr/{importer}:"), bad
 
 
-def test_the_readme_states_the_same_order() -> None:
-    readme = (SRC.parents[1] / "README.md").read_text()
+def test_the_architecture_page_states_the_same_order() -> None:
+    page = (SRC.parents[1] / "docs" / "architecture.md").read_text()
     order = " -> ".join(", ".join(layer) for layer in LAYERS)
-    assert order in readme, f"README's layout section must state the layer order: {order}"
+    assert order in page, f"docs/architecture.md must state the layer order: {order}"
