@@ -410,7 +410,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    needed = [Path("runs/demo_sft/export/merged"), Path("runs/demo/erv/verifier"), SYNTH / "manifest.jsonl"]
+    needed = [Path("runs/demo_sft/export/merged"), Path("runs/demo_erv/verifier"), SYNTH / "manifest.jsonl"]
     if not all(p.exists() for p in needed):
         sys.exit("paper_in_miniature: run ./scripts/demo.sh first (it builds the data, SFT policy and verifier)")
 
@@ -431,7 +431,7 @@ def main() -> None:
 
     label_set = get_label_set("dfew")
     cue = CueJudge(test.parent / "cue_table.json", label_set)
-    verifier = VerifierJudge(Path("runs/demo/erv/verifier"), label_set)
+    verifier = VerifierJudge(Path("runs/demo_erv/verifier"), label_set)
     meta = {json.loads(line)["id"]: json.loads(line) for line in test.read_text().splitlines()}
     preds: dict[str, dict[int, list]] = {"a": {}, "b": {}, "c": {}}
     sft = load(predict(OUT / "a", None, test), label_set)

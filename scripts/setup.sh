@@ -28,3 +28,5 @@ else
   .venv/bin/python -c 'import ecr' 2>/dev/null || .venv/bin/pip install -q --no-deps -e .
 fi
 echo "[setup] ok: $(.venv/bin/python -c 'import torch, torchcodec, transformers, lightning; print("torch", torch.__version__, "| torchcodec", torchcodec.__version__, "| transformers", transformers.__version__, "| lightning", lightning.__version__)')"
+# `ecr fit --help` builds Lightning's whole parser (10-15 s); build it once here, later calls read the cache
+.venv/bin/ecr fit --help > /dev/null

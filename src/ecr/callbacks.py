@@ -6,7 +6,12 @@ runs it generates for them (greedy by default) and writes a markdown table (clip
 with `generate_texts(samples)` (the SFT and GRPO modules have it).
 
 `TokenThroughputMonitor` is Lightning's `ThroughputMonitor` told how to count samples and tokens of a
-collated batch (attention-mask sum), so `train/device/items_per_sec` is tokens per second.
+collated batch (attention-mask sum); it logs Lightning's `items_per_sec` under the name of what it counts,
+`train/tokens_per_sec` (and `train/device/tokens_per_sec` per device).
+
+`QuietProgressBar` is the progress bar every `ecr` run gets unless its config names one: Lightning's bar
+without the `v_num` entry (the run folder says which version it is) and without "Epoch 9/-2" in step-bounded
+runs (`max_steps` with no epoch limit, as GRPO runs).
 """
 
 from __future__ import annotations
@@ -40,6 +45,49 @@ class TokenThroughputMonitor(ThroughputMonitor):
             window_size: Batches averaged in each reported throughput figure.
         """
         super().__init__(batch_size_fn=batch_size_of, length_fn=tokens_of, window_size=window_size)
+        self._module_has_flops = False  # no FLOPs figure: it needs a per-model formula (Lightning warns otherwise)
+
+    def _compute(self, trainer: Trainer, iter_num: int | None = None) -> None:
+        """Lightning's metrics, with `items` (what `length_fn` counts) named `tokens`."""
+        if not trainer._logger_connector.should_update_logs:
+            return
+        stage = trainer.state.stage
+        if stage is None:
+            return
+        throughput = self._throughputs[stage]
+        sep = throughput.separator
+        metrics = {f"{stage.value}{sep}{k.replace('items_per_sec', 'tokens_per_sec')}": v
+                   for k, v in throughput.compute().items()}  # fmt: skip
+        trainer._logger_connector.log_metrics(metrics, step=iter_num)
+
+
+def _without_version(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k != "v_num"}
+
+
+def quiet_progress_bar() -> Callback:
+    """Lightning's default bar (rich when installed, else tqdm) minus `v_num` and a negative epoch count."""
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
+
+    if not _RICH_AVAILABLE:
+
+        class QuietTQDMProgressBar(TQDMProgressBar):
+            def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+                return _without_version(super().get_metrics(trainer, pl_module))
+
+        return QuietTQDMProgressBar()
+
+    class QuietProgressBar(RichProgressBar):
+        def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+            return _without_version(super().get_metrics(trainer, pl_module))
+
+        def _get_train_description(self, current_epoch: int) -> str:
+            text = super()._get_train_description(current_epoch)
+            limit = self.trainer.max_epochs
+            return text.replace(f"/{limit - 1}", "", 1) if limit is not None and limit < 0 else text
+
+    return QuietProgressBar()
 
 
 class GenerationSampleLogger(Callback):

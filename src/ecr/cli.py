@@ -39,8 +39,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ecr import quiet
 from ecr.errors import ConfigError, ECRError
 from ecr.extras import check_installed
+from ecr.help_cache import print_help_cached, wants_help
 
 if TYPE_CHECKING:
     from lightning.pytorch.cli import ArgsType, LightningCLI
@@ -104,6 +106,12 @@ LIGHTNING_COMMANDS: dict[str, str] = {
 
 _HELP = ("-h", "--help")
 
+# the stage classes and DataModules: listed by `ecr fit --help`, addressable by short name (`--model SFTModule`)
+STAGE_MODULES: tuple[str, ...] = (
+    "ecr.modules.sft", "ecr.modules.erv", "ecr.modules.grpo", "ecr.modules.predict",
+    "ecr.data.datamodule", "ecr.data.text", "ecr.data.sentences",
+)  # fmt: skip
+
 
 def configure_parsing() -> None:
     """jsonargparse settings of every `ecr` parser: dataclass field docstrings become `--help` text."""
@@ -119,6 +127,9 @@ def _ecrcli() -> type[LightningCLI]:
 
     configure_parsing()
     from lightning.pytorch.cli import LightningCLI
+
+    for module in STAGE_MODULES:  # imported so that `--model GRPOModule` / `--model.help GRPOModule` resolve
+        importlib.import_module(module)
 
     class ECRCLI(LightningCLI):
         """LightningCLI with `ecr` defaults: subclass mode for model and data, config saved (overwriting) per run."""
@@ -149,6 +160,22 @@ def _ecrcli() -> type[LightningCLI]:
             ):
                 strategy.checkpoint_io = SafeCheckpointIO()
             return trainer
+
+        def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+            """Lightning's, plus `ecr`'s progress bar unless the config names one; `ecr predict` logs nothing
+            (its output is the predictions file), so it gets no logger folder."""
+            from lightning.pytorch.callbacks import ProgressBar
+
+            from ecr.callbacks import quiet_progress_bar
+
+            configured = [*(config.get("callbacks") or []), *callbacks]
+            if config.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in configured
+            ):
+                callbacks = [*callbacks, quiet_progress_bar()]
+            if self.subcommand == "predict":
+                config["logger"] = False
+            return super()._instantiate_trainer(config, callbacks)
 
         def before_instantiate_classes(self) -> None:
             """A DeepSpeed strategy without DeepSpeed installed: one line naming the extra, not Lightning's error."""
@@ -420,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet.install()
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     if "--debug" in argv:
         argv = [a for a in argv if a != "--debug"]
@@ -516,7 +544,11 @@ def _dispatch(argv: list[str], from_command_line: bool) -> None:
         print(help_text(), file=sys.stdout if argv else sys.stderr)
         sys.exit(0 if argv else 2)
     # From the command line LightningCLI reads sys.argv itself (passing it again makes it warn).
-    cli_main(None if from_command_line else argv)
+    args = None if from_command_line else argv
+    if argv[0] in LIGHTNING_COMMANDS and wants_help(argv[1:]):
+        print_help_cached(argv, lambda: cli_main(args))
+        return
+    cli_main(args)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ class Pipeline:
     stages: tuple[Stage, ...]
     metrics: dict[str, str] = field(default_factory=dict)
     report: str | None = None
+    state_dir: str | None = None  # where stamps and locks live (`state_dir:` in the file; `--state_dir` wins)
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
@@ -126,7 +127,10 @@ def load_pipeline(path: str | Path) -> Pipeline:
     metrics = summary.get("metrics") or {}
     if not isinstance(metrics, dict):
         raise ConfigError(f"{path}: summary.metrics: expected {{column name: metrics.json}}")
-    return Pipeline(tuple(stages), {str(k): str(v) for k, v in metrics.items()}, summary.get("report"))
+    state_dir = raw.get("state_dir")
+    if state_dir is not None and not isinstance(state_dir, str):
+        raise ConfigError(f"{path}: state_dir: expected a folder path, got {state_dir!r}")
+    return Pipeline(tuple(stages), {str(k): str(v) for k, v in metrics.items()}, summary.get("report"), state_dir)
 
 
 def newest_mtime(paths: Iterable[str | Path]) -> float | None:
@@ -263,15 +267,21 @@ def run_forwarding_signals(argv: list[str], lock: Path) -> tuple[int, signal.Sig
     return code, (received[0] if received else None)
 
 
-def run_pipeline(pipeline: Pipeline, *, state_dir: Path, force: Sequence[str] = (), dry_run: bool = False) -> int:
-    """Run the stale stages in order; returns 0, or the exit code of the first stage that failed."""
-    unknown = set(force) - {s.name for s in pipeline.stages}
+def run_pipeline(
+    pipeline: Pipeline, *, state_dir: Path, force: Sequence[str] = (), dry_run: bool = False, until: str | None = None
+) -> int:
+    """Run the stale stages in order (up to and including `until`); returns 0, or the first failed stage's code."""
+    names = [s.name for s in pipeline.stages]
+    unknown = set(force) - set(names)
     if unknown:
-        raise ConfigError(f"--force: unknown stage(s) {sorted(unknown)}; stages: {[s.name for s in pipeline.stages]}")
+        raise ConfigError(f"--force: unknown stage(s) {sorted(unknown)}; stages: {names}")
+    if until is not None and until not in names:
+        raise ConfigError(f"--until: unknown stage {until!r}; stages: {names}")
+    stages = pipeline.stages[: names.index(until) + 1] if until is not None else pipeline.stages
     state_dir.mkdir(parents=True, exist_ok=True)
     timings: list[tuple[str, str, float]] = []
-    n = len(pipeline.stages)
-    for k, stage in enumerate(pipeline.stages, 1):
+    n = len(stages)
+    for k, stage in enumerate(stages, 1):
         reason = "forced" if stage.name in force else stale_reason(stage, state_dir)
         head = f"=== {k}/{n} {stage.name}" + (f": {stage.about}" if stage.about else "")
         if reason is None:
@@ -317,7 +327,8 @@ def pipeline_command(
     file: Path,
     force: list[str] | None = None,
     dry_run: bool = False,
-    state_dir: Path = Path("runs/.pipeline"),
+    until: str | None = None,
+    state_dir: Path | None = None,
 ) -> int:
     """Run a chain of ecr commands (e.g. the whole method on the demo), skipping stages that are up to date.
 
@@ -325,6 +336,9 @@ def pipeline_command(
         file: pipeline YAML (`stages:` name, run, inputs, outputs, clean; e.g. configs/demo/pipeline.yaml).
         force: stage names to rerun even when up to date (later stages that read their outputs rerun too).
         dry_run: only print which stages would run and why.
-        state_dir: where each finished stage's stamp is kept.
+        until: stop after this stage (e.g. `--until sft`); later stages are left as they are.
+        state_dir: where each finished stage's stamp is kept (default: the file's `state_dir:`, else runs/.pipeline).
     """
-    return run_pipeline(load_pipeline(file), state_dir=state_dir, force=force or (), dry_run=dry_run)
+    pipeline = load_pipeline(file)
+    state = state_dir or Path(pipeline.state_dir or "runs/.pipeline")
+    return run_pipeline(pipeline, state_dir=state, force=force or (), dry_run=dry_run, until=until)

@@ -146,6 +146,10 @@ def stage_configs(
         out[stage] = config
     bootstrap = merge(out["explain"], {"model": {"init_args": {"policy": {"model": model}}}})
     bootstrap["model"]["init_args"]["policy"].setdefault("inputs", {})["instruction"] = BOOTSTRAP_INSTRUCTION
+    # greedy: SFT data should be the base policy's most likely explanation, not a T = 1 draw (the explain
+    # stage samples on purpose: the verifier must see the trained policy's spread of sentences)
+    bootstrap["model"]["init_args"]["generation"] = {**bootstrap["model"]["init_args"].get("generation", {}),
+                                                     "do_sample": False, "temperature": 1.0}  # fmt: skip
     _logs_to(bootstrap, f"{run}/bootstrap")
     if writer := _callback_args(bootstrap, "PredictionWriter"):
         writer["output"] = f"{run}/bootstrap/predictions.jsonl"
@@ -277,6 +281,7 @@ def init_command(
         text = yaml.dump(config, Dumper=_Dumper, sort_keys=False)
         (run / "configs" / f"{name}.yaml").write_text(text, encoding="utf-8")
     pipeline = {
+        "state_dir": f"{run_s}/.pipeline",  # this project's stage stamps, apart from other pipelines'
         "stages": stages,
         "summary": {
             "report": f"{run_s}/report/index.html",

@@ -121,10 +121,10 @@ def check_data_and_labels(root: Path, num_clips: int) -> None:
 
 def check_verifier(root: Path) -> float:
     """The ERV fit's TensorBoard scalars and exported verifier folder; returns the verifier's threshold."""
-    tags = scalar_tags(root / "runs/demo/erv")
+    tags = scalar_tags(root / "runs/demo_erv/tb")
     assert {"train/loss", "val/loss", "val/macro_f1", "val/threshold"} <= tags, tags
-    assert list((root / "runs/demo/erv").rglob("checkpoints/erv-*.ckpt")), "no best ERV checkpoint"
-    folder = root / "runs/demo/erv/verifier"
+    assert list((root / "runs/demo_erv/tb").rglob("checkpoints/erv-*.ckpt")), "no best ERV checkpoint"
+    folder = root / "runs/demo_erv/verifier"
     meta = json.loads((folder / "erv.json").read_text())
     verifier = load_verifier(folder)
     assert verifier.label_names == meta["label_names"] and set(DFEW_LABELS) <= set(verifier.label_names)

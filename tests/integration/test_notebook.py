@@ -1,7 +1,7 @@
 """notebooks/explore_explanations.ipynb executed top to bottom in a real Jupyter kernel, on files this test makes.
 
 The inputs are laid out like the demo's (the notebook's defaults): synthetic clips in demo_data/synth, a tiny
-verifier folder in runs/demo/erv/verifier, and a predictions file shaped exactly like `ecr predict`'s rows (with
+verifier folder in runs/demo_erv/verifier, and a predictions file shaped exactly like `ecr predict`'s rows (with
 the verifier's stored sentence labels) passed through ECR_PREDICTIONS. The kernel is this interpreter
 (jupyter_client runs a "python" kernelspec with sys.executable; the test checks it), and offline.
 """
@@ -41,7 +41,7 @@ def build_inputs(root: Path, labels: Sequence[str] = DFEW_LABELS, explanations: 
         root / "demo_data/synth", num_clips=8, labels=list(labels), inconsistent_fraction=0.25, size=32, duration=1.0
     )
     plain = build_tiny_classifier(root / "plain_classifier", verifier_label_space(task))
-    folder = load_verifier(plain, threshold=0.5).save(root / "runs/demo/erv/verifier")
+    folder = load_verifier(plain, threshold=0.5).save(root / "runs/demo_erv/verifier")
     reward = ExplanationReward(load_verifier(folder), task)
     clips = [json.loads(line) for line in manifest.read_text().splitlines()]
     if not explanations:

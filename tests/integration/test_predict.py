@@ -337,7 +337,7 @@ def test_ecr_test_on_two_ddp_processes_counts_each_clip_once(
         assert ddp[key] == single[key] == scored[key], key
 
 
-DEMO = [REPO / "runs/demo_sft/export/merged", REPO / "runs/demo/erv/verifier", REPO / "demo_data/synth"]
+DEMO = [REPO / "runs/demo_sft/export/merged", REPO / "runs/demo_erv/verifier", REPO / "demo_data/synth"]
 
 
 @pytest.mark.slow

@@ -115,3 +115,17 @@ def test_export_resolves_a_run_folder_to_its_newest_checkpoint(tmp_path: Path) -
     (empty / "version_0" / "checkpoints").mkdir(parents=True)
     proc = run_ecr(["export", "--checkpoint", str(empty), "--out", str(tmp_path / "e")], cwd=tmp_path)
     assert proc.returncode == 2 and "no .ckpt file" in proc.stderr and str(empty) in proc.stderr, proc.stderr
+
+
+def test_a_stage_folder_resolves_through_its_logger_folder(tmp_path: Path) -> None:
+    """`ecr init` lays a stage out as `<run>/sft/tb/version_N`: `ecr export --checkpoint <run>/sft` finds it."""
+    from ecr.modules.checkpoint import resolve_checkpoint
+
+    stage = tmp_path / "sft"
+    for version, names in {"version_0": ["last.ckpt"], "version_1": [], "version_2": ["last.ckpt"]}.items():
+        (stage / "tb" / version / "checkpoints").mkdir(parents=True)
+        for name in names:
+            (stage / "tb" / version / "checkpoints" / name).write_bytes(b"x")
+    (stage / "export").mkdir()  # other folders of the stage are not logger roots
+    assert resolve_checkpoint(stage) == stage / "tb" / "version_2" / "checkpoints" / "last.ckpt"
+    assert resolve_checkpoint(stage / "last") == resolve_checkpoint(stage / "tb")

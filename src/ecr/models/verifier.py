@@ -82,18 +82,28 @@ class Verifier(Protocol):
 def build_student(student: str, label_names: Sequence[str]) -> tuple[nn.Module, Any]:
     """A fresh multi-label classifier (pretrained encoder + new head over `label_names`) and its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     path = resolve_student(student)
     names = [clean_text(n) for n in label_names]
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path,
-        num_labels=len(names),
-        id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)},
-        problem_type="multi_label_classification",
-        ignore_mismatched_sizes=True,  # a checkpoint with another head size gets a fresh head
-        local_files_only=True,
-    )
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report (ANSI, a table) says what the line below says: a new head
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+            problem_type="multi_label_classification",
+            ignore_mismatched_sizes=True,  # a checkpoint with another head size gets a fresh head
+            local_files_only=True,
+            output_loading_info=True,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    fresh = sorted({*info.get("missing_keys", ()), *(k[0] if isinstance(k, tuple) else k for k in info.get(
+        "mismatched_keys", ()))})  # fmt: skip
+    print(f"[ecr.verifier] student {path}: new head over {len(names)} labels (initialised: {', '.join(fresh) or '-'})")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model, tokenizer
 

@@ -18,13 +18,20 @@ from ecr.models import PolicyConfig
 MODULE_PREFIX = "model."
 
 
+def _versions(root: Path) -> list[Path]:
+    """`root/version_N` folders, newest (highest N) first."""
+    found = (d for d in root.glob("version_*") if d.is_dir() and d.name[8:].isdigit())
+    return sorted(found, key=lambda d: int(d.name[8:]), reverse=True)
+
+
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """The checkpoint file `path` addresses: a file as is; a run folder (or `RUN/last`) -> its newest version.
 
     A run folder is a logger root such as `runs/sft/tb` holding `version_N/checkpoints/*.ckpt` (or the version
-    folder, or its `checkpoints/` folder). Its newest version folder that actually holds a checkpoint is taken
-    (never "version_0": a rerun or an orphaned run may have written another), and in it `last.ckpt`, else the
-    newest `.ckpt`. Used by `ecr export` and `ecr predict` so they follow the run they come after.
+    folder, or its `checkpoints/` folder), or a stage folder holding such a root (`runs/mine/sft` with
+    `tb/version_N`, as `ecr init` lays runs out). Its newest version folder that actually holds a checkpoint is
+    taken (never "version_0": a rerun or an orphaned run may have written another), and in it `last.ckpt`, else
+    the newest `.ckpt`. Used by `ecr export` and `ecr predict` so they follow the run they come after.
     """
     given = Path(path)
     if given.is_file():
@@ -32,12 +39,8 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     folder = given.parent if given.name == "last" and not given.exists() else given
     if not folder.is_dir():
         raise ConfigError(f"checkpoint {given} does not exist (give a .ckpt file or a run folder)")
-    versions = sorted(
-        (d for d in folder.glob("version_*") if d.is_dir() and d.name[8:].isdigit()),
-        key=lambda d: int(d.name[8:]),
-        reverse=True,
-    )
-    for candidate in [*versions, folder]:
+    roots = [folder, *sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("version_"))]
+    for candidate in [*(v for root in roots for v in _versions(root)), folder]:
         ckpts = [p for d in (candidate / "checkpoints", candidate) for p in d.glob("*.ckpt") if p.is_file()]
         if ckpts:
             last = [p for p in ckpts if p.name == "last.ckpt"]

@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[3] / "src" / "ecr"
 
 # Lowest first. Packages of one layer are independent of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("lazy", "errors"),
+    ("lazy", "errors", "quiet", "help_cache"),
     ("labels", "extras"),
     ("prompts", "sentences", "rows", "hub"),
     ("data",),

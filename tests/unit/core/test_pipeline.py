@@ -171,3 +171,18 @@ def test_summary_names_the_judge_and_shows_the_other_judges(tmp_path: Path) -> N
     assert "(%; judge: cue)" in text and "SFT (verifier)" in text and "GRPO (verifier)" in text
     main = [line.split() for line in text.splitlines() if line.startswith(("SFT ", "GRPO ")) and "(" not in line]
     assert [row[3] for row in main] == ["60.0", "90.0"]  # EPC: the first judge's
+
+
+def test_until_stops_after_the_named_stage_and_the_file_names_its_state_dir(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    stages = [_copy("a.txt", "b.txt", "B"), _copy("b.txt", "c.txt", "C")]
+    pipeline = _write(tmp_path, stages, state_dir="runs/mine/.pipeline")
+    first = _run(tmp_path, str(pipeline), "--until", "B")
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "b.txt").is_file() and not (tmp_path / "c.txt").exists()
+    assert "=== 1/1 B" in first.stdout and "C" not in first.stdout.split("stage")[-1]
+    assert (tmp_path / "runs/mine/.pipeline/B.done").is_file() and not (tmp_path / "runs/.pipeline").exists()
+    rest = _run(tmp_path, str(pipeline))
+    assert rest.returncode == 0 and "up to date, skipped" in rest.stdout and (tmp_path / "c.txt").is_file()
+    bad = _run(tmp_path, str(pipeline), "--until", "nope")
+    assert bad.returncode == 2 and "--until: unknown stage 'nope'" in bad.stderr and "Traceback" not in bad.stderr
