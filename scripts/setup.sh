@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up ecr on a fresh Debian/Ubuntu machine: the system FFmpeg libraries torchcodec needs, and a venv
-# (.venv) with ecr, every extra and the dev tools at the exact tested versions of requirements/lock.txt
+# (.venv) with ecr, every extra, the dev tools and the docs site's tools at the exact tested versions of requirements/lock.txt
 # (docs/install.md). An existing venv is reused only if it was built from the current pyproject.toml and lock
 # (their hash is stamped inside the venv); otherwise it is rebuilt.
 set -euo pipefail
@@ -20,7 +20,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   rm -rf .venv
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -c requirements/lock.txt -e '.[all,dev]'
+  .venv/bin/pip install -q -c requirements/lock.txt -e '.[all,dev,docs]'
   .venv/bin/pip check
   echo "$want" > "$stamp"
 else

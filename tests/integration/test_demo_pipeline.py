@@ -1,11 +1,11 @@
 """The README's main job end to end: the stages of configs/demo/pipeline.yaml (what scripts/demo.sh runs).
 
-The stage commands are read from the pipeline file itself (so this test follows it; the README's step list must
-match it) and run in a temporary working directory: the demo configs' relative paths (demo_data/..., runs/...)
-land there. The fast test runs the verifier half in-process with `ecr.cli.main` (a small dataset, the label
-and ERV stages, with the synthetic explanations standing in for the SFT policy's own); the slow test runs the
-whole chain through `ecr pipeline` in a subprocess, as users do, then again to see every stage skipped, and then
-the exploration notebook on its outputs.
+The stage commands are read from the pipeline file itself (so this test follows it; the step list of
+docs/demo.md must match it) and run in a temporary working directory: the demo configs' relative paths
+(demo_data/..., runs/...) land there. The fast test runs the verifier half in-process with `ecr.cli.main` (a small
+dataset, the label and ERV stages, with the synthetic explanations standing in for the SFT policy's own); the slow
+test runs the whole chain through `ecr pipeline` in a subprocess, as users do, then again to see every stage
+skipped, and then the exploration notebook on its outputs.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ecr.pipeline import load_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "configs" / "demo" / "pipeline.yaml"
-README = REPO / "README.md"
+DEMO_PAGE = REPO / "docs" / "demo.md"
 NOTEBOOK = REPO / "notebooks" / "explore_explanations.ipynb"
 QUIET = ["--trainer.enable_progress_bar", "false"]
 
@@ -43,9 +43,9 @@ def ecr_lines(text: str) -> list[list[str]]:
     return [shlex.split(line, comments=True)[1:] for line in lines if line.startswith("ecr ")]
 
 
-def readme_demo_commands(readme: Path = README) -> list[list[str]]:
-    """The `ecr` lines of the README's demo step list (the code block after "The demo runs these steps")."""
-    section = readme.read_text().split("The demo runs these steps", 1)[1]
+def page_demo_commands(page: Path = DEMO_PAGE) -> list[list[str]]:
+    """The `ecr` lines of docs/demo.md's step list (the code block after "The demo runs these steps")."""
+    section = page.read_text().split("The demo runs these steps", 1)[1]
     return ecr_lines(section.split("```bash", 1)[1].split("```", 1)[0])
 
 
@@ -191,10 +191,10 @@ def test_the_whole_demo_pipeline_then_every_stage_skipped_then_the_notebook(demo
     assert namespace["have_predictions"] and namespace["metrics"]["n"] == sum(r["split"] == "test" for r in rows)
 
 
-def test_readme_lists_the_demo_pipeline_stages() -> None:
-    readme = readme_demo_commands()
+def test_the_demo_page_lists_the_demo_pipeline_stages() -> None:
+    listed = page_demo_commands()
     stages = [s.argv[1:] for s in load_pipeline(PIPELINE).stages]
-    assert readme == stages, "README's demo step list differs from configs/demo/pipeline.yaml"
+    assert listed == stages, "docs/demo.md's step list differs from configs/demo/pipeline.yaml"
 
 
 def test_demo_verifier_half(demo_dir: Path) -> None:

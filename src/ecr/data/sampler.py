@@ -27,7 +27,8 @@ class EpochSampler(DistributedSampler):
         dataset: anything with `len()`.
         shuffle: permute with `torch.Generator().manual_seed(seed + epoch)` (else dataset order).
         seed: shuffling seed (the same on every rank).
-        num_replicas, rank: the process group's size and this process's rank (1, 0 without DDP).
+        num_replicas: the process group's size (1 without DDP).
+        rank: this process's rank in it (0 without DDP).
     """
 
     def __init__(self, dataset: Sized, *, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
@@ -59,7 +60,9 @@ class WeightedEpochSampler(EpochSampler):
 
     Args:
         weights: one non-negative weight per dataset row (not all zero).
-        seed, num_replicas, rank: as for `EpochSampler`.
+        seed: as for `EpochSampler`.
+        num_replicas: as for `EpochSampler`.
+        rank: as for `EpochSampler`.
     """
 
     def __init__(self, weights: Sequence[float], *, seed: int, num_replicas: int = 1, rank: int = 0) -> None:

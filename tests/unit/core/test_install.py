@@ -49,6 +49,7 @@ def declared(groups: tuple[str, ...] = ()) -> list[Requirement]:
 
 
 ALL_GROUPS = tuple(PROJECT["optional-dependencies"])
+TOOLS = ("dev", "docs")  # tool extras (tests, the documentation site): nothing under src/ imports them
 
 
 @pytest.mark.parametrize("name", ["lock.txt", "lower.txt"])
@@ -66,9 +67,9 @@ def test_every_pinned_version_lies_inside_its_declared_range(name: str) -> None:
 
 def test_the_lower_bound_set_is_the_lower_bound_of_every_range() -> None:
     lower = pins(REPO / "requirements" / "lower.txt")
-    dev = {canonicalize_name(r.name) for r in declared(("dev",))} - {canonicalize_name(r.name) for r in declared()}
+    dev = {canonicalize_name(r.name) for r in declared(TOOLS)} - {canonicalize_name(r.name) for r in declared()}
     wrong = []
-    for r in declared(tuple(g for g in ALL_GROUPS if g != "dev")):
+    for r in declared(tuple(g for g in ALL_GROUPS if g not in TOOLS)):
         floor = [s.version for s in r.specifier if s.operator == ">="]
         assert floor, f"pyproject.toml: {r} declares no lower bound"
         if canonicalize_name(r.name) not in dev and lower[canonicalize_name(r.name)] != floor[0]:
@@ -91,10 +92,10 @@ def test_the_extras_map_matches_pyproject() -> None:
     for module, (dist, extra) in EXTRAS.items():
         names = {canonicalize_name(Requirement(r).name) for r in groups[extra]}
         assert canonicalize_name(dist) in names, f"ecr.extras: {module} -> ecr[{extra}], which lacks {dist}"
-    optional = [r for g, rs in groups.items() if g not in ("dev", "all") for r in rs]
+    optional = [r for g, rs in groups.items() if g not in (*TOOLS, "all") for r in rs]
     everything = {canonicalize_name(Requirement(r).name) for r in optional}
     assert everything == {canonicalize_name(d) for d, _ in EXTRAS.values()}
-    assert set(groups) - {"dev", "all"} <= set(re.findall(r"[\w-]+", groups["all"][0].split("[", 1)[1]))
+    assert set(groups) - {*TOOLS, "all"} <= set(re.findall(r"[\w-]+", groups["all"][0].split("[", 1)[1]))
 
 
 def test_extra_packages_are_imported_only_through_ecr_extras() -> None:
