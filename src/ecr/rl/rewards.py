@@ -184,10 +184,12 @@ class ExplanationReward:
     cap), the same reader the metrics, judges, reranking and `ecr predict` use.
 
     Args:
-        verifier, label_set, reader: the reader's verifier, task labels and settings (`mapping`, `threshold`,
-            `max_labels`, `splitter`, `dedupe_sentences`, `max_sentences`: `ecr.models.sentence_reader.SentenceReader`);
-            with `dedupe_sentences` a repeated sentence counts once in N, N_nn and M, so repeating one emotional
-            sentence stops raising M/N; a completion over `max_sentences` sentences is `capped` (in the statistics).
+        verifier: the verifier the reader asks (per-sentence probabilities).
+        label_set: the task labels its classes map onto.
+        **reader: the reader's settings (`mapping`, `threshold`, `max_labels`, `splitter`, `dedupe_sentences`,
+            `max_sentences`: `ecr.models.sentence_reader.SentenceReader`); with `dedupe_sentences` a repeated
+            sentence counts once in N, N_nn and M, so repeating one emotional sentence stops raising M/N; a
+            completion over `max_sentences` sentences is `capped` (in the statistics).
         penalty: when > 0, the reward becomes
             max(0, base - penalty * (duplicate_fraction + max(0, label_word_density - label_word_allowance)));
             with the default 0 the statistics are only reported (`evaluate(...).stats`, `score()`).
