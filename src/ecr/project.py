@@ -157,6 +157,20 @@ def stage_configs(
     return out
 
 
+def _bootstrap_stages(run: str, manifest: str, root: str, label_args: str, config: str) -> list[dict[str, Any]]:
+    """The base policy explains the training clips given their labels; `ecr explain` keeps the good ones."""
+    sft_manifest = f"{run}/bootstrap/sft_manifest.jsonl"
+    return [
+        {"name": "bootstrap", "about": "the base policy explains each training clip GIVEN its label",
+         "run": f"ecr predict --config {config}", "inputs": [manifest],
+         "outputs": [f"{run}/bootstrap/predictions.jsonl"], "clean": [f"{run}/bootstrap/tb"]},
+        {"name": "explain", "about": "keep explanations in format, with the label, that the teacher agrees with",
+         "run": f"ecr explain --predictions {run}/bootstrap/predictions.jsonl --manifest {manifest} --root {root} "
+                f"--output {sft_manifest} --labels {label_args}",
+         "inputs": [f"{run}/bootstrap/predictions.jsonl"], "outputs": [sft_manifest]},
+    ]  # fmt: skip
+
+
 def pipeline_stages(
     *, run: str, manifest: str, root: str, labels: list[str] | str, bootstrap: bool, emotion_map: str | None
 ) -> list[dict[str, Any]]:
@@ -170,15 +184,7 @@ def pipeline_stages(
          "inputs": [manifest]},
     ]  # fmt: skip
     if bootstrap:
-        stages += [
-            {"name": "bootstrap", "about": "the base policy explains each training clip GIVEN its label",
-             "run": f"ecr predict --config {cfg('bootstrap')}", "inputs": [manifest],
-             "outputs": [f"{run}/bootstrap/predictions.jsonl"], "clean": [f"{run}/bootstrap/tb"]},
-            {"name": "explain", "about": "keep explanations in format, with the label, that the teacher agrees with",
-             "run": f"ecr explain --predictions {run}/bootstrap/predictions.jsonl --manifest {manifest} --root {root} "
-                    f"--output {sft_manifest} --labels {label_arg}{mapping}",
-             "inputs": [f"{run}/bootstrap/predictions.jsonl"], "outputs": [sft_manifest]},
-        ]  # fmt: skip
+        stages += _bootstrap_stages(run, manifest, root, label_arg + mapping, cfg("bootstrap"))
     stages += [
         {"name": "check_sft", "about": "what SFT needs: an explanation on every train/val clip",
          "run": f"ecr data check --config {cfg('sft')}", "inputs": [sft_manifest]},
@@ -233,6 +239,25 @@ def needs_bootstrap(manifest: Path, root: Path, labels: list[str] | str) -> bool
     return bool(rows_without_explanation(read_custom_manifest(manifest, root, labels)))
 
 
+def write_project(run: Path, configs: Mapping[str, dict[str, Any]], stages: list[dict[str, Any]]) -> None:
+    """`<run>/configs/<stage>.yaml` and `<run>/pipeline.yaml` (stamps in `<run>/.pipeline`, apart from others')."""
+    (run / "configs").mkdir(parents=True, exist_ok=True)
+    for name, config in configs.items():
+        text = yaml.dump(config, Dumper=_Dumper, sort_keys=False)
+        (run / "configs" / f"{name}.yaml").write_text(text, encoding="utf-8")
+    run_s = run.as_posix()
+    pipeline = {
+        "state_dir": f"{run_s}/.pipeline",
+        "stages": stages,
+        "summary": {
+            "report": f"{run_s}/report/index.html",
+            "metrics": {"SFT": f"{run_s}/predict/metrics.json", "GRPO": f"{run_s}/predict_grpo/metrics.json"},
+        },
+    }
+    text = yaml.dump(pipeline, Dumper=_Dumper, sort_keys=False, width=200)
+    (run / "pipeline.yaml").write_text(text, encoding="utf-8")
+
+
 def init_command(
     manifest: Path,
     labels: str | list[str],
@@ -276,20 +301,7 @@ def init_command(
     except ECRError as err:
         print(f"ecr init: error: {err}", file=sys.stderr)
         return 2
-    (run / "configs").mkdir(parents=True, exist_ok=True)
-    for name, config in configs.items():
-        text = yaml.dump(config, Dumper=_Dumper, sort_keys=False)
-        (run / "configs" / f"{name}.yaml").write_text(text, encoding="utf-8")
-    pipeline = {
-        "state_dir": f"{run_s}/.pipeline",  # this project's stage stamps, apart from other pipelines'
-        "stages": stages,
-        "summary": {
-            "report": f"{run_s}/report/index.html",
-            "metrics": {"SFT": f"{run_s}/predict/metrics.json", "GRPO": f"{run_s}/predict_grpo/metrics.json"},
-        },
-    }
-    text = yaml.dump(pipeline, Dumper=_Dumper, sort_keys=False, width=200)
-    (run / "pipeline.yaml").write_text(text, encoding="utf-8")
+    write_project(run, configs, stages)
     how = "bootstrapped with `ecr explain` (the manifest has rows without one)" if bootstrap else "from the manifest"
     print(f"ecr init: wrote {len(configs)} stage configs to {run / 'configs'} and {run / 'pipeline.yaml'}")
     print(f"SFT explanations: {how}. Run: ecr pipeline {run / 'pipeline.yaml'}")
