@@ -204,3 +204,65 @@ def test_argument_errors() -> None:
         grpo_loss(logp, old, None, adv[:1], mask, beta=0.0)
     with pytest.raises(ValueError, match="mask"):
         grpo_loss(logp, old, None, adv, mask[:, :2], beta=0.0)
+
+
+# GSPO (importance_sampling_level="sequence"): one ratio per completion, the geometric mean of its active tokens'
+# ratios: row 0 sqrt(1.5 · 0.5) = sqrt(0.75) ≈ 0.866, row 1 (0.5 · 1.5 · 1.1)^(1/3) ≈ 0.938; both inside [0.8, 1.2],
+# so no clipping: every active token of row i has l = −ρ_i·A_i.
+SEQ_RATIO = [math.sqrt(0.75), 0.825 ** (1 / 3)]
+
+
+def test_sequence_level_uses_one_ratio_per_completion() -> None:
+    logp, old, adv, mask = inputs()
+    r0, r1 = SEQ_RATIO
+    row0, row1 = -r0 * 1.0, -r1 * -2.0  # per active token
+    expected = {"grpo": (row0 + row1) / 2, "bnpo": (2 * row0 + 3 * row1) / 5}
+    for loss_type, value in expected.items():
+        loss, stats = grpo_loss(logp, old, None, adv, mask, loss_type=loss_type, beta=0.0,
+                                importance_sampling_level="sequence")  # fmt: skip
+        assert loss.item() == pytest.approx(value, rel=1e-12), loss_type
+        assert stats.mean_ratio.item() == pytest.approx((2 * r0 + 3 * r1) / 5, rel=1e-12)
+        assert stats.clip_region_fraction.item() == 0.0
+    loss, _ = grpo_loss(logp, old, None, adv, mask, loss_type="grpo", beta=0.0, importance_sampling_level="sequence")
+    loss.backward()
+    # d/dlogp_ij of (1/N) Σ_i −ρ_i A_i, with dρ_i/dlogp_ij = ρ_i · m_ij / |m_i|
+    grad = [[-0.5 * 1.0 * r0 / 2, -0.5 * 1.0 * r0 / 2, 0.0], [-0.5 * -2.0 * r1 / 3] * 3]
+    assert torch.allclose(logp.grad, torch.tensor(grad, dtype=F64), rtol=1e-12, atol=1e-15)
+
+
+def test_sequence_level_clips_the_whole_completion() -> None:
+    """Token ratios 2.0 and 1.125 (A > 0): per token only the first is clipped; the sequence ratio
+    sqrt(2.25) = 1.5 > 1.2 is clipped, so the whole completion gets no policy gradient."""
+    logp = torch.tensor([[-1.0, -1.0]], dtype=F64, requires_grad=True)
+    old = logp.detach() - torch.tensor([[2.0, 1.125]], dtype=F64).log()
+    adv, mask = torch.tensor([1.0], dtype=F64), torch.ones(1, 2, dtype=F64)
+    grads = {}
+    for level in ("token", "sequence"):
+        lp = logp.detach().clone().requires_grad_(True)
+        loss, stats = grpo_loss(lp, old, None, adv, mask, beta=0.0, importance_sampling_level=level)
+        loss.backward()
+        grads[level] = lp.grad
+        if level == "sequence":
+            assert loss.item() == pytest.approx(-1.2) and stats.clip_high_fraction.item() == 1.0
+    assert grads["token"][0, 0] == 0 and grads["token"][0, 1] != 0
+    assert torch.equal(grads["sequence"], torch.zeros_like(logp))
+
+
+def test_sequence_and_token_level_agree_on_one_token_completions_with_kl() -> None:
+    torch.manual_seed(0)
+    logp = torch.randn(4, 1, dtype=F64, requires_grad=True)
+    old, ref = logp.detach() + 0.3 * torch.randn(4, 1, dtype=F64), logp.detach() + 0.1
+    adv, mask = torch.randn(4, dtype=F64), torch.ones(4, 1, dtype=F64)
+    out = {}
+    for level in ("token", "sequence"):
+        lp = logp.detach().clone().requires_grad_(True)
+        loss, _ = grpo_loss(lp, old, ref, adv, mask, beta=0.04, importance_sampling_level=level)
+        loss.backward()
+        out[level] = (loss.detach(), lp.grad)
+    assert torch.allclose(out["token"][0], out["sequence"][0]) and torch.allclose(out["token"][1], out["sequence"][1])
+
+
+def test_an_unknown_importance_sampling_level_is_refused() -> None:
+    logp, old, adv, mask = inputs()
+    with pytest.raises(ConfigError, match="importance_sampling_level must be one of"):
+        grpo_loss(logp, old, None, adv, mask, beta=0.0, importance_sampling_level="segment")  # type: ignore[arg-type]
