@@ -94,7 +94,8 @@ def _check_args(
         )
     if logp.dim() != 2 or logp.shape[0] < 1:
         raise ValueError(f"logp must be [N, C] with N >= 1, got shape {tuple(logp.shape)}")
-    for name, other in (("old_logp", old_logp), ("mask", mask), ("ref_logp", ref_logp)):
+    others = (("old_logp", old_logp), ("mask", mask), ("ref_logp", ref_logp), ("policy_weights", settings["weights"]))
+    for name, other in others:
         if other is not None and other.shape != logp.shape:
             raise ValueError(f"{name} must have logp's shape {tuple(logp.shape)}, got {tuple(other.shape)}")
     if advantages.shape != logp.shape[:1]:
@@ -198,6 +199,7 @@ def grpo_loss(
     num_items_in_batch: int | float | torch.Tensor | None = None,
     log_ratio_clamp: float | None = None,
     kl_clamp: float | None = None,
+    policy_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
     """The loss (0-d, carries the gradient of `logp`) and its `LossStats` for one micro-batch.
 
@@ -206,7 +208,9 @@ def grpo_loss(
     when β > 0. `max_completion_length` is required by `dr_grpo`, `num_items_in_batch` (global active tokens,
     an int or a 0-d tensor after an all-reduce) by `dapo`. Log-probs are upcast to at least float32.
     `importance_sampling_level="sequence"` is GSPO (`importance_weights`), TRL's semantics: the clip bounds
-    apply to the one ratio of each completion, the KL term stays per token.
+    apply to the one ratio of each completion, the KL term stays per token. `policy_weights` [N, C] multiply the
+    policy term only (not the KL), as TRL applies them: the sampler correction (`ecr.rl.off_policy`) and the
+    high-entropy token mask (`ecr.rl.entropy`).
 
     `log_ratio_clamp` / `kl_clamp` (None = off) clamp logp − old_logp and ref − logp to ±value before `exp`,
     for numerical safety with bf16 or a far-drifted reference. They change the objective (and zero the
@@ -214,7 +218,7 @@ def grpo_loss(
     """
     settings = dict(loss_type=loss_type, importance_sampling_level=importance_sampling_level, beta=beta,
                     epsilon_low=epsilon_low, epsilon_high=epsilon_high, log_ratio_clamp=log_ratio_clamp,
-                    kl_clamp=kl_clamp)  # fmt: skip
+                    kl_clamp=kl_clamp, weights=policy_weights)  # fmt: skip
     _check_args(logp, old_logp, ref_logp, advantages, mask, settings)
     dtype = torch.promote_types(logp.dtype, torch.float32)
     lp = logp.to(dtype)  # [N, C]
@@ -227,6 +231,8 @@ def grpo_loss(
     ratio = importance_weights(log_ratio, m, importance_sampling_level)  # [N, C]
     clipped = ratio.clamp(1 - epsilon_low, 1 + epsilon_high)  # [N, C]
     per_token = -torch.minimum(ratio * adv, clipped * adv)  # [N, C]
+    if policy_weights is not None:
+        per_token = per_token * policy_weights.to(dtype)
     kl = torch.zeros_like(lp) if ref_logp is None else k3_kl(lp, ref_logp.to(dtype), kl_clamp)  # [N, C]
     if ref_logp is not None:
         per_token = per_token + beta * kl

@@ -1,0 +1,51 @@
+"""Entropy controls of the GRPO loss: train on high-entropy tokens only, and an entropy bonus (TRL 1.16 semantics).
+
+- `high_entropy_mask` ("Beyond the 80/20 rule", Wang et al. 2025; TRL's `top_entropy_quantile` ρ): keep in the
+  policy term only the tokens whose entropy is at least the (1 − ρ) quantile of the active tokens' entropies
+  (over every rank: pass the gathered entropies). ρ = 1 keeps every token; ρ = 0 only the highest.
+- `entropy_term`: the mean per-token entropy H of the active tokens, normalised so that it accumulates to H over
+  an optimizer step exactly as the policy term does for each `loss_type` (`ecr.rl.loss.accumulation_scale`):
+  per micro-batch mean for grpo/bnpo/dr_grpo, Σ / `num_items_in_batch` for dapo. The loss is
+  policy − `entropy_coef` · H.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ecr.errors import ConfigError
+from ecr.rl.loss import LossType
+
+
+def high_entropy_mask(
+    entropies: torch.Tensor, mask: torch.Tensor, top_quantile: float, pool: torch.Tensor | None = None
+) -> torch.Tensor:
+    """bool [N, C]: active tokens with entropy ≥ the (1 − top_quantile) quantile of `pool`.
+
+    entropies, mask [N, C]; pool [K] the active entropies the quantile is taken over (default: this batch's;
+    under DDP the caller passes every rank's, gathered). An empty pool keeps no token.
+    """
+    if not 0.0 <= top_quantile <= 1.0:
+        raise ConfigError(f"top_entropy_quantile must be in [0, 1], got {top_quantile}")
+    active = mask.bool()
+    values = (entropies[active] if pool is None else pool).float()
+    if values.numel() == 0:
+        return torch.zeros_like(active)
+    threshold = torch.quantile(values, 1.0 - top_quantile)
+    return (entropies.float() >= threshold) & active
+
+
+def entropy_term(
+    entropies: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: LossType,
+    num_items_in_batch: int | float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The micro-batch's entropy H for the bonus (0-d, carries the gradient of `entropies`); [N, C] inputs."""
+    m = mask.to(entropies.dtype)
+    total = (entropies * m).sum()
+    if loss_type == "dapo":
+        if num_items_in_batch is None:
+            raise ConfigError("the entropy bonus with loss_type='dapo' needs num_items_in_batch")
+        return total / torch.as_tensor(num_items_in_batch, dtype=total.dtype, device=total.device).clamp(min=1)
+    return total / m.sum().clamp(min=1)

@@ -1,0 +1,37 @@
+"""Entropy controls: the high-entropy token mask (TRL's top_entropy_quantile) and the entropy bonus term."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ecr.errors import ConfigError
+from ecr.rl.entropy import entropy_term, high_entropy_mask
+
+ENT = torch.tensor([[0.1, 2.0, 9.0], [0.5, 1.0, 3.0]])
+MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])  # active entropies 0.1, 2.0, 0.5, 1.0, 3.0
+
+
+def test_top_quantile_keeps_the_highest_entropy_active_tokens() -> None:
+    # the 0.6 quantile of [0.1, 0.5, 1.0, 2.0, 3.0] (linear interpolation) is 1.4: keeps 2.0 and 3.0
+    keep = high_entropy_mask(ENT, MASK, top_quantile=0.4)
+    assert keep.tolist() == [[False, True, False], [False, False, True]]  # 9.0 is masked out (padding)
+    assert high_entropy_mask(ENT, MASK, 1.0).tolist() == MASK.bool().tolist()  # ρ = 1 keeps every active token
+    assert high_entropy_mask(ENT, MASK, 0.0).tolist() == [[False, False, False], [False, False, True]]
+    # over every rank: the threshold comes from the pooled entropies
+    pooled = torch.tensor([0.1, 2.0, 0.5, 1.0, 3.0, 5.0, 6.0, 7.0])
+    assert high_entropy_mask(ENT, MASK, 0.25, pool=pooled).sum() == 0
+    assert not high_entropy_mask(ENT, torch.zeros_like(MASK), 0.5).any()
+    with pytest.raises(ConfigError, match="top_entropy_quantile must be in"):
+        high_entropy_mask(ENT, MASK, 1.5)
+
+
+def test_entropy_term_is_the_mean_active_entropy_with_the_loss_types_normalisation() -> None:
+    ent = ENT.clone().requires_grad_(True)
+    term = entropy_term(ent, MASK, "grpo")
+    assert term.item() == pytest.approx(6.6 / 5)
+    term.backward()
+    assert torch.allclose(ent.grad, MASK / 5)
+    assert entropy_term(ENT, MASK, "dapo", num_items_in_batch=20).item() == pytest.approx(6.6 / 20)
+    with pytest.raises(ConfigError, match="needs num_items_in_batch"):
+        entropy_term(ENT, MASK, "dapo")
