@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ecr.extras import require
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 _FEATURE = "ecr report's plots (matplotlib)"
 FigureCanvasAgg = require("matplotlib.backends.backend_agg", _FEATURE).FigureCanvasAgg
-Figure = require("matplotlib.figure", _FEATURE).Figure
+_Figure = require("matplotlib.figure", _FEATURE).Figure
 
 # One colour per run in grouped bars (matplotlib's tab10, as hex so the HTML can use the same colours).
 RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
 def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig: Figure = _Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 

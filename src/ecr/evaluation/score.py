@@ -184,7 +184,7 @@ def _compare(
     clips_a: ClipOutcomes,
     b: Sequence[Prediction],
     label_set: LabelSet,
-    judge: Judge | None,
+    judge: Judge | Sequence[Judge] | None,
     bootstrap: int,
     seed: int,
     confidence: float = 0.95,

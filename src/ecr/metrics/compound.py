@@ -65,6 +65,8 @@ def compound_scores(correct: int | torch.Tensor, n: int | torch.Tensor) -> dict[
 class CompoundAccuracy(Metric):
     """Compound accuracy over batches and devices: `update(pred long [B], truth bool [B, K])` (compound clips only)."""
 
+    correct: torch.Tensor  # a torchmetrics state (add_state), summed over devices
+    n: torch.Tensor  # a torchmetrics state (add_state), summed over devices
     full_state_update = False
     is_differentiable = False
     higher_is_better = True

@@ -77,6 +77,9 @@ class ExplanationMetrics(Metric):
     quadrants [2, 2]; `report()` the same as plain values.
     """
 
+    quadrants: torch.Tensor  # a torchmetrics state (add_state), summed over devices
+    consistent: torch.Tensor  # a torchmetrics state (add_state), summed over devices
+    missing: torch.Tensor  # a torchmetrics state (add_state), summed over devices
     full_state_update = False
     is_differentiable = False
     higher_is_better = True

@@ -92,6 +92,7 @@ class RecognitionMetrics(Metric):
     `report()` gives the same as plain Python values keyed by label name (for JSON).
     """
 
+    confusion: torch.Tensor  # a torchmetrics state (add_state), summed over devices
     full_state_update = False
     is_differentiable = False
     higher_is_better = True
