@@ -82,7 +82,8 @@ class ResumableDataLoader(DataLoader):
             raise ValueError("ResumableDataLoader needs a collate_fn (the DataModule's task collator)")
         if not isinstance(collate, FailureAwareCollate):
             collate = FailureAwareCollate(collate)
-        super().__init__(dataset, *args, collate_fn=collate, **kwargs)
+        kwargs["collate_fn"] = collate
+        super().__init__(dataset, *args, **kwargs)
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.on_error = on_error

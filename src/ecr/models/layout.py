@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ecr.errors import ConfigError
 from ecr.models.info import build_skeleton, model_source
@@ -98,12 +98,13 @@ def loading_renamer(model: Any, expected: Mapping[str, tuple[int, ...]]) -> Call
     """Checkpoint key → model key, by transformers' own loading renames for `model` (identity without them)."""
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import WeightRenaming, rename_source_key
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
     except ImportError:  # pragma: no cover - older transformers: keys are used as stored
         return lambda key: key
     transforms = get_model_conversion_mapping(model)
     renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
-    converters = [t for t in transforms if not isinstance(t, WeightRenaming)]
+    # every transform that is not a plain renaming converts (transformers has the two kinds)
+    converters = cast(list[WeightConverter], [t for t in transforms if not isinstance(t, WeightRenaming)])
     prefix = getattr(model, "base_model_prefix", None)
     meta = dict(expected)
 

@@ -33,6 +33,7 @@ from ecr.labels import NEUTRAL, LabelSet, get_label_set
 from ecr.prompts import is_well_formed, parse_completion
 from ecr.rows import BadRow, iter_rows
 from ecr.sentences import get_splitter
+from ecr.teachers.base import Missing, TeacherResult
 
 JudgeName = Literal["lexicon", "verifier", "none"]
 FILTERS = ("no_prediction", "format", "answer", "teacher")
@@ -64,6 +65,13 @@ def rejection(
     return None
 
 
+def _answer_labels(result: TeacherResult) -> list[str]:
+    """A teacher answer's labels; the offline lexicon always answers, so a `Missing` here is a bug."""
+    if isinstance(result, Missing):
+        raise RuntimeError(f"the lexicon teacher gave no answer ({result.reason}: {result.detail})")
+    return list(result.labels)
+
+
 def _teacher_fn(judge: JudgeName, label_set: LabelSet, verifier: Path | None, emotion_map: dict | None):
     """sentences -> label set per sentence, from the lexicon teacher or a verifier folder (None for `none`)."""
     if judge == "none":
@@ -72,7 +80,7 @@ def _teacher_fn(judge: JudgeName, label_set: LabelSet, verifier: Path | None, em
         from ecr.teachers.lexicon import LexiconTeacher
 
         lexicon = LexiconTeacher(list(label_set.labels), emotion_map=emotion_map)
-        return lambda sents: [list(r.labels) for r in lexicon.label(sents)]
+        return lambda sents: [_answer_labels(r) for r in lexicon.label(sents)]
     if verifier is None:
         raise ConfigError("ecr explain: --teacher verifier needs --verifier DIR (a verifier folder)")
     from ecr.models.verifier import load_verifier
