@@ -16,8 +16,10 @@ runs (`max_steps` with no epoch limit, as GRPO runs).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -56,7 +58,7 @@ class TokenThroughputMonitor(ThroughputMonitor):
             return
         throughput = self._throughputs[stage]
         sep = throughput.separator
-        metrics = {f"{stage.value}{sep}{k.replace('items_per_sec', 'tokens_per_sec')}": v
+        metrics = {f"{stage.value}{sep}{k.replace('items_per_sec', 'tokens_per_sec')}": torch.as_tensor(v)
                    for k, v in throughput.compute().items()}  # fmt: skip
         trainer._logger_connector.log_metrics(metrics, step=iter_num)
 
@@ -155,7 +157,8 @@ class GenerationSampleLogger(Callback):
         self._runs += 1
         if (self._runs - 1) % self.every:
             return
-        if not hasattr(pl_module, "generate_texts"):
+        generate: Callable[..., list[str]] | None = getattr(pl_module, "generate_texts", None)
+        if generate is None:
             raise ConfigError(f"{type(pl_module).__name__} has no generate_texts(samples) for GenerationSampleLogger")
         logger = self._tensorboard(trainer) if trainer.is_global_zero else None
         if self._samples is None:
@@ -163,7 +166,7 @@ class GenerationSampleLogger(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            texts = pl_module.generate_texts(self._samples, **self.gen_kwargs)
+            texts = generate(self._samples, **self.gen_kwargs)
         finally:
             pl_module.train(was_training)
         if logger is None:
