@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -10,6 +12,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import pytest  # noqa: E402
+
+TESTS = str(Path(__file__).resolve().parent)
+if TESTS not in sys.path:  # `import support` (tests/support: shared fake servers and tiny-model recipes)
+    sys.path.insert(0, TESTS)
 
 
 @pytest.fixture(autouse=True)

@@ -15,82 +15,28 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from faults import HERE, ecr_command, record_outcome, run_ecr
+from support.judge_server import JudgeServer, judge_server
 
 from ecr.fixtures.chat_server import ChatHandler, serve
 
 KEY = "sk-judge-faults-0123456789"
 ENV = "ECR_TEST_JUDGE_FAULTS_KEY"
-WORDS = ["happy", "sad", "angry", "surprise", "disgust", "fear"]
 TABLE = "LLM judge (ecr score --judge openai) vs a faulty server"
 
 
-@dataclass
-class Server:
-    url: str
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    requests: list[str] = field(default_factory=list)  # reasons, this phase
-    paid: Counter = field(default_factory=Counter)  # reason -> HTTP 200 replies, all phases
-    attempts: Counter = field(default_factory=Counter)  # reason -> attempts, this phase
-    hold_at: int | None = None
-    held: threading.Event = field(default_factory=threading.Event)  # a request is being held
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def phase(self, hold_at: int | None = None) -> None:
-        with self.lock:
-            self.requests, self.attempts, self.hold_at = [], Counter(), hold_at
-            self.held.clear()
-            self.release.clear()
-
-
-def _handler(state: Server) -> type[ChatHandler]:
-    class Handler(ChatHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server API
-            body = self.read_request()
-            content = body["messages"][-1]["content"]
-            m = re.search(r"Reason: (.*)\nAnswer Emotion:$", content, re.DOTALL)
-            reason = m.group(1) if m else ""
-            with state.lock:
-                state.requests.append(reason)
-                state.attempts[reason] += 1
-                attempt, n = state.attempts[reason], len(state.requests)
-                hold = state.hold_at is not None and n == state.hold_at
-            if hold:  # the client is killed while this request is in flight; it is never answered
-                state.held.set()
-                state.release.wait(30)
-                return None
-            if "ALWAYS500" in reason or ("FAIL500x1" in reason and attempt <= 1):
-                return self.send(500, {"error": {"message": "down"}})
-            with state.lock:
-                state.paid[reason] += 1
-            if "BROKENBODY" in reason:
-                return self.send(200, b"<html>not json</html>")
-            found = [w for w in WORDS if w in reason.lower()]
-            reply = "jealousy" if "OFFLIST" in reason else (found[0] if found else "neutral")
-            return self.send_completion(body["model"], reply)
-
-    return Handler
-
-
 @pytest.fixture
-def server() -> Iterator[Server]:
-    state = Server(url="")
-    with serve(_handler(state)) as url:
-        state.url = url
-        try:
-            yield state
-        finally:
-            state.release.set()  # a held request must not keep the server from shutting down
+def server() -> Iterator[JudgeServer]:
+    with judge_server() as state:
+        yield state
 
 
 THINKS = [
@@ -133,7 +79,7 @@ def _predictions(path: Path) -> Path:
     return path
 
 
-def _args(server: Server, predictions: Path, out: Path) -> list[str]:
+def _args(server: JudgeServer, predictions: Path, out: Path) -> list[str]:
     return [
         "score", "--predictions", str(predictions), "--labels", "dfew", "--judge", "openai", "--out", str(out),
         "--bootstrap", "50", "--openai.model", "judge-model", "--openai.base_url", server.url,
@@ -149,7 +95,7 @@ def _comparable(metrics: dict) -> dict:
     return out
 
 
-def test_killed_judge_run_resumes_from_the_cache_without_paying_twice(server: Server, tmp_path: Path) -> None:
+def test_killed_judge_run_resumes_from_the_cache_without_paying_twice(server: JudgeServer, tmp_path: Path) -> None:
     predictions = _predictions(tmp_path / "predictions.jsonl")
     env = {ENV: KEY}
 
