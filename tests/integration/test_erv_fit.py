@@ -49,7 +49,7 @@ def test_label_then_fit_demo_config_exports_verifier(
     assert cli.trainer.checkpoint_callback.best_model_path
     assert "val/macro_f1" in cli.trainer.callback_metrics
 
-    folder = tmp_path / "runs" / "demo" / "erv" / "verifier"
+    folder = tmp_path / "runs" / "demo_erv" / "verifier"
     meta = json.loads((folder / "erv.json").read_text())
     best = torch.load(cli.trainer.checkpoint_callback.best_model_path, map_location="cpu", weights_only=False)
     assert meta["threshold"] == pytest.approx(float(best["state_dict"]["threshold"]), abs=1e-6)
