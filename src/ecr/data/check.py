@@ -232,18 +232,7 @@ def check_command(
         if is_sentence_data(data):  # the ERV stage's labelled sentences, not clips
             return check_sentences(data or {}, model)
         return _check(
-            data,
-            manifest,
-            root,
-            format,
-            labels,
-            fold,
-            num_frames,
-            sample_rate,
-            tolerance,
-            num_workers,
-            bad_rows,
-            model,
+            data, manifest, root, format, labels, fold, num_frames, sample_rate, tolerance, num_workers, bad_rows, model
         )
     except ECRError as err:  # a bad option or an unusable manifest (missing file, missing columns, bad encoding)
         print(f"ecr data check: error: {err}", file=sys.stderr)
@@ -264,7 +253,7 @@ def _check(
     bad_rows: Path | None,
     model: dict[str, Any] | None = None,
 ) -> int:
-    args = _data_init_args(data)
+    """The check behind `check_command` (its arguments, config first then explicit options): exit code 0 or 1."""
     overrides = {
         "manifest": manifest,
         "root": root,
@@ -274,12 +263,8 @@ def _check(
         "num_frames": num_frames,
         "sample_rate": sample_rate,
     }
-    args.update({k: v for k, v in overrides.items() if v is not None})
-    if args.get("root") is None:
-        raise ConfigError("give --root (or --config with a data section that has root)")
+    args = _dataset_args(data, overrides)
     fmt = args.get("format", "custom")
-    if fmt in ("custom", "emer") and args.get("labels") is None:
-        raise ConfigError(f"format {fmt!r} needs --labels (dfew, mafw or a list)")
     label_set: LabelSet = get_label_set(args.get("labels") or fmt)
     errors: list[ManifestError] = []
     records = read_dataset(fmt, args["root"], args.get("manifest"), label_set, int(args.get("fold", 1)), errors=errors)
@@ -300,6 +285,25 @@ def _check(
     if report.ok:
         print(f"all {report.total} rows are usable")
         return 0
+    _report_bad_rows(report, bad_rows)
+    return 1
+
+
+def _dataset_args(data: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The config's `data` init args with the explicit options (not None) over them; a `ConfigError` when the
+    root, or a custom/EMER dataset's labels, are given by neither."""
+    args = _data_init_args(data)
+    args.update({k: v for k, v in overrides.items() if v is not None})
+    if args.get("root") is None:
+        raise ConfigError("give --root (or --config with a data section that has root)")
+    fmt = args.get("format", "custom")
+    if fmt in ("custom", "emer") and args.get("labels") is None:
+        raise ConfigError(f"format {fmt!r} needs --labels (dfew, mafw or a list)")
+    return args
+
+
+def _report_bad_rows(report: CheckReport, bad_rows: Path | None) -> None:
+    """Print the first 50 bad rows to stderr and write all of them as JSON lines (`bad_rows` or the default)."""
     print(f"\n{report.num_bad} bad row(s):", file=sys.stderr)
     for p in report.problems[:50]:
         where = "".join(f"{f}: " for f in (p.path or p.id,) if f)  # a manifest row has neither: no empty field
@@ -312,4 +316,3 @@ def _check(
     except OSError as err:
         print(f"ecr data check: could not write the bad-row list to {out} ({err.strerror or err}); "
               "choose another file with --bad_rows", file=sys.stderr)  # fmt: skip
-    return 1

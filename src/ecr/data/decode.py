@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -132,12 +133,7 @@ def decode_clip(
     path = Path(path)
     vdec = _open_video(path)
     meta = vdec.metadata
-    v_begin = float(meta.begin_stream_seconds or 0.0)
-    v_end = meta.end_stream_seconds if meta.end_stream_seconds is not None else meta.duration_seconds
-    if not meta.num_frames or v_end is None or not math.isfinite(v_end) or v_end - v_begin <= _EPS:
-        raise ClipError(str(path), "empty", f"the video stream has no frames/duration ({meta.num_frames} frames)")
-    v_end = float(v_end)
-    check_complete(path, meta, tolerance)
+    v_begin, v_end = _video_span(path, meta, tolerance)
     w_start = v_begin if start is None else float(start)
     w_end = v_end if end is None else float(end)
     if w_end - w_start <= _EPS:
@@ -157,20 +153,7 @@ def decode_clip(
 
     apath = Path(audio_path) if audio_path is not None else path
     adec = _open_audio(apath, sample_rate)
-    try:
-        samples = adec.get_samples_played_in_range(start_seconds=w_start, stop_seconds=w_end)
-    except (RuntimeError, ValueError, IndexError) as err:
-        raise ClipError(str(apath), "window", f"no audio in [{w_start:.3f}, {w_end:.3f}) s: {_short(err)}") from err
-    audio = samples.data.reshape(-1).to(torch.float32)  # [S] (1 channel)
-    if audio.numel() == 0:
-        raise ClipError(str(apath), "empty", f"no audio samples in [{w_start:.3f}, {w_end:.3f}) s")
-    if samples.pts_seconds - w_start > AUDIO_START_TOLERANCE_S:
-        raise ClipError(
-            str(apath),
-            "window",
-            f"audio starts at {samples.pts_seconds:.3f} s, after the window start {w_start:.3f} s",
-        )
-    check_audio_duration(apath, w_end - w_start, audio.numel() / sample_rate, tolerance)
+    audio = _window_audio(apath, adec, w_start, w_end, sample_rate, tolerance)
     if start is None and end is None:  # a whole clip: the streams' declared lengths must agree too
         v_s, a_s = meta.duration_seconds_from_header, adec.metadata.duration_seconds_from_header
         if v_s is not None and a_s is not None and abs(v_s - a_s) > tolerance:
@@ -187,3 +170,37 @@ def decode_clip(
         duration=w_end - w_start,
         start=w_start,
     )
+
+
+def _video_span(path: Path, meta: Any, tolerance: float) -> tuple[float, float]:
+    """[begin, end) seconds of the video stream (torchcodec metadata `meta`); `ClipError` when it is empty or
+    incomplete (`check_complete`)."""
+    v_begin = float(meta.begin_stream_seconds or 0.0)
+    v_end = meta.end_stream_seconds if meta.end_stream_seconds is not None else meta.duration_seconds
+    if not meta.num_frames or v_end is None or not math.isfinite(v_end) or v_end - v_begin <= _EPS:
+        raise ClipError(str(path), "empty", f"the video stream has no frames/duration ({meta.num_frames} frames)")
+    v_end = float(v_end)
+    check_complete(path, meta, tolerance)
+    return v_begin, v_end
+
+
+def _window_audio(
+    path: Path, adec: Any, w_start: float, w_end: float, sample_rate: int, tolerance: float
+) -> torch.Tensor:
+    """Mono float32 samples [S] of [w_start, w_end) from audio decoder `adec`; `ClipError` when they are missing,
+    start late or fall short of the window (`check_audio_duration`)."""
+    try:
+        samples = adec.get_samples_played_in_range(start_seconds=w_start, stop_seconds=w_end)
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise ClipError(str(path), "window", f"no audio in [{w_start:.3f}, {w_end:.3f}) s: {_short(err)}") from err
+    audio = samples.data.reshape(-1).to(torch.float32)  # [S] (1 channel)
+    if audio.numel() == 0:
+        raise ClipError(str(path), "empty", f"no audio samples in [{w_start:.3f}, {w_end:.3f}) s")
+    if samples.pts_seconds - w_start > AUDIO_START_TOLERANCE_S:
+        raise ClipError(
+            str(path),
+            "window",
+            f"audio starts at {samples.pts_seconds:.3f} s, after the window start {w_start:.3f} s",
+        )
+    check_audio_duration(path, w_end - w_start, audio.numel() / sample_rate, tolerance)
+    return audio

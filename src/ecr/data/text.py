@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ecr.data.datamodule import SplitDataModule
-from ecr.data.manifests import canonical_label, normalize_split, pick_field, read_emer, record_error
+from ecr.data.manifest_fields import canonical_label, normalize_split, pick_field, record_error
+from ecr.data.release_readers import read_emer
 from ecr.data.splits import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from ecr.errors import ConfigError, ManifestError
 from ecr.labels import LabelSet, get_label_set

@@ -4,50 +4,67 @@ The model is built on the meta device (no weights read, no memory used) from a p
 (`ecr.models.presets`) or a folder's `config.json`. Each parameter is attributed to a part (towers, projectors,
 language model, head), the LoRA adapter the policy would get is attached with peft itself (same target modules
 as `ecr`'s `PolicyConfig` through the family's backbone), and the memory of weights, gradients and AdamW states
-follows from the rules below (pure functions, tested against hand calculations).
-
-Memory rules (activations, the CUDA context and temporary buffers are NOT included):
-- weights: every parameter in the policy dtype, except the Linear weights bitsandbytes quantises (the language
-  model's; towers, `lm_head` and the other modules the backbone keeps out of quantisation stay in the dtype):
-  8bit = 1 byte per weight + one fp32 scale per output row; 4bit (NF4, double quantisation, as `ecr` loads it)
-  = 0.5 byte per weight + one 8-bit absmax per 64-weight block + one fp32 absmax per 256 blocks + an fp32 offset.
-  LoRA adapters are fp32 (peft casts 16-bit adapters to fp32).
-- gradients: one per trainable parameter, in the trainable parameter's dtype.
-- AdamW: fp32 m and v (8 bytes) per trainable parameter, plus an fp32 master copy (4 bytes) when the trainable
-  parameter is 16-bit (bf16/fp16 full fine-tuning: DeepSpeed's mixed-precision rule, 2 + 2 + 12 bytes).
-- ZeRO-2 shards gradients and optimizer states over the N GPUs; ZeRO-3 shards the weights too (and cannot
-  partition bitsandbytes-quantised weights: `configs/deepspeed/zero3.yaml` switches quantisation off).
+follows from the rules of `ecr.models.memory` (pure functions, tested against hand calculations; activations,
+the CUDA context and temporary buffers are NOT included).
 """
 
 from __future__ import annotations
 
-import importlib
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ecr.errors import ConfigError
 from ecr.models.config import LoraSettings, PolicyConfig
-from ecr.models.presets import PRESET_NAMES, preset_config
+from ecr.models.memory import (
+    DTYPE_BYTES,
+    LORA_BYTES,
+    Memory,
+    int8_weight_bytes,
+    nf4_weight_bytes,
+    optimizer_bytes,
+    per_gpu,
+)
+from ecr.models.skeleton import (
+    MODEL_TYPES,
+    ModelSource,
+    build_skeleton,
+    family_backbone,
+    family_of,
+    model_source,
+    read_config_json,
+)
 from ecr.rows import markdown_table
+
+__all__ = [
+    "DTYPE_BYTES",
+    "LORA_BYTES",
+    "MODEL_TYPES",
+    "PARTS",
+    "Memory",
+    "ModelCensus",
+    "ModelSource",
+    "PartCensus",
+    "build_skeleton",
+    "family_backbone",
+    "family_of",
+    "format_census",
+    "info_command",
+    "int8_weight_bytes",
+    "lora_formula",
+    "model_census",
+    "model_source",
+    "nf4_weight_bytes",
+    "optimizer_bytes",
+    "per_gpu",
+    "read_config_json",
+]
 
 Quantization = Literal["none", "8bit", "4bit"]
 WeightDtype = Literal["bfloat16", "float16", "float32"]
-DTYPE_BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
-LORA_BYTES = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype)
-NF4_BLOCK = 64  # bitsandbytes 4-bit block size
-NF4_NESTED_BLOCK = 256  # double quantisation: one fp32 absmax per 256 8-bit absmax values
 
 DEFAULT_LORA = LoraSettings()  # `PolicyConfig`'s default adapter (never mutated)
 
-# config.json `model_type` (lower-cased) -> backbone family
-MODEL_TYPES: dict[str, str] = {
-    "qwen2_5_omni_thinker": "qwen2_5_omni",
-    "qwen2_5_omni": "qwen2_5_omni",  # full Omni checkpoint: the thinker is `thinker_config`
-    "humanomni_qwen2": "humanomni",
-}
 # Parts of each family: module-name prefix -> part (the longest matching prefix wins; unmatched = "other").
 PARTS: dict[str, dict[str, str]] = {
     "qwen2_5_omni": {
@@ -81,135 +98,6 @@ PART_ORDER = (
     "LM head",
     "other",
 )
-
-
-# ------------------------------------------------------------------------------------------- the maths
-def int8_weight_bytes(numel: int, rows: int) -> int:
-    """bitsandbytes LLM.int8 weight: int8 values + one fp32 scale (SCB) per output row."""
-    return numel + 4 * rows
-
-
-def nf4_weight_bytes(numel: int) -> int:
-    """bitsandbytes NF4 weight with double quantisation: packed 4-bit values, an 8-bit absmax per 64-weight
-    block, an fp32 absmax per 256 blocks and one fp32 offset (the 16/256-entry code tables are left out)."""
-    blocks = math.ceil(numel / NF4_BLOCK)
-    return math.ceil(numel / 2) + blocks + 4 * math.ceil(blocks / NF4_NESTED_BLOCK) + 4
-
-
-def optimizer_bytes(trainable: int, param_bytes: int) -> int:
-    """AdamW state: fp32 m and v, plus an fp32 master copy when the trained parameter is 16-bit."""
-    return trainable * (8 + (4 if param_bytes < 4 else 0))
-
-
-@dataclass(frozen=True)
-class Memory:
-    """Bytes of one training setting (per GPU)."""
-
-    weights: float
-    gradients: float
-    optimizer: float
-
-    @property
-    def total(self) -> float:
-        return self.weights + self.gradients + self.optimizer
-
-
-def per_gpu(memory: Memory, gpus: int, zero: Literal[0, 2, 3]) -> Memory:
-    """Per-GPU bytes with `gpus` data-parallel ranks: 0 = replicated (DDP), 2 = gradients and optimizer states
-    sharded, 3 = weights sharded too."""
-    if gpus < 1:
-        raise ConfigError(f"--gpus must be at least 1, got {gpus}")
-    n = gpus if zero in (2, 3) else 1
-    return Memory(
-        weights=memory.weights / (gpus if zero == 3 else 1),
-        gradients=memory.gradients / n,
-        optimizer=memory.optimizer / n,
-    )
-
-
-# ------------------------------------------------------------------------------------ the architecture
-@dataclass(frozen=True)
-class ModelSource:
-    """Where an architecture comes from: its family, its `config.json` values and a readable origin."""
-
-    family: str
-    config: dict[str, Any]
-    origin: str
-    folder: Path | None = None  # the model folder (None for a preset)
-
-
-def family_of(config: dict[str, Any], where: str) -> str:
-    """Backbone family of a `config.json` (by `model_type`; HumanOmni's mixed-case type included)."""
-    model_type = str(config.get("model_type", "")).lower()
-    if model_type not in MODEL_TYPES:
-        raise ConfigError(
-            f"{where}: model_type {config.get('model_type')!r} is not a known policy family; "
-            f"expected one of {sorted(MODEL_TYPES)}"
-        )
-    return MODEL_TYPES[model_type]
-
-
-def read_config_json(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{folder}: no config.json (expected a Hugging Face model folder)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
-
-
-def model_source(model: str | Path) -> ModelSource:
-    """A preset name (`qwen2.5-omni-7b`, ...), a local model folder or a hub id in the local HF cache."""
-    name = str(model)
-    if name.strip().lower() in PRESET_NAMES:
-        config = preset_config(name)
-        return ModelSource(family_of(config, f"preset {name}"), config, f"preset {name.strip().lower()}")
-    from ecr.hub import resolve_pretrained
-
-    try:
-        folder = resolve_pretrained(name)
-    except ConfigError as err:
-        raise ConfigError(f"{name!r} is not a preset ({', '.join(PRESET_NAMES)}), and {err}") from err
-    config = read_config_json(folder)
-    return ModelSource(family_of(config, str(folder / "config.json")), config, str(folder), folder)
-
-
-def build_skeleton(source: ModelSource) -> Any:
-    """The family's model (the module `ecr` trains) on the meta device: shapes only, no memory, no weights."""
-    if source.family == "qwen2_5_omni":
-        import torch
-        from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
-
-        values = source.config
-        if str(values.get("model_type", "")).lower() == "qwen2_5_omni":
-            values = values.get("thinker_config") or {}
-        config = Qwen2_5OmniThinkerConfig.from_dict(values)
-        with torch.device("meta"):
-            return Qwen2_5OmniThinkerForConditionalGeneration(config)
-    if source.family == "humanomni":  # its tower configs: embedded in a preset, else read beside the folder
-        try:
-            humanomni = importlib.import_module("ecr.models.humanomni")
-        except ModuleNotFoundError as err:
-            if err.name and not err.name.startswith("ecr.models.humanomni"):
-                raise
-            raise ConfigError(
-                f"{source.origin}: the humanomni family (ecr.models.humanomni) is not available in this "
-                "version of ecr yet"
-            ) from err
-        return humanomni.skeleton(source.folder or source.config, device="meta")
-    raise ConfigError(f"{source.origin}: no skeleton builder for family {source.family!r}")
-
-
-def family_backbone(source: ModelSource, policy: PolicyConfig) -> Any:
-    """The family's backbone object (not loaded): its LoRA targets and quantisation skips are `ecr`'s own."""
-    from ecr.models.registry import backbone_class
-
-    try:
-        cls = backbone_class(source.family)
-    except ConfigError as err:
-        raise ConfigError(f"{source.origin}: backbone {source.family!r} is not registered in this ecr ({err})") from err
-    return cls(policy)
 
 
 # ------------------------------------------------------------------------------------------- the census
@@ -287,8 +175,6 @@ def model_census(
     modules unless `lora.target_modules` is set); without LoRA the language model and head are trained fully
     (towers frozen, `ecr`'s default) and quantisation is refused, as `PolicyConfig` refuses it.
     """
-    import torch
-
     lora = lora or LoraSettings()
     if isinstance(lora, dict):
         lora = LoraSettings(**lora)
@@ -302,20 +188,43 @@ def model_census(
     )
     backbone = family_backbone(source, policy)
     skeleton = build_skeleton(source)
-    rules = PARTS[source.family]
     head, embed = skeleton.get_output_embeddings(), skeleton.get_input_embeddings()
     tied = head is not None and embed is not None and head.weight is embed.weight
+    quantized_rows = _quantized_rows(skeleton, backbone) if quantization != "none" else {}
+    targets = backbone.lora_targets()
+    named = _trained_parameters(skeleton, backbone, lora, targets, source.origin)
+    parts, grads, states = _tally(named, PARTS[source.family], quantized_rows, quantization, DTYPE_BYTES[dtype])
+    return ModelCensus(
+        source=source,
+        dtype=dtype,
+        quantization=quantization,
+        lora=lora,
+        lora_targets=targets,
+        tied_head=tied,
+        parts=parts,
+        gradient_bytes=grads,
+        optimizer_state_bytes=states,
+    )
 
+
+def _quantized_rows(skeleton: Any, backbone: Any) -> dict[str, int]:
+    """Weight name -> output rows of the Linear weights bitsandbytes would quantise (transformers' own rule,
+    with the backbone's and the model's skips)."""
+    import torch
     from transformers.quantizers.quantizers_utils import should_convert_module
 
     skip = list(backbone._skip_quantization()) + list(getattr(skeleton, "_keep_in_fp32_modules", None) or [])
-    quantized_rows: dict[str, int] = {}  # weight name -> output rows, for the Linear weights bnb quantises
-    if quantization != "none":
-        for name, module in skeleton.named_modules():
-            if isinstance(module, torch.nn.Linear) and should_convert_module(name, skip):
-                quantized_rows[f"{name}.weight"] = module.out_features
+    return {
+        f"{name}.weight": module.out_features
+        for name, module in skeleton.named_modules()
+        if isinstance(module, torch.nn.Linear) and should_convert_module(name, skip)
+    }
 
-    targets = backbone.lora_targets()
+
+def _trained_parameters(
+    skeleton: Any, backbone: Any, lora: LoraSettings, targets: str | list[str], origin: str
+) -> list[tuple[str, Any]]:
+    """(name, parameter) of the model as `ecr` trains it, `requires_grad` set as training would set it."""
     if lora.enabled:  # as `HFBackbone._adapt`: peft freezes the base, trains adapters and modules_to_save copies
         from peft import LoraConfig, get_peft_model
 
@@ -325,14 +234,23 @@ def model_census(
         )
         named = list(get_peft_model(skeleton, config).get_base_model().named_parameters())
         if not any(".lora_" in n for n, _ in named):
-            raise ConfigError(f"--lora.target_modules={targets!r} matched no module of {source.origin}")
-    else:  # as `HFBackbone.load`: everything trains except the frozen towers
-        skeleton.requires_grad_(True)
-        for prefix in backbone.frozen_towers():
-            skeleton.get_submodule(prefix).requires_grad_(False)
-        named = list(skeleton.named_parameters())
+            raise ConfigError(f"--lora.target_modules={targets!r} matched no module of {origin}")
+        return named
+    # as `HFBackbone.load`: everything trains except the frozen towers
+    skeleton.requires_grad_(True)
+    for prefix in backbone.frozen_towers():
+        skeleton.get_submodule(prefix).requires_grad_(False)
+    return list(skeleton.named_parameters())
 
-    dtype_bytes = DTYPE_BYTES[dtype]
+
+def _tally(
+    named: list[tuple[str, Any]],
+    rules: dict[str, str],
+    quantized_rows: dict[str, int],
+    quantization: str,
+    dtype_bytes: int,
+) -> tuple[list[PartCensus], int, int]:
+    """(parts in `PART_ORDER`, gradient bytes, AdamW state bytes) of the named parameters (`ecr.models.memory`)."""
     counts: dict[str, dict[str, int]] = {}
     grads = states = 0
     for name, param in named:
@@ -357,18 +275,7 @@ def model_census(
             row["trainable"] += n
             grads += n * each
             states += optimizer_bytes(n, each)
-    parts = [PartCensus(name, **counts[name]) for name in PART_ORDER if name in counts]
-    return ModelCensus(
-        source=source,
-        dtype=dtype,
-        quantization=quantization,
-        lora=lora,
-        lora_targets=targets,
-        tied_head=tied,
-        parts=parts,
-        gradient_bytes=grads,
-        optimizer_state_bytes=states,
-    )
+    return [PartCensus(name, **counts[name]) for name in PART_ORDER if name in counts], grads, states
 
 
 def _base_name(peft_name: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ecr.errors import ConfigError
-from ecr.models.info import build_skeleton, model_source
+from ecr.models.skeleton import build_skeleton, model_source
 from ecr.rows import markdown_table
 
 INDEX = "model.safetensors.index.json"

@@ -18,48 +18,40 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-
-import numpy as np
 
 from ecr.errors import ConfigError, ECRError, ManifestError, atomic_output
 from ecr.labels import label_distribution
 from ecr.prompts import extract_think
 from ecr.rows import BadRow, iter_rows
 from ecr.sentences import get_splitter
+from ecr.teachers.balance import BalanceMode, balance_rows
 from ecr.teachers.base import Missing, Teacher, TeacherLabel
 from ecr.teachers.coverage import coverage_warnings
+from ecr.teachers.label_report import LabelReport, format_report
 from ecr.teachers.openai_chat import OpenAIConfig
 
+__all__ = [
+    "BalanceMode",
+    "LabelReport",
+    "TeacherName",
+    "balance_rows",
+    "check_output_path",
+    "format_report",
+    "label_command",
+    "label_sentences",
+    "make_teacher",
+    "read_texts",
+    "teacher_coverage_warnings",
+    "write_rows",
+]
+
 TeacherName = Literal["lexicon", "openai", "classifier"]
-BalanceMode = Literal["none", "oversample", "paraphrase"]
 _AUTO_FIELDS = ("text", "explanation", "reason", "reasons", "completion")
-
-
-@dataclass
-class LabelReport:
-    """Counts of one labelling run (what was read, labelled, missing and written)."""
-
-    rows_read: int = 0
-    rows_skipped: dict[str, int] = field(default_factory=dict)
-    texts: int = 0
-    sentences: int = 0
-    unique_sentences: int = 0
-    labelled: int = 0
-    missing: dict[str, int] = field(default_factory=dict)
-    augmented: int = 0
-    augment_missing: dict[str, int] = field(default_factory=dict)
-    written: int = 0
-    distribution: dict[str, int] = field(default_factory=dict)
-    distribution_after_balance: dict[str, int] = field(default_factory=dict)
-    teacher: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
 
 
 def read_texts(
@@ -166,56 +158,6 @@ def label_sentences(
     return rows
 
 
-def balance_rows(
-    rows: list[dict[str, Any]],
-    *,
-    mode: BalanceMode,
-    ratio: float = 0.5,
-    seed: int = 0,
-    teacher: Teacher | None = None,
-    paraphrases_per_call: int = 3,
-    report: LabelReport | None = None,
-) -> list[dict[str, Any]]:
-    """Raise each class to at least `ratio` x the largest class by oversampling or LLM paraphrases."""
-    report = report if report is not None else LabelReport()
-    if mode == "none" or not rows:
-        return rows
-    if not 0.0 < ratio <= 1.0:
-        raise ConfigError(f"balance_ratio must be in (0, 1], got {ratio}")
-    paraphrase = getattr(teacher, "paraphrase", None)
-    if mode == "paraphrase" and not callable(paraphrase):
-        raise ConfigError("balance='paraphrase' needs an LLM teacher (teacher=openai); use 'oversample' otherwise")
-    rng = np.random.default_rng(seed)
-    counts = Counter(lbl for r in rows for lbl in r["labels"])
-    target = math.ceil(ratio * max(counts.values()))
-    out = list(rows)
-    missing: Counter[str] = Counter()
-    for label in sorted(counts, key=lambda k: (counts[k], k)):
-        need = target - counts[label]
-        pool = [r for r in rows if label in r["labels"] and not r.get("augmented")]
-        pool = [pool[i] for i in rng.permutation(len(pool))]
-        new: list[dict[str, Any]] = []
-        if mode == "oversample" and need > 0:
-            new = [{**pool[i % len(pool)], "augmented": True, "source": f"{pool[i % len(pool)]['source']}+oversample"}
-                   for i in range(need)]  # fmt: skip
-        for src in pool if mode == "paraphrase" else []:
-            if len(new) >= need:
-                break
-            got = paraphrase(src["text"], paraphrases_per_call)  # type: ignore[misc]  # each source asked once
-            if isinstance(got, Missing):
-                missing[got.reason] += 1
-                continue
-            new += [{**src, "text": t, "augmented": True, "source": f"{src['source']}+paraphrase"} for t in got]
-        new = new[: max(need, 0)]
-        out.extend(new)
-        for r in new:
-            counts.update(r["labels"])
-    report.augmented += len(out) - len(rows)
-    for k, v in missing.items():
-        report.augment_missing[k] = report.augment_missing.get(k, 0) + v
-    return out
-
-
 def make_teacher(
     teacher: TeacherName,
     labels: str | Sequence[str],
@@ -283,27 +225,6 @@ def write_rows(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
-def format_report(report: LabelReport) -> str:
-    lines = [
-        f"rows read {report.rows_read} (skipped {report.rows_skipped or 0}); texts {report.texts}; "
-        f"sentences {report.sentences} ({report.unique_sentences} unique)",
-        f"labelled {report.labelled}; missing {sum(report.missing.values())} {report.missing or ''}".rstrip(),
-        f"augmented {report.augmented}"
-        + (f" (paraphrase failures {report.augment_missing})" if report.augment_missing else ""),
-        f"written {report.written}",
-        "label distribution:",
-    ]
-    dist = report.distribution_after_balance or report.distribution
-    total = sum(dist.values()) or 1
-    for label, n in dist.items():
-        before = report.distribution.get(label, 0)
-        lines.append(
-            f"  {label:<16} {n:6d}  {100 * n / total:5.1f}%"
-            + (f"  (before balancing {before})" if report.distribution_after_balance else "")
-        )
-    return "\n".join(lines)
-
-
 def label_command(
     input: Path,  # noqa: A002 - CLI option name
     output: Path,
@@ -362,27 +283,42 @@ def label_command(
         rows = label_sentences(
             texts, t, split_sentences=split_sentences, splitter=splitter, dedupe=dedupe, report=report
         )
-        report.distribution = label_distribution(lbl for r in rows for lbl in r["labels"])
-        report.warnings = teacher_coverage_warnings(t, rows)
-        rows = balance_rows(rows, mode=balance, ratio=balance_ratio, seed=seed, teacher=t, report=report)
-        if balance != "none":
-            report.distribution_after_balance = label_distribution(lbl for r in rows for lbl in r["labels"])
-        report.written = len(rows)
-        if counts := getattr(t, "counts", None):
-            report.teacher = {**report.teacher, "calls": dict(counts)}
+        rows = _tally_and_balance(rows, t, balance, balance_ratio, seed, report)
     except ECRError as exc:
         print(f"ecr label: error: {exc}", file=sys.stderr)
         return 2
+    return _write_and_report(input, output, rows, report)
+
+
+def _tally_and_balance(
+    rows: list[dict[str, Any]], teacher: Any, balance: BalanceMode, ratio: float, seed: int, report: LabelReport
+) -> list[dict[str, Any]]:
+    """The labelled rows balanced as asked; `report` gets the label distributions (before and after balancing),
+    the teacher's coverage warnings, the written count and the teacher's call counts."""
+    report.distribution = label_distribution(lbl for r in rows for lbl in r["labels"])
+    report.warnings = teacher_coverage_warnings(teacher, rows)
+    rows = balance_rows(rows, mode=balance, ratio=ratio, seed=seed, teacher=teacher, report=report)
+    if balance != "none":
+        report.distribution_after_balance = label_distribution(lbl for r in rows for lbl in r["labels"])
+    report.written = len(rows)
+    if counts := getattr(teacher, "counts", None):
+        report.teacher = {**report.teacher, "calls": dict(counts)}
+    return rows
+
+
+def _write_and_report(source: Path, output: Path, rows: list[dict[str, Any]], report: LabelReport) -> int:
+    """Write the rows (if any) and `<output>.summary.json`, print the report and warnings: `label_command`'s exit
+    code (1 when nothing was labelled)."""
     if rows:
         write_rows(output, rows)
     summary = output.with_name(output.name + ".summary.json")
     summary.parent.mkdir(parents=True, exist_ok=True)
-    summary.write_text(json.dumps({"input": str(input), "output": str(output), **report.__dict__}, indent=2) + "\n")
+    summary.write_text(json.dumps({"input": str(source), "output": str(output), **report.__dict__}, indent=2) + "\n")
     print(format_report(report))
     for warning in report.warnings:
         print(f"ecr label: WARNING: {warning}", file=sys.stderr)
     if not rows:
-        print(f"ecr label: nothing labelled from {input} (see {summary})", file=sys.stderr)
+        print(f"ecr label: nothing labelled from {source} (see {summary})", file=sys.stderr)
         return 1
     print(f"wrote {len(rows)} rows to {output} (summary {summary.name})")
     return 0
