@@ -69,7 +69,7 @@ def run_ecr(model: Path, rows: Path, steps: int, tokens: int, lr: float) -> tupl
     from ecr.models import PolicyConfig
     from ecr.modules.grpo import GRPOModule
     from ecr.rl.rewards import CombinedReward, RewardSpec
-    from ecr.rl.rollout import SamplingSettings
+    from ecr.rl.scorer import SamplingSettings
 
     policy = PolicyConfig(backbone="causal_lm", model=str(model), lora={"enabled": False})
     module = GRPOModule(

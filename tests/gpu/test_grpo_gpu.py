@@ -18,7 +18,7 @@ import pytest
 
 from ecr.modules.grpo import GRPOModule
 from ecr.rl.rewards import CombinedReward, FormatReward, RewardSpec
-from ecr.rl.rollout import SamplingSettings
+from ecr.rl.scorer import SamplingSettings
 
 pytestmark = pytest.mark.gpu
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"

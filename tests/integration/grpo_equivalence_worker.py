@@ -28,7 +28,7 @@ from ecr.data import ClipDataModule
 from ecr.models import PolicyConfig
 from ecr.models.hf import HFBackbone
 from ecr.rl.rewards import CombinedReward, RewardSpec
-from ecr.rl.rollout import SamplingSettings
+from ecr.rl.scorer import SamplingSettings
 
 GROUP = 4
 LENGTH = 6

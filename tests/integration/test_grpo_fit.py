@@ -29,7 +29,7 @@ from ecr.labels import resolve_label_space
 from ecr.models import PolicyConfig
 from ecr.modules.grpo import GRPOModule
 from ecr.rl.rewards import CombinedReward, RewardSpec
-from ecr.rl.rollout import SamplingSettings
+from ecr.rl.scorer import SamplingSettings
 
 SMALL = {"min_pixels": 3136, "max_pixels": 3136}
 
@@ -125,7 +125,8 @@ def test_rollouts_with_a_shared_prefill_equal_repeated_prompts(tiny: Path, clips
     """`collect_rollout` samples from one prefill per prompt (`share_prefix`): the same seed gives the same
     completions, rewards, advantages and old/reference log-probs as sampling on G repeated prompts."""
     from ecr.models import load_policy
-    from ecr.rl.rollout import adapter_reference, collect_rollout
+    from ecr.rl.rollout import collect_rollout
+    from ecr.rl.scorer import GroupScorer
 
     torch.manual_seed(0)
     bb = load_policy(PolicyConfig(model=str(tiny), lora={"r": 4, "dropout": 0.0}, inputs=SMALL))
@@ -140,12 +141,11 @@ def test_rollouts_with_a_shared_prefill_equal_repeated_prompts(tiny: Path, clips
     rollouts = []
     for share in (True, False):
         torch.manual_seed(11)
-        ref = adapter_reference(bb, group_size=4, temperature=0.9, chunk_tokens=None, share_prefix=share)
-        rollouts.append(collect_rollout(bb, batch, reward, group_size=4, sampling=sampling, need_old_logp=True,
-                                        reference=ref, share_prefix=share))  # fmt: skip
+        scorer = GroupScorer(bb, group_size=4, sampling=sampling, share_prefix=share, reference="adapter")
+        rollouts.append(collect_rollout(scorer, batch, reward, need_old_logp=True))
     shared, repeated = rollouts
     assert shared.completion_ids.shape == (12, 8) and torch.equal(shared.completion_ids, repeated.completion_ids)
-    assert shared.texts == repeated.texts and shared.rewards.total == repeated.rewards.total
+    assert shared.texts == repeated.texts and torch.equal(shared.rewards.total, repeated.rewards.total)
     assert torch.equal(shared.advantages, repeated.advantages) and not shared.zero_std.all()
     assert torch.allclose(shared.old_logp, repeated.old_logp, atol=1e-5)
     assert torch.allclose(shared.ref_logp, repeated.ref_logp, atol=1e-5)

@@ -13,7 +13,7 @@ from ecr.fixtures import build_tiny_causal_lm, synthesize, write_text_manifest
 from ecr.models import PolicyConfig
 from ecr.modules.grpo import GRPOModule
 from ecr.rl.rewards import CombinedReward, RewardSpec
-from ecr.rl.rollout import SamplingSettings
+from ecr.rl.scorer import SamplingSettings
 from ecr.rl.spread import ZeroSpreadMonitor
 
 

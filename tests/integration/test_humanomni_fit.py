@@ -24,7 +24,7 @@ from ecr.modules.grpo import GRPOModule
 from ecr.modules.sft import SFTModule
 from ecr.prompts import format_target, is_well_formed, parse_completion
 from ecr.rl.rewards import CombinedReward, RewardSpec
-from ecr.rl.rollout import SamplingSettings
+from ecr.rl.scorer import SamplingSettings
 
 
 @pytest.fixture(scope="module")

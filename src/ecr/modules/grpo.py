@@ -36,23 +36,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from ecr.errors import ConfigError
 from ecr.metrics import RecognitionMetrics
-from ecr.models import PolicyBackbone, PolicyConfig, build_backbone
+from ecr.models import PolicyConfig
 from ecr.modules.base import OptimizerFactory, PolicyStageModule
 from ecr.modules.report import markdown_table
 from ecr.prompts import extract_answer
 from ecr.rl.loss import accumulation_scale, grpo_loss
 from ecr.rl.reward_config import DEFAULT_TERMS, RewardTerm, build_reward
 from ecr.rl.rewards import CombinedReward
-from ecr.rl.rollout import (
-    ReferenceFn,
-    Rollout,
-    SamplingSettings,
-    adapter_reference,
-    collect_rollout,
-    copy_reference,
-    eval_mode,
-    prefix_groups,
-)
+from ecr.rl.rollout import Rollout, collect_rollout
+from ecr.rl.scorer import GroupScorer, SamplingSettings, build_scorer
 from ecr.rl.spread import ZeroSpreadMonitor
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
@@ -181,8 +173,7 @@ class GRPOModule(PolicyStageModule):
             }
         )
         self.reward: CombinedReward | None = None
-        self.reference_backbone: PolicyBackbone | None = None
-        self._reference_fn: ReferenceFn | None = None
+        self.scorer: GroupScorer | None = None  # built in configure_model (needs the loaded policy)
         self._buffer: list[Rollout] = []
         self.max_nonfinite_skips = max_nonfinite_skips
         self.val_recognition: RecognitionMetrics | None = None  # built in setup (needs the label set)
@@ -197,49 +188,28 @@ class GRPOModule(PolicyStageModule):
             raise ConfigError("GRPOModule needs a DataModule with a `label_set` (e.g. ecr.data.ClipDataModule)")
         if self.reward is None:
             self.reward = build_reward(
-                self.reward_terms, label_set=label_set, verifier=self.verifier_path, eos_tokens=self._eos_texts()
+                self.reward_terms,
+                label_set=label_set,
+                verifier=self.verifier_path,
+                eos_tokens=self.backbone.eos_texts(),
             )
         if self.val_recognition is None:
             self.val_recognition = RecognitionMetrics(list(label_set.labels))
 
-    def _eos_texts(self) -> tuple[str, ...]:
-        tok = self.backbone.tokenizer
-        return tuple(t for t in {tok.eos_token, "<|im_end|>", "<|endoftext|>"} if t)
-
     def configure_model(self) -> None:
         super().configure_model()
-        if self._reference_fn is not None or self.settings["beta"] == 0:
+        if self.scorer is not None:
             return
-        mode = self.settings["reference"]
-        lora = hasattr(self.model, "disable_adapter")
-        temperature, chunk = self.sampling.temperature, self.settings["logprob_chunk_tokens"]
-        if mode == "adapter" or (mode == "auto" and lora):
-            if self.policy_config.adapter is not None:
-                raise ConfigError(
-                    "GRPO: with policy.adapter the adapter-disabled reference would be the base model, not the policy "
-                    "you start from. Export the SFT model merged (`ecr export --merge true`) and set policy.model to "
-                    "its merged/ folder (a fresh LoRA is added), or set reference: copy"
-                )
-            self._reference_fn = adapter_reference(
-                self.backbone,
-                group_size=self.settings["num_generations"],
-                temperature=temperature,
-                chunk_tokens=chunk,
-                share_prefix=self.settings["share_prompt_prefix"],
-            )
-            return
-        self.reference_backbone = build_backbone(self.policy_config)
-        device = self.settings["reference_device"] or (self.trainer.strategy.root_device if self._trainer else None)
-        ref_model = self.reference_backbone.load(device)
-        if device is not None and self.policy_config.quantization == "none":
-            ref_model.to(device)  # not a submodule of this LightningModule: the Trainer does not move it
-        ref_model.requires_grad_(False).eval()
-        self._reference_fn = copy_reference(
-            self.reference_backbone,
-            group_size=self.settings["num_generations"],
-            temperature=temperature,
-            chunk_tokens=chunk,
-            share_prefix=self.settings["share_prompt_prefix"],
+        s = self.settings
+        self.scorer = build_scorer(
+            self.backbone,
+            group_size=s["num_generations"],
+            sampling=self.sampling,
+            chunk_tokens=s["logprob_chunk_tokens"],
+            share_prefix=s["share_prompt_prefix"],
+            beta=s["beta"],
+            reference=s["reference"],
+            reference_device=s["reference_device"] or (self.trainer.strategy.root_device if self._trainer else None),
         )
 
     def total_optimizer_steps(self) -> int:
@@ -253,18 +223,14 @@ class GRPOModule(PolicyStageModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         assert self.reward is not None
         s = self.settings
+        assert self.scorer is not None
         rollout = collect_rollout(
-            self.backbone,
+            self.scorer,
             batch,
             self.reward,
-            group_size=s["num_generations"],
-            sampling=self.sampling,
             advantage_scale=s["scale_rewards"],
             mask_truncated_completions=s["mask_truncated_completions"],
             need_old_logp=s["num_iterations"] > 1,
-            reference=self._reference_fn,
-            chunk_tokens=s["logprob_chunk_tokens"],
-            share_prefix=s["share_prompt_prefix"],
         )
         self._log_rollout(rollout)
         if s["filter_zero_std_groups"]:
@@ -289,25 +255,17 @@ class GRPOModule(PolicyStageModule):
         buffer, self._buffer = self._buffer, []
         if not buffer:
             return
-        s = self.settings
+        s, scorer = self.settings, self.scorer
+        assert scorer is not None
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
-        reencode = self.backbone.prompt_encoding_is_trainable()
         scale = accumulation_scale(s["loss_type"], len(buffer), self.trainer.world_size)
         num_items = self._num_items(buffer) if s["loss_type"] == "dapo" else None
         for _ in range(s["num_iterations"]):
             t0 = time.perf_counter()
             losses, stats, entropies = [], [], []
             for r in buffer:
-                prompt = r.encode_prompt(self.backbone) if reencode else r.prompt  # [N] rows either way
-                scores = self.backbone.score_completions(
-                    prompt,
-                    r.completion_ids,
-                    r.mask,
-                    temperature=self.sampling.temperature,
-                    chunk_tokens=s["logprob_chunk_tokens"],
-                    shared_prefix=prefix_groups(self.backbone, r.group_size, s["share_prompt_prefix"]),
-                )
+                scores = scorer.scores(r.update_prompt(self.backbone), r.completion_ids, r.mask)  # [N, C]
                 old = r.old_logp if r.old_logp is not None else scores.logprobs.detach()
                 loss, st = grpo_loss(
                     scores.logprobs,
@@ -368,30 +326,27 @@ class GRPOModule(PolicyStageModule):
 
     def _sync_reference(self) -> None:
         every = self.settings["ref_model_sync_steps"]
-        if not every or self.reference_backbone is None or self.global_step % every:
-            return
-        assert self.reference_backbone.model is not None and self.model is not None
-        self.reference_backbone.model.load_state_dict(self.model.state_dict())
+        if every and self.scorer is not None and not self.global_step % every:
+            self.scorer.sync_reference()
 
     # ----------------------------------------------------------------------------------------- logging
     def _log_rollout(self, r: Rollout) -> None:
         lengths = r.mask.sum(-1)
         n = len(r.texts)
         values: dict[str, float] = {
-            "train/reward": sum(r.rewards.total) / n,
-            "train/reward_std": float(torch.tensor(r.rewards.total).std()) if n > 1 else 0.0,
+            "train/reward": float(r.rewards.total.mean()),
+            "train/reward_std": float(r.rewards.total.std()) if n > 1 else 0.0,
             "train/frac_zero_std": float(r.zero_std.float().mean()),
             "train/completion_length": float(lengths.mean()),
             "train/completion_length_min": float(lengths.min()),
             "train/completion_length_max": float(lengths.max()),
             "train/truncated": float(r.truncated.float().mean()),
         }
-        for name, vals in r.rewards.terms.items():
-            t = torch.tensor(vals)
+        for name, t in r.rewards.terms.items():
             values[f"train/reward/{name}"] = float(t.mean())
             values[f"train/reward/{name}_std"] = float(t.std()) if n > 1 else 0.0
-        for name, vals in r.rewards.stats.items():
-            values[f"train/reward/{name}"] = sum(vals) / max(1, len(vals))
+        for name, t in r.rewards.stats.items():
+            values[f"train/reward/{name}"] = float(t.mean()) if t.numel() else 0.0
         for name, sec in r.timings.items():
             values[f"train/time/{name}"] = sec
         gen = r.timings.get("generate", 0.0)
@@ -420,7 +375,7 @@ class GRPOModule(PolicyStageModule):
     # --------------------------------------------------------------------------------------- validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         assert self.reward is not None
-        with torch.no_grad(), eval_mode(self.model):  # type: ignore[arg-type]
+        with torch.no_grad():
             prompt = self.backbone.encode_prompt(batch)
             ids = self.backbone.generate(
                 prompt,

@@ -58,8 +58,6 @@ from ecr.models import PolicyConfig
 from ecr.modules.base import PolicyStageModule
 from ecr.modules.checkpoint import read_checkpoint, resolve_checkpoint
 from ecr.prompts import parse_completion
-from ecr.rl.masks import completion_mask
-from ecr.rl.rollout import eos_ids, eval_mode
 
 
 @dataclass(frozen=True)
@@ -292,22 +290,21 @@ class PredictModule(PolicyStageModule):
         kwargs = self.generation.generate_kwargs()
         if self.num_samples > 1:  # one prefill per clip, its KV cache shared by the N candidates -> [B·N, C]
             kwargs["group_size"] = self.num_samples
-        with eval_mode(self.model):  # type: ignore[arg-type]
-            prompt = self.backbone.encode_prompt(batch)
-            if not self.generation.do_sample:
-                return self.backbone.generate(prompt, **kwargs), None
-            seed = batch_seed(self.seed, batch["meta"]["ids"][0])
-            devices = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                return self.backbone.generate(prompt, **kwargs), seed
+        prompt = self.backbone.encode_prompt(batch)  # the model is in eval mode (configure_model), as is `generate`
+        if not self.generation.do_sample:
+            return self.backbone.generate(prompt, **kwargs), None
+        seed = batch_seed(self.seed, batch["meta"]["ids"][0])
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self.backbone.generate(prompt, **kwargs), seed
 
     def rows(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         """One predictions-file row per clip of a generate batch (what predict_step and test_step return)."""
         assert self.label_set is not None
         ids, seed = self.generate_batch(batch)
         texts = self.backbone.decode(ids)  # B·N
-        mask, truncated = completion_mask(ids, eos_ids(self.backbone))
+        mask, truncated = self.backbone.completion_mask(ids)
         n = self.num_samples
         clips = [str(c) for c in batch["meta"]["ids"]]
         scored = score_candidates(self.reward, texts, self.label_set) if self.rerank == "verifier" else None
