@@ -140,7 +140,7 @@ def _ecrcli() -> type[LightningCLI]:
             """The configured Trainer, writing checkpoints through `SafeCheckpointIO` unless a plugin was chosen."""
             from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-            from ecr.modules.base import SafeCheckpointIO
+            from ecr.modules.checkpointing import SafeCheckpointIO
 
             trainer = super().instantiate_trainer(**kwargs)
             strategy = trainer.strategy

@@ -90,14 +90,16 @@ def main(argv: list[str]) -> None:
     )  # fmt: skip
     module = grpo.GRPOModule(
         policy,
-        num_generations=GROUP,
         sampling=SamplingSettings(max_new_tokens=LENGTH),
-        loss_type=a.loss_type,
-        beta=0.04,
-        gradient_accumulation_steps=a.accumulation,
-        max_grad_norm=None,
-        log_completions_every_n_steps=0,
-        filter_zero_std_groups=a.filter_zero_std,
+        grpo={
+            "num_generations": GROUP,
+            "loss_type": a.loss_type,
+            "beta": 0.04,
+            "gradient_accumulation_steps": a.accumulation,
+            "max_grad_norm": None,
+            "log_completions_every_n_steps": 0,
+            "filter_zero_std_groups": a.filter_zero_std,
+        },
         optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
     )
     module.reward = CombinedReward([RewardSpec("vowels", functools.partial(vowel_share, flat_label=a.flat_label))])

@@ -81,11 +81,11 @@ class RewardHistory(L.Callback):
         self.rewards.append(float(trainer.callback_metrics["train/reward"]))
 
 
-def _module(tiny: Path, reward, **kw) -> GRPOModule:
-    kw.setdefault("sampling", SamplingSettings(max_new_tokens=6, temperature=1.0))
-    kw.setdefault("log_completions_every_n_steps", 0)
+def _module(tiny: Path, reward, lr: float = 1e-6, **grpo) -> GRPOModule:
+    grpo.setdefault("log_completions_every_n_steps", 0)
     policy = PolicyConfig(model=str(tiny), lora={"r": 8, "alpha": 16, "dropout": 0.0}, inputs=SMALL)
-    module = GRPOModule(policy, **kw)
+    sampling = SamplingSettings(max_new_tokens=6, temperature=1.0)
+    module = GRPOModule(policy, sampling=sampling, grpo=grpo, optimization={"lr": lr})
     module.reward = reward
     return module
 
@@ -94,7 +94,9 @@ def test_grpo_raises_a_dense_reward(tiny: Path, clips: Path, tmp_path: Path) -> 
     """A full fine-tune of the random tiny policy (β = 0: no reference) on the vowel reward, 30 steps."""
     L.seed_everything(0)
     policy = PolicyConfig(model=str(tiny), lora={"enabled": False}, inputs=SMALL)
-    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=6), beta=0.0, lr=1e-2)
+    module = GRPOModule(
+        policy, sampling=SamplingSettings(max_new_tokens=6), grpo={"beta": 0.0}, optimization={"lr": 1e-2}
+    )
     module.reward = CombinedReward([RewardSpec("vowels", vowel_share)])
     module.configure_model()
     start = {n: p.detach().clone() for n, p in module.model.named_parameters()}
@@ -175,9 +177,7 @@ def test_default_rewards_with_a_verifier_folder(tiny: Path, clips: Path, tmp_pat
         policy,
         verifier=str(verifier),
         sampling=SamplingSettings(max_new_tokens=8),
-        loss_type="dapo",
-        gradient_accumulation_steps=2,
-        log_completions_every_n_steps=1,
+        grpo={"loss_type": "dapo", "gradient_accumulation_steps": 2, "log_completions_every_n_steps": 1},
     )
     logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="tb")
     trainer = _trainer(tmp_path, max_steps=2, logger=logger, log_every_n_steps=1)
@@ -261,7 +261,9 @@ def test_the_same_module_trains_a_text_only_causal_lm(tmp_path: Path) -> None:
     text.write_text("".join(json.dumps(r) + "\n" for r in rows))
     L.seed_everything(0)
     policy = PolicyConfig(backbone="causal_lm", model=str(lm), lora={"r": 4, "dropout": 0.0})
-    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=6), rewards=[{"name": "format"}], lr=1e-3)
+    module = GRPOModule(
+        policy, sampling=SamplingSettings(max_new_tokens=6), rewards=[{"name": "format"}], optimization={"lr": 1e-3}
+    )
     module.reward = CombinedReward([RewardSpec("vowels", vowel_share)])
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
@@ -358,7 +360,7 @@ def sft_policies(tiny: Path, clips: Path, tmp_path_factory) -> dict[int, Path]:
 
     L.seed_everything(0)
     policy = PolicyConfig(model=str(tiny), lora={"enabled": False}, inputs=SMALL)
-    module = SFTModule(policy, lr=7e-3, warmup_ratio=0.0, scheduler="constant_with_warmup")
+    module = SFTModule(policy, optimization={"lr": 7e-3, "warmup_ratio": 0.0, "scheduler": "constant_with_warmup"})
     data = _data(clips, manifest="short.jsonl")
     _trainer(out, max_steps=60, callbacks=[SaveAt()]).fit(module, datamodule=data)
     return saved
@@ -369,9 +371,9 @@ def _grpo_from(policy_dir: Path, clips: Path, tmp: Path, terms: list[str], steps
     L.seed_everything(0)
     policy = PolicyConfig(model=str(policy_dir), lora={"r": 8, "alpha": 16, "dropout": 0.0}, inputs=SMALL)
     module = GRPOModule(
-        policy, verifier=str(verifier) if verifier else None, rewards=[{"name": t} for t in terms], num_generations=8,
-        sampling=SamplingSettings(max_new_tokens=32, temperature=1.0), beta=0.04, lr=5e-3,
-        log_completions_every_n_steps=0,
+        policy, verifier=str(verifier) if verifier else None, rewards=[{"name": t} for t in terms],
+        sampling=SamplingSettings(max_new_tokens=32, temperature=1.0), optimization={"lr": 5e-3},
+        grpo={"num_generations": 8, "beta": 0.04, "log_completions_every_n_steps": 0},
     )  # fmt: skip
     history = TermHistory(terms)
     data = _data(clips, batch_size=4, manifest="short.jsonl")

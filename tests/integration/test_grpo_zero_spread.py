@@ -33,7 +33,9 @@ def test_constant_reward_warns_with_the_likely_causes(tmp_path: Path) -> None:
     )
     L.seed_everything(0)
     policy = PolicyConfig(backbone="causal_lm", model=str(lm), lora={"r": 4, "dropout": 0.0})
-    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=4), rewards=[{"name": "format"}], lr=1e-3)
+    module = GRPOModule(
+        policy, sampling=SamplingSettings(max_new_tokens=4), rewards=[{"name": "format"}], optimization={"lr": 1e-3}
+    )
     module.reward = CombinedReward([RewardSpec("constant", constant)])
     module.zero_spread = ZeroSpreadMonitor(patience=2)
     trainer = L.Trainer(

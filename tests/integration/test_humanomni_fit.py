@@ -68,8 +68,8 @@ class LossHistory(L.Callback):
 @pytest.mark.slow
 def test_sft_overfits_two_clips(tiny, clips, tmp_path):
     L.seed_everything(0)
-    module = SFTModule(PolicyConfig(backbone="humanomni", model=str(tiny), lora={"enabled": False}), lr=7e-3,
-                       warmup_ratio=0.07)  # fmt: skip
+    module = SFTModule(PolicyConfig(backbone="humanomni", model=str(tiny), lora={"enabled": False}),
+                       optimization={"lr": 7e-3, "warmup_ratio": 0.07})  # fmt: skip
     history = LossHistory()
     data = _data(clips)
     _trainer(tmp_path, 60, callbacks=[history]).fit(module, datamodule=data)
@@ -93,8 +93,9 @@ def vowel_share(completions, labels) -> list[float]:
 def test_grpo_steps_run_with_media_encoded_once(tiny, clips, tmp_path):
     L.seed_everything(0)
     policy = PolicyConfig(backbone="humanomni", model=str(tiny), lora={"r": 4, "alpha": 8, "dropout": 0.0})
-    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=6), num_generations=2, num_iterations=2,
-                        beta=0.04, lr=1e-2, log_completions_every_n_steps=0)  # fmt: skip
+    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=6), optimization={"lr": 1e-2},
+                        grpo={"num_generations": 2, "num_iterations": 2, "beta": 0.04,
+                              "log_completions_every_n_steps": 0})  # fmt: skip
     module.reward = CombinedReward([RewardSpec("vowels", vowel_share)])
     module.configure_model()
     inner = module.backbone.base_model.model

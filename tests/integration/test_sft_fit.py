@@ -76,7 +76,7 @@ class LossHistory(L.Callback):
 def _overfit(tiny: Path, data: ClipDataModule, steps: int, lr: float, tmp: Path) -> tuple[list[float], list[str], list]:
     L.seed_everything(0)
     policy = PolicyConfig(model=str(tiny), lora={"enabled": False}, inputs=SMALL)
-    module = SFTModule(policy, lr=lr, warmup_ratio=0.07)
+    module = SFTModule(policy, optimization={"lr": lr, "warmup_ratio": 0.07})
     history = LossHistory()
     _trainer(tmp, max_steps=steps, callbacks=[history]).fit(module, datamodule=data)
     samples = [data.datasets["train"][i] for i in range(len(data.datasets["train"]))]
@@ -114,7 +114,7 @@ def _params(module: SFTModule) -> dict[str, torch.Tensor]:
 def test_8bit_lora_fit_checkpoint_and_export(tiny, clips, tmp_path):
     L.seed_everything(0)
     policy = PolicyConfig(model=str(tiny), quantization="8bit", lora={"r": 4, "alpha": 8, "dropout": 0.0}, inputs=SMALL)
-    module = SFTModule(policy, lr=5e-3, warmup_ratio=0.0)
+    module = SFTModule(policy, optimization={"lr": 5e-3, "warmup_ratio": 0.0})
     module.configure_model()
     before = _params(module)
     history = LossHistory()
@@ -191,7 +191,7 @@ def test_resume_matches_uninterrupted_run(tiny, clips, tmp_path):
     def run(stop: int | None = None, ckpt_path: Path | None = None):
         L.seed_everything(0)
         policy = PolicyConfig(model=str(tiny), lora={"r": 4, "alpha": 8, "dropout": 0.0}, inputs=SMALL)
-        module = SFTModule(policy, lr=5e-3, warmup_ratio=0.25)
+        module = SFTModule(policy, optimization={"lr": 5e-3, "warmup_ratio": 0.25})
         history, ids = LossHistory(), BatchIds()
         callbacks: list = [history, ids]
         if stop is not None:
@@ -230,7 +230,7 @@ def test_ddp_two_processes_on_cpu(tiny, clips, tmp_path):
         "".join(json.dumps(dict(r, split="val" if i == 3 else "train")) + "\n" for i, r in enumerate(rows))
     )
     policy = PolicyConfig(model=str(tiny), lora={"r": 4}, inputs=SMALL)
-    module = SFTModule(policy, lr=1e-3)
+    module = SFTModule(policy, optimization={"lr": 1e-3})
     logger = L.pytorch.loggers.TensorBoardLogger(tmp_path / "tb", name="ddp")
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=logger, enable_checkpointing=False,

@@ -55,7 +55,8 @@ def test_text_sft_learns_format_and_labels(tiny_lm, text_rows, tmp_path):
     L.seed_everything(0)
     data = TextDataModule(text_rows, labels="dfew", val_fraction=0.0, batch_size=3, shuffle=True)
     module = SFTModule(
-        PolicyConfig(backbone="causal_lm", model=str(tiny_lm), lora={"enabled": False}), lr=7e-3, warmup_ratio=0.07
+        PolicyConfig(backbone="causal_lm", model=str(tiny_lm), lora={"enabled": False}),
+        optimization={"lr": 7e-3, "warmup_ratio": 0.07},
     )
     history = LossHistory()
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)

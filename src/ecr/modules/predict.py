@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch import LightningModule
 
 from ecr.data.types import ClipRecord
 from ecr.errors import ConfigError, LabelError, ManifestError
@@ -55,8 +56,8 @@ from ecr.metrics.explanation import ExplanationMetrics, explanation_label, sente
 from ecr.metrics.recognition import NO_LABEL, RecognitionMetrics
 from ecr.metrics.rerank import best_candidates, score_candidates
 from ecr.models import PolicyConfig
-from ecr.modules.base import PolicyStageModule
-from ecr.modules.checkpoint import read_checkpoint, resolve_checkpoint
+from ecr.modules.checkpointing import read_checkpoint, resolve_checkpoint
+from ecr.modules.policy import StagePolicy
 from ecr.prompts import parse_completion
 
 
@@ -151,10 +152,8 @@ def owned_ids(per_rank: Sequence[Sequence[str]], rank: int) -> set[str]:
     return {cid for cid in per_rank[rank] if cid not in lower}
 
 
-class PredictModule(PolicyStageModule):
-    """Batched generation over the predict split, one row per clip (see module docstring)."""
-
-    training_collate_mode = "generate"
+class PredictModule(LightningModule):
+    """Batched generation over the predict split, one row per clip (see module docstring); trains nothing."""
 
     def __init__(
         self,
@@ -184,14 +183,10 @@ class PredictModule(PolicyStageModule):
         """
         checkpoint = _resolved(checkpoint)
         verifier = os.fspath(verifier) if verifier is not None else None
-        super().__init__(
-            _inference_policy(policy, checkpoint),
-            lr=0.0,
-            weight_decay=0.0,
-            warmup_ratio=0.0,
-            scheduler="constant",
-            optimizer=None,
-        )
+        super().__init__()
+        self.policy = StagePolicy(_inference_policy(policy, checkpoint), collate_mode="generate")
+        self.policy_config, self.backbone = self.policy.config, self.policy.backbone
+        self.model: torch.nn.Module | None = None
         self.checkpoint = checkpoint
         self.verifier_path = verifier
         self.generation = (
@@ -222,8 +217,12 @@ class PredictModule(PolicyStageModule):
         )
 
     # ------------------------------------------------------------------------------------------- set-up
+    @property
+    def collator(self) -> Any:
+        return self.policy.collator()
+
     def setup(self, stage: str) -> None:
-        super().setup(stage)
+        self.policy.wire(self)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         label_set = getattr(datamodule, "label_set", None)
         if label_set is None:
@@ -250,8 +249,7 @@ class PredictModule(PolicyStageModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        super().configure_model()
-        assert self.model is not None
+        self.model = self.policy.load(self)
         if self.checkpoint is not None:
             _, state = read_checkpoint(self.checkpoint)
             expected = set(self.backbone.trainable_parameter_names())
@@ -416,9 +414,6 @@ class PredictModule(PolicyStageModule):
             logged["test/compound"] = compound["accuracy"]
         self.log_dict({k: float(v) for k, v in logged.items()}, sync_dist=True)
         self.test_report = report
-
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        raise ConfigError("PredictModule trains nothing: run it with `ecr predict`, not `ecr fit`")
 
 
 def _check_best_of_n(

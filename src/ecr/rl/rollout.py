@@ -24,7 +24,7 @@ from ecr.rl.masks import mask_truncated
 from ecr.rl.rewards import CombinedReward, RewardOutput
 from ecr.rl.scorer import GroupScorer
 
-__all__ = ["GroupRewards", "Rollout", "collect_rollout"]
+__all__ = ["GroupRewards", "Rollout", "collect_rollout", "rollout_metrics"]
 
 
 @dataclass
@@ -170,3 +170,28 @@ def collect_rollout(
         rollout.ref_logp = scorer.reference_logprobs(prompt, batch, ids, mask)
         timings["reference"] = time.perf_counter() - t0
     return rollout
+
+
+def rollout_metrics(r: Rollout) -> dict[str, float]:
+    """What a rollout logs (rewards per term with spreads, zero-spread share, lengths, truncation, timings)."""
+    lengths = r.mask.sum(-1)  # [N]
+    n = len(r.texts)
+    spread = lambda t: float(t.std()) if n > 1 else 0.0  # noqa: E731
+    values: dict[str, float] = {
+        "reward": float(r.rewards.total.mean()),
+        "reward_std": spread(r.rewards.total),
+        "frac_zero_std": float(r.zero_std.float().mean()),
+        "completion_length": float(lengths.mean()),
+        "completion_length_min": float(lengths.min()),
+        "completion_length_max": float(lengths.max()),
+        "truncated": float(r.truncated.float().mean()),
+    }
+    for name, t in r.rewards.terms.items():
+        values[f"reward/{name}"], values[f"reward/{name}_std"] = float(t.mean()), spread(t)
+    for name, t in r.rewards.stats.items():
+        values[f"reward/{name}"] = float(t.mean()) if t.numel() else 0.0
+    for name, sec in r.timings.items():
+        values[f"time/{name}"] = sec
+    gen = r.timings.get("generate", 0.0)
+    values["tokens_per_s"] = float(lengths.sum()) / gen if gen > 0 else 0.0
+    return values
