@@ -165,6 +165,14 @@ def _ecrcli() -> type[LightningCLI]:
             if ckpt and ckpt not in ("last", "best", "hpc") and "://" not in str(ckpt):
                 check_checkpoint_file(Path(ckpt))
 
+        def instantiate_classes(self) -> None:
+            """Build the module and DataModule, then pair them: the module's collator becomes the DataModule's
+            `collate_fn` (`ecr.modules.wiring.connect`)."""
+            from ecr.modules.wiring import connect
+
+            super().instantiate_classes()
+            connect(self.model, self.datamodule)
+
         def before_fit(self) -> None:
             self._resolve_last("fit")
 

@@ -17,6 +17,7 @@ import lightning as L
 import pytest
 
 from ecr.modules.grpo import GRPOModule
+from ecr.modules.wiring import connect
 from ecr.rl.rewards import CombinedReward, FormatReward, RewardSpec
 from ecr.rl.scorer import SamplingSettings
 
@@ -33,7 +34,7 @@ def _fit(policy_config, data, trainer_kwargs, steps: int, **trainer) -> tuple[GR
                         grpo={"log_completions_every_n_steps": 0})  # fmt: skip
     module.reward = CombinedReward([RewardSpec("format", FormatReward()), RewardSpec("letters", _letters)])
     fit = L.Trainer(**{**trainer_kwargs, **trainer}, max_steps=steps, limit_val_batches=0)
-    fit.fit(module, datamodule=data)
+    fit.fit(module, datamodule=connect(module, data))
     assert fit.global_step == steps and math.isfinite(float(fit.callback_metrics["train/loss"]))
     return module, fit
 

@@ -27,6 +27,7 @@ import ecr.modules.grpo as grpo
 from ecr.data import ClipDataModule
 from ecr.models import PolicyConfig
 from ecr.models.hf import HFBackbone
+from ecr.modules.wiring import connect
 from ecr.rl.rewards import CombinedReward, RewardSpec
 from ecr.rl.scorer import SamplingSettings
 
@@ -114,7 +115,7 @@ def main(argv: list[str]) -> None:
     )  # fmt: skip
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=connect(module, data))
     if trainer.is_global_zero:
         after = {n: p.detach().cpu() for n, p in module.model.named_parameters() if p.requires_grad}
         torch.save({"before": before, "after": after}, a.out)

@@ -28,6 +28,7 @@ from ecr.fixtures import build_tiny_classifier, build_tiny_omni, synthesize
 from ecr.labels import resolve_label_space
 from ecr.models import PolicyConfig
 from ecr.modules.grpo import GRPOModule
+from ecr.modules.wiring import connect
 from ecr.rl.rewards import CombinedReward, RewardSpec
 from ecr.rl.scorer import SamplingSettings
 
@@ -101,7 +102,7 @@ def test_grpo_raises_a_dense_reward(tiny: Path, clips: Path, tmp_path: Path) -> 
     module.configure_model()
     start = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     history = RewardHistory()
-    _trainer(tmp_path, max_steps=30, callbacks=[history]).fit(module, datamodule=_data(clips))
+    _trainer(tmp_path, max_steps=30, callbacks=[history]).fit(module, datamodule=connect(module, _data(clips)))
     first, last = history.rewards[:5], history.rewards[-5:]
     assert sum(last) / len(last) > sum(first) / len(first) + 0.15, history.rewards
     moved = {n for n, p in module.model.named_parameters() if not torch.equal(p, start[n])}
@@ -118,7 +119,7 @@ def test_media_is_encoded_once_per_prompt_batch_per_step(tiny: Path, clips: Path
     thinker.model.audio_tower.register_forward_hook(lambda *_: calls.__setitem__("audio", calls["audio"] + 1))
     steps = 3  # micro-batches; each is trained on twice (μ = 2) with a reference pass: still one encoder run
     trainer = _trainer(tmp_path, max_steps=2 * steps)
-    trainer.fit(module, datamodule=_data(clips))
+    trainer.fit(module, datamodule=connect(module, _data(clips)))
     assert trainer.global_step == 2 * steps
     assert calls == {"vision": steps, "audio": steps}
 
@@ -163,7 +164,7 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tiny: Path, clips
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
     with pytest.raises(TrainingDivergedError, match="3 steps in a row"):
-        _trainer(tmp_path, max_steps=10).fit(module, datamodule=_data(clips))
+        _trainer(tmp_path, max_steps=10).fit(module, datamodule=connect(module, _data(clips)))
     assert module.nonfinite_skips == 3
     after = dict(module.model.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before)  # nothing was applied
@@ -181,7 +182,7 @@ def test_default_rewards_with_a_verifier_folder(tiny: Path, clips: Path, tmp_pat
     )
     logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="tb")
     trainer = _trainer(tmp_path, max_steps=2, logger=logger, log_every_n_steps=1)
-    trainer.fit(module, datamodule=_data(clips))
+    trainer.fit(module, datamodule=connect(module, _data(clips)))
     metrics = trainer.callback_metrics
     for key in ("train/reward/format", "train/reward/accuracy", "train/reward/explanation", "train/kl"):
         assert key in metrics and math.isfinite(float(metrics[key])), key
@@ -268,7 +269,7 @@ def test_the_same_module_trains_a_text_only_causal_lm(tmp_path: Path) -> None:
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
     trainer = _trainer(tmp_path, max_steps=2)
-    trainer.fit(module, datamodule=TextDataModule(text, labels="dfew", val_fraction=0.0, batch_size=3))
+    trainer.fit(module, datamodule=connect(module, TextDataModule(text, labels="dfew", val_fraction=0.0, batch_size=3)))
     assert trainer.global_step == 2 and math.isfinite(float(trainer.callback_metrics["train/kl"]))
     assert any(not torch.equal(p, before[n]) for n, p in module.model.named_parameters() if n in before)
 
@@ -309,7 +310,7 @@ def test_resume_continues_the_uninterrupted_run(tiny: Path, clips: Path, tmp_pat
             ]  # fmt: skip
         trainer = _trainer(tmp_path, max_steps=5, callbacks=callbacks, enable_checkpointing=stop is not None)
         data = _data(clips)
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=connect(module, data), ckpt_path=ckpt_path)
         return module, seen.steps
 
     full, full_steps = run()
@@ -362,7 +363,7 @@ def sft_policies(tiny: Path, clips: Path, tmp_path_factory) -> dict[int, Path]:
     policy = PolicyConfig(model=str(tiny), lora={"enabled": False}, inputs=SMALL)
     module = SFTModule(policy, optimization={"lr": 7e-3, "warmup_ratio": 0.0, "scheduler": "constant_with_warmup"})
     data = _data(clips, manifest="short.jsonl")
-    _trainer(out, max_steps=60, callbacks=[SaveAt()]).fit(module, datamodule=data)
+    _trainer(out, max_steps=60, callbacks=[SaveAt()]).fit(module, datamodule=connect(module, data))
     return saved
 
 
@@ -377,7 +378,7 @@ def _grpo_from(policy_dir: Path, clips: Path, tmp: Path, terms: list[str], steps
     )  # fmt: skip
     history = TermHistory(terms)
     data = _data(clips, batch_size=4, manifest="short.jsonl")
-    _trainer(tmp, max_steps=steps, callbacks=[history]).fit(module, datamodule=data)
+    _trainer(tmp, max_steps=steps, callbacks=[history]).fit(module, datamodule=connect(module, data))
     return history
 
 

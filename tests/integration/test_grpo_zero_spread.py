@@ -12,6 +12,7 @@ import pytest
 from ecr.fixtures import build_tiny_causal_lm, synthesize, write_text_manifest
 from ecr.models import PolicyConfig
 from ecr.modules.grpo import GRPOModule
+from ecr.modules.wiring import connect
 from ecr.rl.rewards import CombinedReward, RewardSpec
 from ecr.rl.scorer import SamplingSettings
 from ecr.rl.spread import ZeroSpreadMonitor
@@ -43,5 +44,7 @@ def test_constant_reward_warns_with_the_likely_causes(tmp_path: Path) -> None:
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=tmp_path,
     )  # fmt: skip
     with pytest.warns(UserWarning, match=r"for 2 steps in a row every group's rewards had zero spread") as caught:
-        trainer.fit(module, datamodule=TextDataModule(text, labels="dfew", val_fraction=0.0, batch_size=3))
+        trainer.fit(
+            module, datamodule=connect(module, TextDataModule(text, labels="dfew", val_fraction=0.0, batch_size=3))
+        )
     assert len([w for w in caught if "zero spread" in str(w.message)]) == 1

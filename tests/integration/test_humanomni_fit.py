@@ -22,6 +22,7 @@ from ecr.fixtures.tiny_models import build_tiny_humanomni
 from ecr.models import PolicyConfig
 from ecr.modules.grpo import GRPOModule
 from ecr.modules.sft import SFTModule
+from ecr.modules.wiring import connect
 from ecr.prompts import format_target, is_well_formed, parse_completion
 from ecr.rl.rewards import CombinedReward, RewardSpec
 from ecr.rl.scorer import SamplingSettings
@@ -72,7 +73,7 @@ def test_sft_overfits_two_clips(tiny, clips, tmp_path):
                        optimization={"lr": 7e-3, "warmup_ratio": 0.07})  # fmt: skip
     history = LossHistory()
     data = _data(clips)
-    _trainer(tmp_path, 60, callbacks=[history]).fit(module, datamodule=data)
+    _trainer(tmp_path, 60, callbacks=[history]).fit(module, datamodule=connect(module, data))
     samples = [data.datasets["train"][i] for i in range(len(data.datasets["train"]))]
     texts = module.generate_texts(samples, max_new_tokens=80, do_sample=False)
     first, last = history.losses[0], sum(history.losses[-3:]) / 3
@@ -104,7 +105,7 @@ def test_grpo_steps_run_with_media_encoded_once(tiny, clips, tmp_path):
         part.register_forward_hook(lambda *_, key=key: calls.__setitem__(key, calls[key] + 1))
     start = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     trainer = _trainer(tmp_path, 2)
-    trainer.fit(module, datamodule=_data(clips))
+    trainer.fit(module, datamodule=connect(module, _data(clips)))
     assert trainer.global_step == 2
     assert calls == {"vision": 1, "audio": 1, "router": 1}  # one prompt batch trained on twice (μ = 2)
     moved = {n for n, p in module.model.named_parameters() if not torch.equal(p, start[n])}

@@ -25,6 +25,7 @@ from ecr.fixtures.tiny_models import build_tiny_omni
 from ecr.models import PolicyConfig, load_policy
 from ecr.models.hf import model_inputs
 from ecr.modules.sft import SFTModule
+from ecr.modules.wiring import connect
 from ecr.prompts import format_target, is_well_formed, parse_completion
 
 SMALL = {"min_pixels": 3136, "max_pixels": 3136}
@@ -78,7 +79,7 @@ def _overfit(tiny: Path, data: ClipDataModule, steps: int, lr: float, tmp: Path)
     policy = PolicyConfig(model=str(tiny), lora={"enabled": False}, inputs=SMALL)
     module = SFTModule(policy, optimization={"lr": lr, "warmup_ratio": 0.07})
     history = LossHistory()
-    _trainer(tmp, max_steps=steps, callbacks=[history]).fit(module, datamodule=data)
+    _trainer(tmp, max_steps=steps, callbacks=[history]).fit(module, datamodule=connect(module, data))
     samples = [data.datasets["train"][i] for i in range(len(data.datasets["train"]))]
     texts = module.generate_texts(samples, max_new_tokens=80, do_sample=False)
     return history.losses, texts, samples
@@ -120,7 +121,7 @@ def test_8bit_lora_fit_checkpoint_and_export(tiny, clips, tmp_path):
     history = LossHistory()
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
     _trainer(tmp_path, max_steps=4, callbacks=[history, ckpt_cb], enable_checkpointing=True).fit(
-        module, datamodule=_data(clips, batch_size=2)
+        module, datamodule=connect(module, _data(clips, batch_size=2))
     )
     assert all(torch.isfinite(torch.tensor(history.losses)))
     after = _params(module)
@@ -202,7 +203,7 @@ def test_resume_matches_uninterrupted_run(tiny, clips, tmp_path):
                 ),
             ]
         trainer = _trainer(tmp_path, max_steps=6, callbacks=callbacks, enable_checkpointing=stop is not None)
-        trainer.fit(module, datamodule=_data(clips, batch_size=2, shuffle=True), ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=connect(module, _data(clips, batch_size=2, shuffle=True)), ckpt_path=ckpt_path)
         return module, history.losses, ids.ids
 
     full, full_losses, full_ids = run()
@@ -237,5 +238,5 @@ def test_ddp_two_processes_on_cpu(tiny, clips, tmp_path):
         num_sanity_val_steps=0, enable_progress_bar=False,
         callbacks=[GenerationSampleLogger(num_samples=1, max_new_tokens=4)],
     )  # fmt: skip
-    trainer.fit(module, datamodule=_data(clips, batch_size=1, manifest="ddp.jsonl"))
+    trainer.fit(module, datamodule=connect(module, _data(clips, batch_size=1, manifest="ddp.jsonl")))
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))

@@ -20,6 +20,7 @@ from ecr.fixtures import synthesize, write_text_manifest
 from ecr.fixtures.tiny_models import build_tiny_causal_lm
 from ecr.models import PolicyConfig
 from ecr.modules.sft import SFTModule
+from ecr.modules.wiring import connect
 from ecr.prompts import format_target, is_well_formed, parse_completion
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -65,7 +66,7 @@ def test_text_sft_learns_format_and_labels(tiny_lm, text_rows, tmp_path):
         logger=False, callbacks=[history, ckpt], enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=tmp_path,
     )  # fmt: skip
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=connect(module, data))
 
     samples = [data.datasets["train"][i] for i in range(len(data.datasets["train"]))]
     assert len({s["label"] for s in samples}) == 3

@@ -123,7 +123,6 @@ class GRPOModule(StageModule):
         return self.policy.generate_texts(self, samples, **generation_kwargs)
 
     def setup(self, stage: str) -> None:
-        self.policy.wire(self)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         label_set = getattr(datamodule, "label_set", None)
         if label_set is None:

@@ -222,7 +222,6 @@ class PredictModule(LightningModule):
         return self.policy.collator()
 
     def setup(self, stage: str) -> None:
-        self.policy.wire(self)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         label_set = getattr(datamodule, "label_set", None)
         if label_set is None:

@@ -54,7 +54,6 @@ class SFTModule(StageModule):
             if datamodule.splits is None:
                 datamodule.setup(stage)
             require_explanations(datamodule.splits)
-        self.policy.wire(self)
 
     def configure_model(self) -> None:
         if self.model is None:
