@@ -47,17 +47,14 @@ def ecr_step(bb, batch, group: int, tokens: int, share_prefill: bool = True) -> 
     """One ecr step; returns the seconds spent in `generate`."""
     gen = {"do_sample": True, "max_new_tokens": tokens, "min_new_tokens": tokens}
     with torch.no_grad():
-        encoded = bb.encode_prompt(batch).detach()
-        prompt = encoded.repeat_interleave(group)
-        bb.model.eval()
+        encoded = bb.encode_prompt(batch).detach()  # [B]
         t0 = time.perf_counter()
-        ids = bb.generate(encoded, group_size=group, **gen) if share_prefill else bb.generate(prompt, **gen)
+        ids = bb.generate(encoded, group_size=group, share_prefix=share_prefill, **gen)  # [B·G, C], eval mode
         seconds = time.perf_counter() - t0
-        bb.model.train()
     mask = torch.ones_like(ids)
-    bb.score_completions(prompt, ids, mask, shared_prefix=group).logprobs.sum().backward()
+    bb.score_completions(encoded, ids, mask, group_size=group).logprobs.sum().backward()
     with torch.no_grad(), bb.adapter_disabled():
-        bb.score_completions(prompt, ids, mask, shared_prefix=group)
+        bb.score_completions(encoded, ids, mask, group_size=group)
     return seconds
 
 

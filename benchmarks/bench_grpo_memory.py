@@ -49,19 +49,17 @@ def run_mode(mode: str, model: str, clips: str, group: int, tokens: int, device:
         ref.load(device).to(device).requires_grad_(False).eval()
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in bb.collator("generate")(batch_clips).items()}
     with torch.no_grad():
-        prompt = bb.encode_prompt(batch).detach().repeat_interleave(group)
-        bb.model.eval()
-        ids = bb.generate(prompt, do_sample=True, max_new_tokens=tokens, min_new_tokens=tokens)
-        bb.model.train()
+        prompt = bb.encode_prompt(batch).detach()  # [B]
+        kw = {"do_sample": True, "max_new_tokens": tokens, "min_new_tokens": tokens}
+        ids = bb.generate(prompt, group_size=group, share_prefix=False, **kw)  # [B·G, C]
     mask = torch.ones_like(ids)
-    bb.score_completions(prompt, ids, mask, shared_prefix=group).logprobs.sum().backward()
+    bb.score_completions(prompt, ids, mask, group_size=group).logprobs.sum().backward()
     with torch.no_grad():
         if mode == "adapter":
             with bb.adapter_disabled():
-                bb.score_completions(prompt, ids, mask, shared_prefix=group)
+                bb.score_completions(prompt, ids, mask, group_size=group)
         elif mode == "copy":
-            own = ref.encode_prompt(batch).repeat_interleave(group)
-            ref.score_completions(own, ids, mask, shared_prefix=group)
+            ref.score_completions(ref.encode_prompt(batch), ids, mask, group_size=group)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:

@@ -69,12 +69,13 @@ def run_ecr(model: Path, rows: Path, steps: int, tokens: int, lr: float) -> tupl
     from ecr.models import PolicyConfig
     from ecr.modules.grpo import GRPOModule
     from ecr.rl.rewards import CombinedReward, RewardSpec
-    from ecr.rl.rollout import SamplingSettings
+    from ecr.rl.scorer import SamplingSettings
 
     policy = PolicyConfig(backbone="causal_lm", model=str(model), lora={"enabled": False})
     module = GRPOModule(
-        policy, num_generations=GROUP, beta=0.04, loss_type="grpo", lr=lr, max_grad_norm=1.0,
-        sampling=SamplingSettings(max_new_tokens=tokens, min_new_tokens=tokens), log_completions_every_n_steps=0,
+        policy, sampling=SamplingSettings(max_new_tokens=tokens, min_new_tokens=tokens), optimization={"lr": lr},
+        grpo={"num_generations": GROUP, "beta": 0.04, "loss_type": "grpo", "max_grad_norm": 1.0,
+              "log_completions_every_n_steps": 0},
     )  # fmt: skip
     module.reward = CombinedReward([RewardSpec("vowels", vowel_share)])
     timer = StepTimer()

@@ -117,7 +117,8 @@ def grpo(run: Path, seed: int, weight: float, lr: str, scale: str, steps: int) -
     )
     ecr(
         "fit", "--config", "configs/demo/grpo.yaml", "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
-        "--model.init_args.rewards", rewards, "--model.init_args.lr", lr, "--model.init_args.scale_rewards", scale,
+        "--model.init_args.rewards", rewards, "--model.init_args.optimization.lr", lr,
+        "--model.init_args.grpo.scale_rewards", scale,
         "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(run),
         "--trainer.logger.init_args.save_dir", str(run), "--trainer.enable_progress_bar", "false",
     )  # fmt: skip

@@ -151,7 +151,7 @@ def _ecrcli() -> type[LightningCLI]:
             """The configured Trainer, writing checkpoints through `SafeCheckpointIO` unless a plugin was chosen."""
             from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-            from ecr.modules.base import SafeCheckpointIO
+            from ecr.modules.checkpointing import SafeCheckpointIO
 
             trainer = super().instantiate_trainer(**kwargs)
             strategy = trainer.strategy
@@ -191,6 +191,14 @@ def _ecrcli() -> type[LightningCLI]:
             ckpt = self.config[sub].get("ckpt_path") if sub else None
             if ckpt and ckpt not in ("last", "best", "hpc") and "://" not in str(ckpt):
                 check_checkpoint_file(Path(ckpt))
+
+        def instantiate_classes(self) -> None:
+            """Build the module and DataModule, then pair them: the module's collator becomes the DataModule's
+            `collate_fn` (`ecr.modules.wiring.connect`)."""
+            from ecr.modules.wiring import connect
+
+            super().instantiate_classes()
+            connect(self.model, self.datamodule)
 
         def before_fit(self) -> None:
             self._resolve_last("fit")

@@ -20,7 +20,7 @@ from typing import Any
 
 from ecr.errors import ConfigError, atomic_output
 from ecr.models import PolicyBackbone, build_backbone
-from ecr.modules.checkpoint import read_checkpoint, resolve_checkpoint
+from ecr.modules.checkpointing import read_checkpoint, resolve_checkpoint
 
 
 def load_trained_policy(checkpoint: str | Path, **overrides: Any) -> PolicyBackbone:

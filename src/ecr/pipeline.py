@@ -19,7 +19,7 @@ Stopping: SIGTERM/SIGINT to the pipeline are forwarded to the running stage, and
 (exit 128 + signal). While a stage runs, `state_dir/<stage>.lock` names the pipeline's and the stage's pids: a
 second pipeline refuses to clean or run that stage while either is alive (a stage orphaned by a killed
 pipeline included). Later stages address the checkpoint of the run they follow with its run folder
-(`ecr export --checkpoint runs/x/tb`, `ecr.modules.checkpoint.resolve_checkpoint`), never `version_0`.
+(`ecr export --checkpoint runs/x/tb`, `ecr.modules.checkpointing.resolve_checkpoint`), never `version_0`.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class SampleDataModule(LightningDataModule):
         self.label_set = get_label_set("dfew")  # the labels synth_samples draws
         self.train, self.val = samples[: len(samples) - val], samples[len(samples) - val :]
         self.batch_size = batch_size
-        self.collate_fn: Any = None  # set by the LightningModule's setup()
+        self.collate_fn: Any = None  # set by `ecr.modules.wiring.connect`
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn)

@@ -3,7 +3,7 @@
 - encode once: log-probs from the cached prompt encoding (towers run once) = an ordinary forward that re-encodes
   the media, and G rows of one encoding = the encoding's row repeated;
 - shared prefill: `generate(prompt, group_size=G)` (one prefill per prompt) samples what G repeated prompts sample;
-- shared prefix: `score_completions(..., shared_prefix=G)` (one prompt pass per group) = the per-row pass;
+- shared prefix: `score_completions(..., group_size=G)` (one prompt pass per group) = the per-row pass;
 - scorer = sampler: the log-prob the scorer gives each sampled token = the log-softmax, at the sampling
   temperature, of the logits the sampler drew it from (KV-cached incremental decode vs one full pass).
 
@@ -116,12 +116,12 @@ def test_shared_prefill_samples_what_repeated_prompts_sample(policy, samples, de
 def test_shared_prefix_scores_equal_the_per_row_pass(policy, samples, device, dtype):
     bb = _policy(policy, device, dtype)
     with torch.no_grad():
-        prompt = bb.encode_prompt(_batch(bb, samples, device)).repeat_interleave(G)
+        prompt = bb.encode_prompt(_batch(bb, samples, device))
         ids = torch.randint(10, 100, (3 * G, 5), device=device)
         mask = torch.ones_like(ids)
         mask[1, 3:] = 0  # an early EOS
-        plain = bb.score_completions(prompt, ids, mask)
-        shared = bb.score_completions(prompt, ids, mask, shared_prefix=G)
+        plain = bb.score_completions(prompt, ids, mask, group_size=G, share_prefix=False)
+        shared = bb.score_completions(prompt, ids, mask, group_size=G)
     assert _max_diff(shared.logprobs, plain.logprobs) <= TOL[dtype]
     assert _max_diff(shared.entropy, plain.entropy) <= 10 * TOL[dtype]
 
@@ -139,8 +139,7 @@ def test_the_scorer_gives_the_sampler_log_probs(policy, samples, device, dtype):
                               temperature=temperature)  # fmt: skip
         eos = ids == bb.tokenizer.eos_token_id
         mask = (torch.cumsum(eos.int(), 1) - eos.int() == 0).long()  # up to and including the first EOS
-        scored = bb.score_completions(prompt.repeat_interleave(G), ids, mask, shared_prefix=G,
-                                      temperature=temperature).logprobs  # fmt: skip
+        scored = bb.score_completions(prompt, ids, mask, group_size=G, temperature=temperature).logprobs
     drawn = torch.stack([torch.log_softmax(s / temperature, -1) for s in scores], 1)  # [B·G, C, V]
     sampler = drawn.gather(-1, ids[..., None])[..., 0]
     assert mask.sum() > 0

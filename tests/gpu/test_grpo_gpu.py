@@ -17,8 +17,9 @@ import lightning as L
 import pytest
 
 from ecr.modules.grpo import GRPOModule
+from ecr.modules.wiring import connect
 from ecr.rl.rewards import CombinedReward, FormatReward, RewardSpec
-from ecr.rl.rollout import SamplingSettings
+from ecr.rl.scorer import SamplingSettings
 
 pytestmark = pytest.mark.gpu
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -29,11 +30,11 @@ def _letters(completions, labels) -> list[float]:
 
 
 def _fit(policy_config, data, trainer_kwargs, steps: int, **trainer) -> tuple[GRPOModule, L.Trainer]:
-    module = GRPOModule(policy_config, sampling=SamplingSettings(max_new_tokens=8), lr=1e-3,
-                        log_completions_every_n_steps=0)  # fmt: skip
+    module = GRPOModule(policy_config, sampling=SamplingSettings(max_new_tokens=8), optimization={"lr": 1e-3},
+                        grpo={"log_completions_every_n_steps": 0})  # fmt: skip
     module.reward = CombinedReward([RewardSpec("format", FormatReward()), RewardSpec("letters", _letters)])
     fit = L.Trainer(**{**trainer_kwargs, **trainer}, max_steps=steps, limit_val_batches=0)
-    fit.fit(module, datamodule=data)
+    fit.fit(module, datamodule=connect(module, data))
     assert fit.global_step == steps and math.isfinite(float(fit.callback_metrics["train/loss"]))
     return module, fit
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from ecr.modules.sft import SFTModule
+from ecr.modules.wiring import connect
 
 pytestmark = pytest.mark.gpu
 
@@ -29,10 +30,10 @@ class Snapshot(L.Callback):
 
 
 def _fit(policy, data, trainer_kwargs, **trainer) -> tuple[SFTModule, L.Trainer, Snapshot]:
-    module = SFTModule(policy, lr=1e-3, warmup_ratio=0.0)
+    module = SFTModule(policy, optimization={"lr": 1e-3, "warmup_ratio": 0.0})
     snapshot = Snapshot()
     fit = L.Trainer(**{**trainer_kwargs, **trainer}, callbacks=[snapshot])
-    fit.fit(module, datamodule=data)
+    fit.fit(module, datamodule=connect(module, data))
     return module, fit, snapshot
 
 

@@ -27,8 +27,9 @@ import ecr.modules.grpo as grpo
 from ecr.data import ClipDataModule
 from ecr.models import PolicyConfig
 from ecr.models.hf import HFBackbone
+from ecr.modules.wiring import connect
 from ecr.rl.rewards import CombinedReward, RewardSpec
-from ecr.rl.rollout import SamplingSettings
+from ecr.rl.scorer import SamplingSettings
 
 GROUP = 4
 LENGTH = 6
@@ -90,14 +91,16 @@ def main(argv: list[str]) -> None:
     )  # fmt: skip
     module = grpo.GRPOModule(
         policy,
-        num_generations=GROUP,
         sampling=SamplingSettings(max_new_tokens=LENGTH),
-        loss_type=a.loss_type,
-        beta=0.04,
-        gradient_accumulation_steps=a.accumulation,
-        max_grad_norm=None,
-        log_completions_every_n_steps=0,
-        filter_zero_std_groups=a.filter_zero_std,
+        grpo={
+            "num_generations": GROUP,
+            "loss_type": a.loss_type,
+            "beta": 0.04,
+            "gradient_accumulation_steps": a.accumulation,
+            "max_grad_norm": None,
+            "log_completions_every_n_steps": 0,
+            "filter_zero_std_groups": a.filter_zero_std,
+        },
         optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
     )
     module.reward = CombinedReward([RewardSpec("vowels", functools.partial(vowel_share, flat_label=a.flat_label))])
@@ -112,7 +115,7 @@ def main(argv: list[str]) -> None:
     )  # fmt: skip
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=connect(module, data))
     if trainer.is_global_zero:
         after = {n: p.detach().cpu() for n, p in module.model.named_parameters() if p.requires_grad}
         torch.save({"before": before, "after": after}, a.out)

@@ -28,8 +28,9 @@ from ecr.fixtures import build_tiny_classifier, build_tiny_omni, synthesize
 from ecr.labels import resolve_label_space
 from ecr.models import PolicyConfig
 from ecr.modules.grpo import GRPOModule
+from ecr.modules.wiring import connect
 from ecr.rl.rewards import CombinedReward, RewardSpec
-from ecr.rl.rollout import SamplingSettings
+from ecr.rl.scorer import SamplingSettings
 
 SMALL = {"min_pixels": 3136, "max_pixels": 3136}
 
@@ -81,11 +82,11 @@ class RewardHistory(L.Callback):
         self.rewards.append(float(trainer.callback_metrics["train/reward"]))
 
 
-def _module(tiny: Path, reward, **kw) -> GRPOModule:
-    kw.setdefault("sampling", SamplingSettings(max_new_tokens=6, temperature=1.0))
-    kw.setdefault("log_completions_every_n_steps", 0)
+def _module(tiny: Path, reward, lr: float = 1e-6, **grpo) -> GRPOModule:
+    grpo.setdefault("log_completions_every_n_steps", 0)
     policy = PolicyConfig(model=str(tiny), lora={"r": 8, "alpha": 16, "dropout": 0.0}, inputs=SMALL)
-    module = GRPOModule(policy, **kw)
+    sampling = SamplingSettings(max_new_tokens=6, temperature=1.0)
+    module = GRPOModule(policy, sampling=sampling, grpo=grpo, optimization={"lr": lr})
     module.reward = reward
     return module
 
@@ -94,12 +95,14 @@ def test_grpo_raises_a_dense_reward(tiny: Path, clips: Path, tmp_path: Path) -> 
     """A full fine-tune of the random tiny policy (β = 0: no reference) on the vowel reward, 30 steps."""
     L.seed_everything(0)
     policy = PolicyConfig(model=str(tiny), lora={"enabled": False}, inputs=SMALL)
-    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=6), beta=0.0, lr=1e-2)
+    module = GRPOModule(
+        policy, sampling=SamplingSettings(max_new_tokens=6), grpo={"beta": 0.0}, optimization={"lr": 1e-2}
+    )
     module.reward = CombinedReward([RewardSpec("vowels", vowel_share)])
     module.configure_model()
     start = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     history = RewardHistory()
-    _trainer(tmp_path, max_steps=30, callbacks=[history]).fit(module, datamodule=_data(clips))
+    _trainer(tmp_path, max_steps=30, callbacks=[history]).fit(module, datamodule=connect(module, _data(clips)))
     first, last = history.rewards[:5], history.rewards[-5:]
     assert sum(last) / len(last) > sum(first) / len(first) + 0.15, history.rewards
     moved = {n for n, p in module.model.named_parameters() if not torch.equal(p, start[n])}
@@ -116,7 +119,7 @@ def test_media_is_encoded_once_per_prompt_batch_per_step(tiny: Path, clips: Path
     thinker.model.audio_tower.register_forward_hook(lambda *_: calls.__setitem__("audio", calls["audio"] + 1))
     steps = 3  # micro-batches; each is trained on twice (μ = 2) with a reference pass: still one encoder run
     trainer = _trainer(tmp_path, max_steps=2 * steps)
-    trainer.fit(module, datamodule=_data(clips))
+    trainer.fit(module, datamodule=connect(module, _data(clips)))
     assert trainer.global_step == 2 * steps
     assert calls == {"vision": steps, "audio": steps}
 
@@ -125,7 +128,8 @@ def test_rollouts_with_a_shared_prefill_equal_repeated_prompts(tiny: Path, clips
     """`collect_rollout` samples from one prefill per prompt (`share_prefix`): the same seed gives the same
     completions, rewards, advantages and old/reference log-probs as sampling on G repeated prompts."""
     from ecr.models import load_policy
-    from ecr.rl.rollout import adapter_reference, collect_rollout
+    from ecr.rl.rollout import collect_rollout
+    from ecr.rl.scorer import GroupScorer
 
     torch.manual_seed(0)
     bb = load_policy(PolicyConfig(model=str(tiny), lora={"r": 4, "dropout": 0.0}, inputs=SMALL))
@@ -140,12 +144,11 @@ def test_rollouts_with_a_shared_prefill_equal_repeated_prompts(tiny: Path, clips
     rollouts = []
     for share in (True, False):
         torch.manual_seed(11)
-        ref = adapter_reference(bb, group_size=4, temperature=0.9, chunk_tokens=None, share_prefix=share)
-        rollouts.append(collect_rollout(bb, batch, reward, group_size=4, sampling=sampling, need_old_logp=True,
-                                        reference=ref, share_prefix=share))  # fmt: skip
+        scorer = GroupScorer(bb, group_size=4, sampling=sampling, share_prefix=share, reference="adapter")
+        rollouts.append(collect_rollout(scorer, batch, reward, need_old_logp=True))
     shared, repeated = rollouts
     assert shared.completion_ids.shape == (12, 8) and torch.equal(shared.completion_ids, repeated.completion_ids)
-    assert shared.texts == repeated.texts and shared.rewards.total == repeated.rewards.total
+    assert shared.texts == repeated.texts and torch.equal(shared.rewards.total, repeated.rewards.total)
     assert torch.equal(shared.advantages, repeated.advantages) and not shared.zero_std.all()
     assert torch.allclose(shared.old_logp, repeated.old_logp, atol=1e-5)
     assert torch.allclose(shared.ref_logp, repeated.ref_logp, atol=1e-5)
@@ -161,7 +164,7 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tiny: Path, clips
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
     with pytest.raises(TrainingDivergedError, match="3 steps in a row"):
-        _trainer(tmp_path, max_steps=10).fit(module, datamodule=_data(clips))
+        _trainer(tmp_path, max_steps=10).fit(module, datamodule=connect(module, _data(clips)))
     assert module.nonfinite_skips == 3
     after = dict(module.model.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before)  # nothing was applied
@@ -175,13 +178,11 @@ def test_default_rewards_with_a_verifier_folder(tiny: Path, clips: Path, tmp_pat
         policy,
         verifier=str(verifier),
         sampling=SamplingSettings(max_new_tokens=8),
-        loss_type="dapo",
-        gradient_accumulation_steps=2,
-        log_completions_every_n_steps=1,
+        grpo={"loss_type": "dapo", "gradient_accumulation_steps": 2, "log_completions_every_n_steps": 1},
     )
     logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="tb")
     trainer = _trainer(tmp_path, max_steps=2, logger=logger, log_every_n_steps=1)
-    trainer.fit(module, datamodule=_data(clips))
+    trainer.fit(module, datamodule=connect(module, _data(clips)))
     metrics = trainer.callback_metrics
     for key in ("train/reward/format", "train/reward/accuracy", "train/reward/explanation", "train/kl"):
         assert key in metrics and math.isfinite(float(metrics[key])), key
@@ -261,12 +262,14 @@ def test_the_same_module_trains_a_text_only_causal_lm(tmp_path: Path) -> None:
     text.write_text("".join(json.dumps(r) + "\n" for r in rows))
     L.seed_everything(0)
     policy = PolicyConfig(backbone="causal_lm", model=str(lm), lora={"r": 4, "dropout": 0.0})
-    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=6), rewards=[{"name": "format"}], lr=1e-3)
+    module = GRPOModule(
+        policy, sampling=SamplingSettings(max_new_tokens=6), rewards=[{"name": "format"}], optimization={"lr": 1e-3}
+    )
     module.reward = CombinedReward([RewardSpec("vowels", vowel_share)])
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
     trainer = _trainer(tmp_path, max_steps=2)
-    trainer.fit(module, datamodule=TextDataModule(text, labels="dfew", val_fraction=0.0, batch_size=3))
+    trainer.fit(module, datamodule=connect(module, TextDataModule(text, labels="dfew", val_fraction=0.0, batch_size=3)))
     assert trainer.global_step == 2 and math.isfinite(float(trainer.callback_metrics["train/kl"]))
     assert any(not torch.equal(p, before[n]) for n, p in module.model.named_parameters() if n in before)
 
@@ -307,7 +310,7 @@ def test_resume_continues_the_uninterrupted_run(tiny: Path, clips: Path, tmp_pat
             ]  # fmt: skip
         trainer = _trainer(tmp_path, max_steps=5, callbacks=callbacks, enable_checkpointing=stop is not None)
         data = _data(clips)
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=connect(module, data), ckpt_path=ckpt_path)
         return module, seen.steps
 
     full, full_steps = run()
@@ -358,9 +361,9 @@ def sft_policies(tiny: Path, clips: Path, tmp_path_factory) -> dict[int, Path]:
 
     L.seed_everything(0)
     policy = PolicyConfig(model=str(tiny), lora={"enabled": False}, inputs=SMALL)
-    module = SFTModule(policy, lr=7e-3, warmup_ratio=0.0, scheduler="constant_with_warmup")
+    module = SFTModule(policy, optimization={"lr": 7e-3, "warmup_ratio": 0.0, "scheduler": "constant_with_warmup"})
     data = _data(clips, manifest="short.jsonl")
-    _trainer(out, max_steps=60, callbacks=[SaveAt()]).fit(module, datamodule=data)
+    _trainer(out, max_steps=60, callbacks=[SaveAt()]).fit(module, datamodule=connect(module, data))
     return saved
 
 
@@ -369,13 +372,13 @@ def _grpo_from(policy_dir: Path, clips: Path, tmp: Path, terms: list[str], steps
     L.seed_everything(0)
     policy = PolicyConfig(model=str(policy_dir), lora={"r": 8, "alpha": 16, "dropout": 0.0}, inputs=SMALL)
     module = GRPOModule(
-        policy, verifier=str(verifier) if verifier else None, rewards=[{"name": t} for t in terms], num_generations=8,
-        sampling=SamplingSettings(max_new_tokens=32, temperature=1.0), beta=0.04, lr=5e-3,
-        log_completions_every_n_steps=0,
+        policy, verifier=str(verifier) if verifier else None, rewards=[{"name": t} for t in terms],
+        sampling=SamplingSettings(max_new_tokens=32, temperature=1.0), optimization={"lr": 5e-3},
+        grpo={"num_generations": 8, "beta": 0.04, "log_completions_every_n_steps": 0},
     )  # fmt: skip
     history = TermHistory(terms)
     data = _data(clips, batch_size=4, manifest="short.jsonl")
-    _trainer(tmp, max_steps=steps, callbacks=[history]).fit(module, datamodule=data)
+    _trainer(tmp, max_steps=steps, callbacks=[history]).fit(module, datamodule=connect(module, data))
     return history
 
 

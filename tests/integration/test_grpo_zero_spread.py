@@ -12,8 +12,9 @@ import pytest
 from ecr.fixtures import build_tiny_causal_lm, synthesize, write_text_manifest
 from ecr.models import PolicyConfig
 from ecr.modules.grpo import GRPOModule
+from ecr.modules.wiring import connect
 from ecr.rl.rewards import CombinedReward, RewardSpec
-from ecr.rl.rollout import SamplingSettings
+from ecr.rl.scorer import SamplingSettings
 from ecr.rl.spread import ZeroSpreadMonitor
 
 
@@ -33,7 +34,9 @@ def test_constant_reward_warns_with_the_likely_causes(tmp_path: Path) -> None:
     )
     L.seed_everything(0)
     policy = PolicyConfig(backbone="causal_lm", model=str(lm), lora={"r": 4, "dropout": 0.0})
-    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=4), rewards=[{"name": "format"}], lr=1e-3)
+    module = GRPOModule(
+        policy, sampling=SamplingSettings(max_new_tokens=4), rewards=[{"name": "format"}], optimization={"lr": 1e-3}
+    )
     module.reward = CombinedReward([RewardSpec("constant", constant)])
     module.zero_spread = ZeroSpreadMonitor(patience=2)
     trainer = L.Trainer(
@@ -41,5 +44,7 @@ def test_constant_reward_warns_with_the_likely_causes(tmp_path: Path) -> None:
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=tmp_path,
     )  # fmt: skip
     with pytest.warns(UserWarning, match=r"for 2 steps in a row every group's rewards had zero spread") as caught:
-        trainer.fit(module, datamodule=TextDataModule(text, labels="dfew", val_fraction=0.0, batch_size=3))
+        trainer.fit(
+            module, datamodule=connect(module, TextDataModule(text, labels="dfew", val_fraction=0.0, batch_size=3))
+        )
     assert len([w for w in caught if "zero spread" in str(w.message)]) == 1

@@ -22,9 +22,10 @@ from ecr.fixtures.tiny_models import build_tiny_humanomni
 from ecr.models import PolicyConfig
 from ecr.modules.grpo import GRPOModule
 from ecr.modules.sft import SFTModule
+from ecr.modules.wiring import connect
 from ecr.prompts import format_target, is_well_formed, parse_completion
 from ecr.rl.rewards import CombinedReward, RewardSpec
-from ecr.rl.rollout import SamplingSettings
+from ecr.rl.scorer import SamplingSettings
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +69,11 @@ class LossHistory(L.Callback):
 @pytest.mark.slow
 def test_sft_overfits_two_clips(tiny, clips, tmp_path):
     L.seed_everything(0)
-    module = SFTModule(PolicyConfig(backbone="humanomni", model=str(tiny), lora={"enabled": False}), lr=7e-3,
-                       warmup_ratio=0.07)  # fmt: skip
+    module = SFTModule(PolicyConfig(backbone="humanomni", model=str(tiny), lora={"enabled": False}),
+                       optimization={"lr": 7e-3, "warmup_ratio": 0.07})  # fmt: skip
     history = LossHistory()
     data = _data(clips)
-    _trainer(tmp_path, 60, callbacks=[history]).fit(module, datamodule=data)
+    _trainer(tmp_path, 60, callbacks=[history]).fit(module, datamodule=connect(module, data))
     samples = [data.datasets["train"][i] for i in range(len(data.datasets["train"]))]
     texts = module.generate_texts(samples, max_new_tokens=80, do_sample=False)
     first, last = history.losses[0], sum(history.losses[-3:]) / 3
@@ -93,8 +94,9 @@ def vowel_share(completions, labels) -> list[float]:
 def test_grpo_steps_run_with_media_encoded_once(tiny, clips, tmp_path):
     L.seed_everything(0)
     policy = PolicyConfig(backbone="humanomni", model=str(tiny), lora={"r": 4, "alpha": 8, "dropout": 0.0})
-    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=6), num_generations=2, num_iterations=2,
-                        beta=0.04, lr=1e-2, log_completions_every_n_steps=0)  # fmt: skip
+    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=6), optimization={"lr": 1e-2},
+                        grpo={"num_generations": 2, "num_iterations": 2, "beta": 0.04,
+                              "log_completions_every_n_steps": 0})  # fmt: skip
     module.reward = CombinedReward([RewardSpec("vowels", vowel_share)])
     module.configure_model()
     inner = module.backbone.base_model.model
@@ -103,7 +105,7 @@ def test_grpo_steps_run_with_media_encoded_once(tiny, clips, tmp_path):
         part.register_forward_hook(lambda *_, key=key: calls.__setitem__(key, calls[key] + 1))
     start = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     trainer = _trainer(tmp_path, 2)
-    trainer.fit(module, datamodule=_data(clips))
+    trainer.fit(module, datamodule=connect(module, _data(clips)))
     assert trainer.global_step == 2
     assert calls == {"vision": 1, "audio": 1, "router": 1}  # one prompt batch trained on twice (μ = 2)
     moved = {n for n, p in module.model.named_parameters() if not torch.equal(p, start[n])}

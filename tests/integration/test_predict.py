@@ -33,6 +33,7 @@ from ecr.labels import DFEW, resolve_label_space
 from ecr.metrics.rerank import CandidateScore, rank_key
 from ecr.models import PolicyConfig
 from ecr.modules.predict import GenerationSettings, PredictModule
+from ecr.modules.wiring import connect
 from ecr.rl.rewards import ExplanationReward
 from tests.unit.evaluation.fakes import KeywordVerifier
 
@@ -74,7 +75,7 @@ def _predict(module: PredictModule, clips: Path, out: Path, **trainer_kw) -> lis
         accelerator="cpu", devices=1, precision="32-true", logger=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[writer], default_root_dir=out.parent, **trainer_kw,
     )  # fmt: skip
-    trainer.predict(module, datamodule=_data(clips), return_predictions=False)
+    trainer.predict(module, datamodule=connect(module, _data(clips)), return_predictions=False)
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -180,7 +181,7 @@ def test_two_ddp_processes_write_one_file(tiny: Path, clips: Path, tmp_path: Pat
         accelerator="cpu", devices=2, strategy="ddp_spawn", precision="32-true", logger=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[writer], default_root_dir=tmp_path,
     )  # fmt: skip
-    trainer.predict(module, datamodule=_data(clips, batch_size=1), return_predictions=False)
+    trainer.predict(module, datamodule=connect(module, _data(clips, batch_size=1)), return_predictions=False)
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     manifest = [json.loads(line) for line in (clips / "manifest.jsonl").read_text().splitlines()]
     assert ids == [Path(m["video"]).stem for m in manifest]  # 5 clips over 2 ranks: no duplicate, no gap
@@ -289,7 +290,7 @@ def _test(module: PredictModule, root: Path, out: Path, **trainer_kw) -> tuple[d
         enable_progress_bar=False, enable_model_summary=False, callbacks=[PredictionWriter(str(out))],
         default_root_dir=out.parent, **trainer_kw,
     )  # fmt: skip
-    (logged,) = trainer.test(module, datamodule=_data(root, batch_size=1, manifest="compound.jsonl"))
+    (logged,) = trainer.test(module, datamodule=connect(module, _data(root, batch_size=1, manifest="compound.jsonl")))
     return logged, json.loads(out.with_name(out.name + ".metrics.json").read_text())
 
 

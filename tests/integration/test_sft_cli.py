@@ -30,7 +30,7 @@ def test_sft_config_builds_without_loading_weights():
         "bfloat16",
     )
     assert cli.model.model is None  # heavy loading waits for configure_model()
-    assert (cli.model.lr, cli.model.warmup_ratio) == (2e-5, 0.03)
+    assert (cli.model.optimization.lr, cli.model.optimization.warmup_ratio) == (2e-5, 0.03)
     assert cli.trainer.accumulate_grad_batches * cli.datamodule.batch_size == 32
     assert cli.datamodule.num_frames == 8
 
@@ -63,7 +63,7 @@ def test_deepspeed_configs_stack_onto_the_stage_config(name):
     assert ("offload_param" in zero) == offload_params
     assert cli.trainer.num_nodes == 2
     # stage settings survive the stacking; ZeRO-3 swaps 8-bit for unquantised weights (not partitionable)
-    assert cli.model.lr == 2e-5 and cli.trainer.accumulate_grad_batches == 8
+    assert cli.model.optimization.lr == 2e-5 and cli.trainer.accumulate_grad_batches == 8
     assert cli.model.policy_config.quantization == ("none" if stage == 3 else "8bit")
 
 

@@ -25,6 +25,7 @@ from ecr.fixtures.tiny_models import build_tiny_omni
 from ecr.models import PolicyConfig, load_policy
 from ecr.models.hf import model_inputs
 from ecr.modules.sft import SFTModule
+from ecr.modules.wiring import connect
 from ecr.prompts import format_target, is_well_formed, parse_completion
 
 SMALL = {"min_pixels": 3136, "max_pixels": 3136}
@@ -76,9 +77,9 @@ class LossHistory(L.Callback):
 def _overfit(tiny: Path, data: ClipDataModule, steps: int, lr: float, tmp: Path) -> tuple[list[float], list[str], list]:
     L.seed_everything(0)
     policy = PolicyConfig(model=str(tiny), lora={"enabled": False}, inputs=SMALL)
-    module = SFTModule(policy, lr=lr, warmup_ratio=0.07)
+    module = SFTModule(policy, optimization={"lr": lr, "warmup_ratio": 0.07})
     history = LossHistory()
-    _trainer(tmp, max_steps=steps, callbacks=[history]).fit(module, datamodule=data)
+    _trainer(tmp, max_steps=steps, callbacks=[history]).fit(module, datamodule=connect(module, data))
     samples = [data.datasets["train"][i] for i in range(len(data.datasets["train"]))]
     texts = module.generate_texts(samples, max_new_tokens=80, do_sample=False)
     return history.losses, texts, samples
@@ -114,13 +115,13 @@ def _params(module: SFTModule) -> dict[str, torch.Tensor]:
 def test_8bit_lora_fit_checkpoint_and_export(tiny, clips, tmp_path):
     L.seed_everything(0)
     policy = PolicyConfig(model=str(tiny), quantization="8bit", lora={"r": 4, "alpha": 8, "dropout": 0.0}, inputs=SMALL)
-    module = SFTModule(policy, lr=5e-3, warmup_ratio=0.0)
+    module = SFTModule(policy, optimization={"lr": 5e-3, "warmup_ratio": 0.0})
     module.configure_model()
     before = _params(module)
     history = LossHistory()
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
     _trainer(tmp_path, max_steps=4, callbacks=[history, ckpt_cb], enable_checkpointing=True).fit(
-        module, datamodule=_data(clips, batch_size=2)
+        module, datamodule=connect(module, _data(clips, batch_size=2))
     )
     assert all(torch.isfinite(torch.tensor(history.losses)))
     after = _params(module)
@@ -191,7 +192,7 @@ def test_resume_matches_uninterrupted_run(tiny, clips, tmp_path):
     def run(stop: int | None = None, ckpt_path: Path | None = None):
         L.seed_everything(0)
         policy = PolicyConfig(model=str(tiny), lora={"r": 4, "alpha": 8, "dropout": 0.0}, inputs=SMALL)
-        module = SFTModule(policy, lr=5e-3, warmup_ratio=0.25)
+        module = SFTModule(policy, optimization={"lr": 5e-3, "warmup_ratio": 0.25})
         history, ids = LossHistory(), BatchIds()
         callbacks: list = [history, ids]
         if stop is not None:
@@ -202,7 +203,7 @@ def test_resume_matches_uninterrupted_run(tiny, clips, tmp_path):
                 ),
             ]
         trainer = _trainer(tmp_path, max_steps=6, callbacks=callbacks, enable_checkpointing=stop is not None)
-        trainer.fit(module, datamodule=_data(clips, batch_size=2, shuffle=True), ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=connect(module, _data(clips, batch_size=2, shuffle=True)), ckpt_path=ckpt_path)
         return module, history.losses, ids.ids
 
     full, full_losses, full_ids = run()
@@ -230,12 +231,12 @@ def test_ddp_two_processes_on_cpu(tiny, clips, tmp_path):
         "".join(json.dumps(dict(r, split="val" if i == 3 else "train")) + "\n" for i, r in enumerate(rows))
     )
     policy = PolicyConfig(model=str(tiny), lora={"r": 4}, inputs=SMALL)
-    module = SFTModule(policy, lr=1e-3)
+    module = SFTModule(policy, optimization={"lr": 1e-3})
     logger = L.pytorch.loggers.TensorBoardLogger(tmp_path / "tb", name="ddp")
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=logger, enable_checkpointing=False,
         num_sanity_val_steps=0, enable_progress_bar=False,
         callbacks=[GenerationSampleLogger(num_samples=1, max_new_tokens=4)],
     )  # fmt: skip
-    trainer.fit(module, datamodule=_data(clips, batch_size=1, manifest="ddp.jsonl"))
+    trainer.fit(module, datamodule=connect(module, _data(clips, batch_size=1, manifest="ddp.jsonl")))
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))

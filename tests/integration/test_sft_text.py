@@ -20,6 +20,7 @@ from ecr.fixtures import synthesize, write_text_manifest
 from ecr.fixtures.tiny_models import build_tiny_causal_lm
 from ecr.models import PolicyConfig
 from ecr.modules.sft import SFTModule
+from ecr.modules.wiring import connect
 from ecr.prompts import format_target, is_well_formed, parse_completion
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -55,7 +56,8 @@ def test_text_sft_learns_format_and_labels(tiny_lm, text_rows, tmp_path):
     L.seed_everything(0)
     data = TextDataModule(text_rows, labels="dfew", val_fraction=0.0, batch_size=3, shuffle=True)
     module = SFTModule(
-        PolicyConfig(backbone="causal_lm", model=str(tiny_lm), lora={"enabled": False}), lr=7e-3, warmup_ratio=0.07
+        PolicyConfig(backbone="causal_lm", model=str(tiny_lm), lora={"enabled": False}),
+        optimization={"lr": 7e-3, "warmup_ratio": 0.07},
     )
     history = LossHistory()
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
@@ -64,7 +66,7 @@ def test_text_sft_learns_format_and_labels(tiny_lm, text_rows, tmp_path):
         logger=False, callbacks=[history, ckpt], enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=tmp_path,
     )  # fmt: skip
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=connect(module, data))
 
     samples = [data.datasets["train"][i] for i in range(len(data.datasets["train"]))]
     assert len({s["label"] for s in samples}) == 3

@@ -22,7 +22,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from ecr.modules.base import OptimizerFactory, StageModule
+from ecr.modules.base import StageModule
+from ecr.modules.optim import OptimizationSettings, OptimizerFactory
 
 HERE = Path(__file__).resolve().parent
 FEATURES = 16
@@ -37,21 +38,19 @@ def features(texts: list[str]) -> torch.Tensor:
     return out / max(1, max(len(t) for t in texts))
 
 
+TOY_OPTIMIZATION = OptimizationSettings(lr=0.1, weight_decay=0.0, warmup_ratio=0.25, scheduler="linear")
+
+
 class ToyStage(StageModule):
     """A linear text classifier trained through the shared stage plumbing."""
 
     def __init__(
         self,
         num_labels: int = 7,
-        lr: float = 0.1,
-        weight_decay: float = 0.0,
-        warmup_ratio: float = 0.25,
-        scheduler: str = "linear",
+        optimization: OptimizationSettings = TOY_OPTIMIZATION,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
-        super().__init__(
-            lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio, scheduler=scheduler, optimizer=optimizer
-        )
+        super().__init__(OptimizationSettings.of(optimization, TOY_OPTIMIZATION), optimizer)
         self.save_hyperparameters({"num_labels": num_labels, **self.optimization_hparams()})
         self.head = torch.nn.Linear(FEATURES, num_labels)
 

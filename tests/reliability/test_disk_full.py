@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ecr.errors import CheckpointWriteError
-from ecr.modules.base import SafeCheckpointIO
+from ecr.modules.checkpointing import SafeCheckpointIO
 
 
 class _Big(L.LightningModule):

@@ -70,7 +70,9 @@ def test_consecutive_nonfinite_steps_stop_the_run_with_good_checkpoints(tmp_path
 
 def test_weights_that_diverge_stop_before_they_are_checkpointed(tmp_path: Path) -> None:
     L.seed_everything(0)
-    module = BlowUpAt(3, optimizer=partial(torch.optim.SGD, lr=10.0), warmup_ratio=0.0, scheduler="constant")
+    module = BlowUpAt(
+        3, optimizer=partial(torch.optim.SGD, lr=10.0), optimization={"warmup_ratio": 0.0, "scheduler": "constant"}
+    )
     with pytest.raises(TrainingDivergedError, match="step 3: weights are not finite"):
         _fit(module, tmp_path)
     step, state = _last_weights(tmp_path)
@@ -80,7 +82,7 @@ def test_weights_that_diverge_stop_before_they_are_checkpointed(tmp_path: Path) 
 def test_a_step_that_explodes_finite_weights_stops_before_they_are_checkpointed(tmp_path: Path) -> None:
     L.seed_everything(0)
     sgd = partial(torch.optim.SGD, lr=1e5)  # a step of ~1e4 on weights of norm ~1: finite, but exploded
-    module = NaNAt([], optimizer=sgd, warmup_ratio=0.0, scheduler="constant")
+    module = NaNAt([], optimizer=sgd, optimization={"warmup_ratio": 0.0, "scheduler": "constant"})
     with pytest.raises(TrainingDivergedError, match="step 1: the optimizer step exploded the weights"):
         _fit(module, tmp_path)
     assert not (tmp_path / "ck" / "last.ckpt").exists()  # nothing saved from the exploded step
@@ -97,7 +99,7 @@ def test_ecr_fit_with_a_huge_lr_never_checkpoints_exploded_weights(tmp_path: Pat
     rows.write_text("".join(json.dumps({"text": f"row {i} " + "ab" * i, "label": "happy"}) + "\n" for i in range(8)))
     config = {
         "seed_everything": 0,
-        "model": {"class_path": "faults.ToyStage", "init_args": {"lr": 1e30, "warmup_ratio": 0.5}},
+        "model": {"class_path": "faults.ToyStage", "init_args": {"optimization": {"lr": 1e30, "warmup_ratio": 0.5}}},
         "data": {"class_path": "ecr.data.TextDataModule",
                  "init_args": {"manifest": str(rows), "labels": "dfew", "batch_size": 2, "val_fraction": 0.0}},
         "trainer": {

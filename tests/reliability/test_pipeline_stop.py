@@ -97,7 +97,7 @@ def test_a_rerun_refuses_a_stage_an_orphan_is_still_writing(tmp_path: Path) -> N
 
 
 def test_export_resolves_a_run_folder_to_its_newest_checkpoint(tmp_path: Path) -> None:
-    from ecr.modules.checkpoint import resolve_checkpoint
+    from ecr.modules.checkpointing import resolve_checkpoint
 
     run = tmp_path / "tb"
     for version, names in {"version_0": ["last.ckpt"], "version_1": ["epoch=0-step=4.ckpt", "last.ckpt"],
@@ -119,7 +119,7 @@ def test_export_resolves_a_run_folder_to_its_newest_checkpoint(tmp_path: Path) -
 
 def test_a_stage_folder_resolves_through_its_logger_folder(tmp_path: Path) -> None:
     """`ecr init` lays a stage out as `<run>/sft/tb/version_N`: `ecr export --checkpoint <run>/sft` finds it."""
-    from ecr.modules.checkpoint import resolve_checkpoint
+    from ecr.modules.checkpointing import resolve_checkpoint
 
     stage = tmp_path / "sft"
     for version, names in {"version_0": ["last.ckpt"], "version_1": [], "version_2": ["last.ckpt"]}.items():

@@ -208,7 +208,7 @@ def test_grpo_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
             "model": {"init_args": {"policy": {"model": str(tiny)}, "verifier": str(verifier),
                                     "rewards": [{"name": "format"}, {"name": "explanation"},
                                                 {"name": "vowels", "function": "faults:vowel_share"}],
-                                    "sampling": {"max_new_tokens": 8}, "log_completions_every_n_steps": 2}},
+                                    "sampling": {"max_new_tokens": 8}, "grpo": {"log_completions_every_n_steps": 2}}},
             "data": {"init_args": {"root": str(manifest.parent), "manifest": str(manifest), "batch_size": 2,
                                    "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.0}},
             "trainer": {"max_steps": 6, "limit_val_batches": 0, "default_root_dir": str(tmp / "runs"),

@@ -2,11 +2,9 @@
 
 Built from config (`data: class_path: ecr.data.ClipDataModule`), it reads the manifest in `setup()`, splits it
 into train/val/test deterministically, and serves DataLoaders whose workers decode clips (optionally through
-the on-disk cache). It does not know any task: a LightningModule plugs its own collator into the public
-`collate_fn` attribute in its `setup()` hook, e.g.::
-
-    def setup(self, stage):
-        self.trainer.datamodule.collate_fn = self.collator   # list[ClipSample] -> model batch
+the on-disk cache). It does not know any task: the task's collator (list[ClipSample] -> model batch) goes into
+the public `collate_fn` attribute (or the `collate_fn` argument) where the module and the DataModule are paired,
+e.g. `ecr.modules.wiring.connect(module, datamodule)`, which `ecr fit/test/predict` call.
 
 Clips that fail to decode follow `on_error`: "raise" stops training with the `ClipError`; "skip" drops them
 from their batch, and at the end of each epoch the skipped clips are printed, logged (`data/skipped_<stage>`)

@@ -15,7 +15,8 @@ Adding a family = a new module implementing this Protocol + `register_backbone`,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +35,8 @@ class EncodedPrompt:
     """A left-padded prompt batch with media already encoded: reusable for rollouts and log-probs.
 
     `generate_kwargs` holds what `generate` needs besides the embeddings (e.g. Omni grid sizes for its
-    3-D rotary positions); media tensors themselves are NOT kept, so the encoders never run again.
+    3-D rotary positions) and `use_audio_in_video` the A/V layout the prompt was encoded with (Omni: audio
+    interleaved in the video span); media tensors themselves are NOT kept, so the encoders never run again.
     """
 
     input_ids: torch.Tensor  # [B, P] prompt token ids (placeholders included)
@@ -43,6 +45,7 @@ class EncodedPrompt:
     position_ids: torch.Tensor  # [D, B, P] rotary positions (D = 3 for Omni m-RoPE, 1 for plain LMs)
     next_position: torch.Tensor  # [B] position id of the first completion token
     generate_kwargs: dict[str, torch.Tensor] = field(default_factory=dict)  # per-sample tensors, batch dim 0
+    use_audio_in_video: bool = False  # the batch's A/V layout (one flag per batch, as the collator sets it)
 
     @property
     def batch_size(self) -> int:
@@ -71,6 +74,17 @@ class EncodedPrompt:
     def detach(self) -> EncodedPrompt:
         """The same encoding cut from the graph (frozen towers: nothing to back-propagate into)."""
         return replace(self, inputs_embeds=self.inputs_embeds.detach())
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Temporarily `eval()` (sampling must never run in train mode: see `HFBackbone.generate`)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def completion_positions(next_position: torch.Tensor, length: int, dims: int) -> torch.Tensor:
@@ -197,10 +211,24 @@ class PolicyBackbone(Protocol):
         """Run the media encoders once and merge them into the prompt embeddings."""
         ...
 
-    def generate(self, prompt: EncodedPrompt, *, group_size: int = 1, **generation_kwargs: Any) -> torch.Tensor:
-        """Completion token ids [B·G, C] (prompt stripped; padded with the pad id after EOS); `group_size=G`
-        samples G per prompt (a prompt's rows contiguous) from ONE prefill of each prompt, exactly what
-        `generate(prompt.repeat_interleave(G))` samples."""
+    def generate(
+        self, prompt: EncodedPrompt, *, group_size: int = 1, share_prefix: bool = True, **generation_kwargs: Any
+    ) -> torch.Tensor:
+        """Completion token ids [B·G, C] (prompt stripped; padded with the pad id after EOS), sampled in eval mode;
+        `group_size=G` samples G per prompt (a prompt's rows contiguous), with `share_prefix` from ONE prefill of
+        each prompt, exactly what `generate(prompt.repeat_interleave(G))` samples."""
+        ...
+
+    def eos_token_ids(self) -> list[int]:
+        """Every id that ends a completion (tokenizer and generation config)."""
+        ...
+
+    def eos_texts(self) -> tuple[str, ...]:
+        """Those end-of-sequence tokens as text."""
+        ...
+
+    def completion_mask(self, completion_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask [N, C], truncated [N]) of generated ids: up to and including the first EOS."""
         ...
 
     def token_logprobs(
@@ -217,11 +245,16 @@ class PolicyBackbone(Protocol):
         *,
         temperature: float = 1.0,
         chunk_tokens: int | None = None,
-        shared_prefix: int = 1,
+        group_size: int = 1,
+        share_prefix: bool = True,
     ) -> TokenScores:
-        """Log-probs and entropies [B, C] under `sampling_distribution(temperature)`, in one chunked pass (GRPO's
-        policy/old/ref passes); `shared_prefix=G`: rows come in groups of G identical prompts whose prefix runs
-        once per group."""
+        """Log-probs and entropies [B·G, C] under `sampling_distribution(temperature)`, in one chunked pass (GRPO's
+        policy/old/ref passes) of prompt [B] with G completions each; `share_prefix`: each prompt runs once for
+        its G completions where `can_share_prefix()` allows it."""
+        ...
+
+    def can_share_prefix(self) -> bool:
+        """Whether a prompt's KV cache can serve its completions now (not while gradient checkpointing trains)."""
         ...
 
     def prompt_encoding_is_trainable(self) -> bool:

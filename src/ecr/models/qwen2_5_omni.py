@@ -351,14 +351,13 @@ class QwenOmniBackbone(HFBackbone):
             position_ids=positions,
             next_position=next_position,
             generate_kwargs={k: batch[k] for k in gen_keys if batch.get(k) is not None},
+            use_audio_in_video=bool(batch.get("use_audio_in_video", False)),
         )
 
     def generate(self, prompt: EncodedPrompt, **generation_kwargs: Any) -> torch.Tensor:
         """`HFBackbone.generate` told the prompt's layout: the thinker recomputes the prompt positions at prefill
-        and must interleave them exactly as `encode_prompt` did (read from the tokens, the encoding has no flag)."""
-        cfg = self.base_model.config
-        rows = audio_in_video_rows(prompt.input_ids, cfg.vision_start_token_id, cfg.audio_start_token_id)
-        generation_kwargs.setdefault("use_audio_in_video", bool(rows.any()))
+        and must interleave them exactly as `encode_prompt` did (the flag the encoding was made with)."""
+        generation_kwargs.setdefault("use_audio_in_video", prompt.use_audio_in_video)
         return super().generate(prompt, **generation_kwargs)
 
     def _decoder(self) -> torch.nn.Module:

@@ -3,7 +3,8 @@
 `ecr fit --config configs/erv.yaml` trains a multi-label student (MiniLM offline, roberta-base as in the paper)
 with binary cross-entropy on the teacher's labels — soft targets when the teacher gave probabilities —
 `pos_weight` against class imbalance (or the DataModule's balanced sampler), AdamW with warmup and decay
-(injectable, and checkpoints hold only the trained tensors + τ: `ecr.modules.base.StageModule`).
+(`optimization`, injectable `optimizer`), and checkpoints hold only the trained tensors + τ
+(`ecr.modules.base.StageModule`).
 
 Validation gathers the sigmoid outputs of the whole split and picks τ on a grid, maximising macro F1 under the
 SAME decision rule the reward applies (`ecr.models.verifier.decide`: p > τ, else argmax, at most `max_labels`).
@@ -39,10 +40,12 @@ from ecr.labels import (
     resolve_verifier_mapping,
 )
 from ecr.models.verifier import DEFAULT_MAX_LABELS, DEFAULT_THRESHOLD, HFVerifier, build_student, decide
-from ecr.modules.base import OptimizerFactory, StageModule
+from ecr.modules.base import StageModule
+from ecr.modules.optim import OptimizationSettings, OptimizerFactory
 
 log = logging.getLogger(__name__)
 
+ERV_OPTIMIZATION = OptimizationSettings(lr=5e-5, weight_decay=0.01, warmup_ratio=0.1, scheduler="linear")
 DEFAULT_GRID: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
 
 
@@ -86,10 +89,7 @@ class ERVModule(StageModule):
         label_space: str | list[str] | None = None,
         task: str | list[str] | None = None,
         mapping: dict[str, str] | None = None,
-        lr: float = 5e-5,
-        weight_decay: float = 0.01,
-        warmup_ratio: float = 0.1,
-        scheduler: str = "linear",
+        optimization: OptimizationSettings = ERV_OPTIMIZATION,
         pos_weight: bool = True,
         pos_weight_max: float = 10.0,
         max_labels: int = DEFAULT_MAX_LABELS,
@@ -106,10 +106,7 @@ class ERVModule(StageModule):
             task: The GRPO task's label set whose mapping into the verifier space is saved with the verifier
                 (None = same as the verifier's own labels when those are a task set).
             mapping: Task label -> verifier class; None = GoEmotions table for a GoEmotions space, else identity.
-            lr: Peak learning rate of the default AdamW (ignored when `optimizer` is given).
-            weight_decay: Weight decay of the default AdamW (biases and norms are never decayed).
-            warmup_ratio: Share of the optimizer steps spent in linear warmup.
-            scheduler: transformers schedule name after warmup (linear, cosine, constant_with_warmup, ...).
+            optimization: Learning rate, weight decay, warmup and schedule of the default AdamW.
             pos_weight: Weight positives by negatives/positives per class in the BCE (against class imbalance).
             pos_weight_max: Upper clip of each class's positive weight.
             max_labels: Labels per sentence in the decision rule (2 in the paper).
@@ -119,11 +116,10 @@ class ERVModule(StageModule):
                 cheaper step on CPU, little effect on short-sentence classification.
             optimizer: Optimizer factory (e.g. `class_path: torch.optim.AdamW` with its own lr) replacing the default.
         """
-        super().__init__(
-            lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio, scheduler=scheduler, optimizer=optimizer
-        )
+        super().__init__(OptimizationSettings.of(optimization, ERV_OPTIMIZATION), optimizer)
         student = os.fspath(student)  # hparams go into checkpoints: no Path (torch.load(weights_only=True))
-        self.save_hyperparameters(ignore=["optimizer"])
+        self.save_hyperparameters(ignore=["optimizer", "optimization"])
+        self.hparams.update(self.optimization_hparams())  # plain dicts only (weights-only checkpoint loading)
         self.grid = tuple(threshold_grid or DEFAULT_GRID)
         if not self.grid or any(not 0.0 < t < 1.0 for t in self.grid):
             raise ConfigError(f"threshold_grid must hold values in (0, 1), got {self.grid}")

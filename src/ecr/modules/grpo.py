@@ -16,11 +16,11 @@ Where the encoders' output is reused and where it is recomputed:
 
 Reference policy (β > 0): with LoRA the same model with the adapter disabled; else a frozen copy loaded once
 (`reference_device` may put it on the CPU). β = 0 computes none. A non-finite loss or gradient norm skips the
-optimizer step (counted in `train/nonfinite_skips` by `StageModule.count_step`); `max_nonfinite_skips` in a
-row, or a step that explodes the weights (`StageModule.checked_step`), stop the run with
-`TrainingDivergedError` before a checkpoint can store diverged weights. Checkpoints add
-the torch RNG state (sampling) to what Lightning saves (trained tensors, optimizer, scheduler, loop and
-dataloader position).
+optimizer step (counted in `train/nonfinite_skips` by `ecr.modules.optim.DivergenceGuard`); `max_nonfinite_skips`
+in a row, or a step that explodes the weights, stop the run with `TrainingDivergedError` before a checkpoint can
+store diverged weights. Checkpoints add the torch RNG state (sampling) to what Lightning saves (trained tensors,
+optimizer, scheduler, loop and dataloader position). The settings are `GRPOSettings` (YAML `grpo:`) and
+`OptimizationSettings` (`optimization:`).
 """
 
 from __future__ import annotations
@@ -29,70 +29,49 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from ecr.errors import ConfigError
 from ecr.metrics import RecognitionMetrics
-from ecr.models import PolicyBackbone, PolicyConfig, build_backbone
-from ecr.modules.base import OptimizerFactory, PolicyStageModule
+from ecr.models import PolicyConfig
+from ecr.modules.base import StageModule
+from ecr.modules.checkpointing import restore_rng, save_rng
+from ecr.modules.grpo_settings import GRPO_OPTIMIZATION, GRPOSettings
+from ecr.modules.optim import OptimizationSettings, OptimizerFactory, weight_norm
+from ecr.modules.policy import StagePolicy
 from ecr.prompts import extract_answer
 from ecr.rl.loss import accumulation_scale, grpo_loss
 from ecr.rl.reward_config import DEFAULT_TERMS, RewardTerm, build_reward
 from ecr.rl.rewards import CombinedReward
-from ecr.rl.rollout import (
-    ReferenceFn,
-    Rollout,
-    SamplingSettings,
-    adapter_reference,
-    collect_rollout,
-    copy_reference,
-    eval_mode,
-    prefix_groups,
-)
+from ecr.rl.rollout import Rollout, collect_rollout, rollout_metrics
+from ecr.rl.scorer import GroupScorer, SamplingSettings, build_scorer
 from ecr.rl.spread import ZeroSpreadMonitor
 from ecr.rows import markdown_table
 
-LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
-AdvantageScale = Literal["group", "batch", "none"]
+# logged name -> `ecr.rl.loss.LossStats` field, averaged over the micro-batches of an optimizer step
+LOSS_STATS = {
+    "kl": "mean_kl",
+    "clip_low": "clip_low_fraction",
+    "clip_high": "clip_high_fraction",
+    "clip_region": "clip_region_fraction",
+    "ratio": "mean_ratio",
+}
 
 
-class GRPOModule(PolicyStageModule):
+class GRPOModule(StageModule):
     """GRPO on a policy backbone with configured reward terms (see module docstring)."""
-
-    training_collate_mode = "generate"
 
     def __init__(
         self,
         policy: PolicyConfig,
         verifier: str | None = None,
         rewards: list[RewardTerm] | None = None,
-        num_generations: int = 4,
         sampling: SamplingSettings | None = None,
-        beta: float = 0.04,
-        loss_type: LossType = "grpo",
-        epsilon_low: float = 0.2,
-        epsilon_high: float = 0.2,
-        num_iterations: int = 1,
-        gradient_accumulation_steps: int = 1,
-        max_grad_norm: float | None = 1.0,
-        scale_rewards: AdvantageScale = "group",
-        filter_zero_std_groups: bool = False,
-        mask_truncated_completions: bool = False,
-        reference: Literal["auto", "adapter", "copy"] = "auto",
-        reference_device: str | None = None,
-        ref_model_sync_steps: int | None = None,
-        logprob_chunk_tokens: int | None = None,
-        share_prompt_prefix: bool = True,
-        max_nonfinite_skips: int = 3,
-        log_completions_every_n_steps: int = 10,
-        val_max_new_tokens: int | None = None,
-        lr: float = 1e-6,
-        weight_decay: float = 0.0,
-        warmup_ratio: float = 0.0,
-        scheduler: str = "constant_with_warmup",
+        grpo: GRPOSettings = GRPOSettings(),
+        optimization: OptimizationSettings = GRPO_OPTIMIZATION,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         """
@@ -100,146 +79,77 @@ class GRPOModule(PolicyStageModule):
             policy: The policy to train (usually the SFT output: `policy.adapter` or a merged folder as `model`).
             verifier: Verifier folder for the explanation reward (the ERV stage's export, or a plain HF folder).
             rewards: Reward terms and weights (default: format + accuracy + explanation, weight 1 each).
-            num_generations: Completions sampled per prompt (G).
             sampling: Sampling settings of the rollouts (max_new_tokens, temperature, top_p, top_k, ...).
-            beta: Weight of the k3 KL penalty to the reference policy (0 = no reference pass at all).
-            loss_type: Loss normalisation: grpo (paper) | bnpo | dr_grpo | dapo, as TRL defines them.
-            epsilon_low: Lower PPO clip range (ratio floor 1 - epsilon_low).
-            epsilon_high: Upper PPO clip range (ratio ceiling 1 + epsilon_high; DAPO raises it).
-            num_iterations: Updates (μ) on each rollout batch; > 1 records old log-probs at sampling time.
-            gradient_accumulation_steps: Micro-batches of prompts per optimizer step.
-            max_grad_norm: Gradient clipping by total norm (None = off; the norm is logged either way).
-            scale_rewards: Advantage scaling: group (paper: / group std) | batch (/ batch std) | none (Dr. GRPO).
-            filter_zero_std_groups: Drop groups whose rewards have zero spread from the loss.
-            mask_truncated_completions: Exclude completions that hit max_new_tokens without EOS (DAPO).
-            reference: auto (adapter when LoRA is on, else copy) | adapter | copy (frozen copy loaded once).
-            reference_device: Device of a copy reference (None = the policy's; "cpu" saves accelerator memory).
-            ref_model_sync_steps: Copy the policy into a copy reference every N optimizer steps (None = never).
-            logprob_chunk_tokens: Tokens per chunk of the LM head in log-prob passes (None = a 128 MiB budget).
-            share_prompt_prefix: Prefill each prompt once for its G samples and run it once per group in log-prob
-                passes, sharing its KV cache with the G completions (same samples, values and gradients; the
-                log-prob passes turn it off automatically under gradient checkpointing).
-            max_nonfinite_skips: Stop after this many non-finite steps in a row (none of them was applied).
-            log_completions_every_n_steps: Write a completion table to TensorBoard every N optimizer steps (0 = off).
-            val_max_new_tokens: Generation length in validation (None = the sampling max_new_tokens).
-            lr: Peak learning rate of the default AdamW (ignored when `optimizer` is given).
-            weight_decay: Weight decay of the default AdamW (biases and norms are never decayed).
-            warmup_ratio: Fraction of the optimizer steps spent in linear warmup.
-            scheduler: transformers schedule name after warmup (constant_with_warmup, linear, cosine, ...).
+            grpo: Group size, KL weight, loss, clipping, accumulation, reference, ... (`GRPOSettings`).
+            optimization: Learning rate, weight decay, warmup and schedule of the default AdamW.
             optimizer: Optimizer factory (e.g. `class_path: torch.optim.AdamW` with its own lr) replacing the default.
         """
-        super().__init__(
-            policy,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_ratio=warmup_ratio,
-            scheduler=scheduler,
-            optimizer=optimizer,
-        )
+        super().__init__(OptimizationSettings.of(optimization, GRPO_OPTIMIZATION), optimizer)
         self.automatic_optimization = False
-        if num_generations < 2:
-            raise ConfigError(f"num_generations must be >= 2 (advantages compare completions), got {num_generations}")
-        if num_iterations < 1 or gradient_accumulation_steps < 1:
-            raise ConfigError("num_iterations and gradient_accumulation_steps must be >= 1")
-        if beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {beta}")
-        if reference == "adapter" and not self.policy_config.lora.enabled and self.policy_config.adapter is None:
+        self.policy = StagePolicy(policy, collate_mode="generate")
+        self.policy_config, self.backbone = self.policy.config, self.policy.backbone
+        self.model: torch.nn.Module | None = None
+        self.settings = GRPOSettings.of(grpo)
+        lora = self.policy_config.lora.enabled or self.policy_config.adapter is not None
+        if self.settings.reference == "adapter" and not lora:
             raise ConfigError("reference='adapter' needs a LoRA policy (policy.lora.enabled or policy.adapter)")
-        if loss_type not in ("grpo", "bnpo", "dr_grpo", "dapo"):
-            raise ConfigError(f"loss_type: {loss_type!r} is not grpo, bnpo, dr_grpo or dapo")
+        self.guard.max_nonfinite_skips = self.settings.max_nonfinite_skips
         self.verifier_path = verifier
         self.reward_terms = [t if isinstance(t, RewardTerm) else RewardTerm(**t) for t in (rewards or DEFAULT_TERMS)]
         self.sampling = sampling if isinstance(sampling, SamplingSettings) else SamplingSettings(**(sampling or {}))
-        self.settings = {
-            "num_generations": num_generations,
-            "beta": beta,
-            "loss_type": loss_type,
-            "epsilon_low": epsilon_low,
-            "epsilon_high": epsilon_high,
-            "num_iterations": num_iterations,
-            "gradient_accumulation_steps": gradient_accumulation_steps,
-            "max_grad_norm": max_grad_norm,
-            "scale_rewards": scale_rewards,
-            "filter_zero_std_groups": filter_zero_std_groups,
-            "mask_truncated_completions": mask_truncated_completions,
-            "reference": reference,
-            "reference_device": reference_device,
-            "ref_model_sync_steps": ref_model_sync_steps,
-            "logprob_chunk_tokens": logprob_chunk_tokens,
-            "share_prompt_prefix": share_prompt_prefix,
-            "max_nonfinite_skips": max_nonfinite_skips,
-            "log_completions_every_n_steps": log_completions_every_n_steps,
-            "val_max_new_tokens": val_max_new_tokens,
-        }
         self.save_hyperparameters(
             {
-                **self.policy_hparams(),
-                **self.settings,
+                "policy": self.policy_config.to_dict(),
+                **self.optimization_hparams(),
+                "grpo": asdict(self.settings),
                 "verifier": verifier,
                 "rewards": [asdict(t) for t in self.reward_terms],
                 "sampling": asdict(self.sampling),
             }
         )
         self.reward: CombinedReward | None = None
-        self.reference_backbone: PolicyBackbone | None = None
-        self._reference_fn: ReferenceFn | None = None
+        self.scorer: GroupScorer | None = None  # built in configure_model (needs the loaded policy)
         self._buffer: list[Rollout] = []
-        self.max_nonfinite_skips = max_nonfinite_skips
         self.val_recognition: RecognitionMetrics | None = None  # built in setup (needs the label set)
         self.zero_spread = ZeroSpreadMonitor()  # warns when every group has zero reward spread for a while
 
     # ------------------------------------------------------------------------------------------- set-up
+    @property
+    def collator(self) -> Any:
+        return self.policy.collator()
+
+    def generate_texts(self, samples: list[Any], **generation_kwargs: Any) -> list[str]:
+        """Generate for raw samples (prompt only) and decode; used by callbacks and evaluation."""
+        return self.policy.generate_texts(self, samples, **generation_kwargs)
+
     def setup(self, stage: str) -> None:
-        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         label_set = getattr(datamodule, "label_set", None)
         if label_set is None:
             raise ConfigError("GRPOModule needs a DataModule with a `label_set` (e.g. ecr.data.ClipDataModule)")
         if self.reward is None:
+            eos = self.backbone.eos_texts()
             self.reward = build_reward(
-                self.reward_terms, label_set=label_set, verifier=self.verifier_path, eos_tokens=self._eos_texts()
+                self.reward_terms, label_set=label_set, verifier=self.verifier_path, eos_tokens=eos
             )
         if self.val_recognition is None:
             self.val_recognition = RecognitionMetrics(list(label_set.labels))
 
-    def _eos_texts(self) -> tuple[str, ...]:
-        tok = self.backbone.tokenizer
-        return tuple(t for t in {tok.eos_token, "<|im_end|>", "<|endoftext|>"} if t)
-
     def configure_model(self) -> None:
-        super().configure_model()
-        if self._reference_fn is not None or self.settings["beta"] == 0:
+        if self.model is None:
+            self.model = self.policy.load(self)
+        if self.scorer is not None:
             return
-        mode = self.settings["reference"]
-        lora = hasattr(self.model, "disable_adapter")
-        temperature, chunk = self.sampling.temperature, self.settings["logprob_chunk_tokens"]
-        if mode == "adapter" or (mode == "auto" and lora):
-            if self.policy_config.adapter is not None:
-                raise ConfigError(
-                    "GRPO: with policy.adapter the adapter-disabled reference would be the base model, not the policy "
-                    "you start from. Export the SFT model merged (`ecr export --merge true`) and set policy.model to "
-                    "its merged/ folder (a fresh LoRA is added), or set reference: copy"
-                )
-            self._reference_fn = adapter_reference(
-                self.backbone,
-                group_size=self.settings["num_generations"],
-                temperature=temperature,
-                chunk_tokens=chunk,
-                share_prefix=self.settings["share_prompt_prefix"],
-            )
-            return
-        self.reference_backbone = build_backbone(self.policy_config)
-        device = self.settings["reference_device"] or (self.trainer.strategy.root_device if self._trainer else None)
-        ref_model = self.reference_backbone.load(device)
-        if device is not None and self.policy_config.quantization == "none":
-            ref_model.to(device)  # not a submodule of this LightningModule: the Trainer does not move it
-        ref_model.requires_grad_(False).eval()
-        self._reference_fn = copy_reference(
-            self.reference_backbone,
-            group_size=self.settings["num_generations"],
-            temperature=temperature,
-            chunk_tokens=chunk,
-            share_prefix=self.settings["share_prompt_prefix"],
+        s = self.settings
+        self.scorer = build_scorer(
+            self.backbone,
+            group_size=s.num_generations,
+            sampling=self.sampling,
+            chunk_tokens=s.logprob_chunk_tokens,
+            share_prefix=s.share_prompt_prefix,
+            beta=s.beta,
+            reference=s.reference,
+            reference_device=s.reference_device or (self.trainer.strategy.root_device if self._trainer else None),
         )
 
     def total_optimizer_steps(self) -> int:
@@ -247,31 +157,27 @@ class GRPOModule(PolicyStageModule):
         if self.trainer.max_steps and self.trainer.max_steps > 0:
             return int(self.trainer.max_steps)
         batches = max(1, int(self.trainer.estimated_stepping_batches))
-        return math.ceil(batches / self.settings["gradient_accumulation_steps"]) * self.settings["num_iterations"]
+        return math.ceil(batches / self.settings.gradient_accumulation_steps) * self.settings.num_iterations
 
     # ----------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         assert self.reward is not None
         s = self.settings
+        assert self.scorer is not None
         rollout = collect_rollout(
-            self.backbone,
+            self.scorer,
             batch,
             self.reward,
-            group_size=s["num_generations"],
-            sampling=self.sampling,
-            advantage_scale=s["scale_rewards"],
-            mask_truncated_completions=s["mask_truncated_completions"],
-            need_old_logp=s["num_iterations"] > 1,
-            reference=self._reference_fn,
-            chunk_tokens=s["logprob_chunk_tokens"],
-            share_prefix=s["share_prompt_prefix"],
+            advantage_scale=s.scale_rewards,
+            mask_truncated_completions=s.mask_truncated_completions,
+            need_old_logp=s.num_iterations > 1,
         )
         self._log_rollout(rollout)
-        if s["filter_zero_std_groups"]:
+        if s.filter_zero_std_groups:
             rollout = rollout.keep_groups(~rollout.zero_std)
         if rollout.completion_ids.shape[0] > 0:
             self._buffer.append(rollout)
-        if batch_idx % s["gradient_accumulation_steps"] == s["gradient_accumulation_steps"] - 1:
+        if batch_idx % s.gradient_accumulation_steps == s.gradient_accumulation_steps - 1:
             self._train_on_buffer()
 
     def on_train_epoch_end(self) -> None:
@@ -289,25 +195,17 @@ class GRPOModule(PolicyStageModule):
         buffer, self._buffer = self._buffer, []
         if not buffer:
             return
-        s = self.settings
+        s, scorer = self.settings, self.scorer
+        assert scorer is not None
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
-        reencode = self.backbone.prompt_encoding_is_trainable()
-        scale = accumulation_scale(s["loss_type"], len(buffer), self.trainer.world_size)
-        num_items = self._num_items(buffer) if s["loss_type"] == "dapo" else None
-        for _ in range(s["num_iterations"]):
+        scale = accumulation_scale(s.loss_type, len(buffer), self.trainer.world_size)
+        num_items = self._num_items(buffer) if s.loss_type == "dapo" else None
+        for _ in range(s.num_iterations):
             t0 = time.perf_counter()
             losses, stats, entropies = [], [], []
             for r in buffer:
-                prompt = r.encode_prompt(self.backbone) if reencode else r.prompt  # [N] rows either way
-                scores = self.backbone.score_completions(
-                    prompt,
-                    r.completion_ids,
-                    r.mask,
-                    temperature=self.sampling.temperature,
-                    chunk_tokens=s["logprob_chunk_tokens"],
-                    shared_prefix=prefix_groups(self.backbone, r.group_size, s["share_prompt_prefix"]),
-                )
+                scores = scorer.scores(r.update_prompt(self.backbone), r.completion_ids, r.mask)  # [N, C]
                 old = r.old_logp if r.old_logp is not None else scores.logprobs.detach()
                 loss, st = grpo_loss(
                     scores.logprobs,
@@ -315,10 +213,10 @@ class GRPOModule(PolicyStageModule):
                     r.ref_logp,
                     r.advantages,
                     r.mask,
-                    loss_type=s["loss_type"],
-                    epsilon_low=s["epsilon_low"],
-                    epsilon_high=s["epsilon_high"],
-                    beta=s["beta"],
+                    loss_type=s.loss_type,
+                    epsilon_low=s.epsilon_low,
+                    epsilon_high=s.epsilon_high,
+                    beta=s.beta,
                     max_completion_length=self.sampling.max_new_tokens,
                     num_items_in_batch=num_items,
                 )
@@ -329,18 +227,12 @@ class GRPOModule(PolicyStageModule):
             self._optimizer_step(optimizer, scheduler, sum(losses), stats, entropies, time.perf_counter() - t0)
         self._maybe_log_completions(buffer)
 
-    def _grad_norm(self) -> torch.Tensor:
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if not grads:
-            return torch.tensor(0.0)
-        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-
     def _optimizer_step(self, optimizer, scheduler, loss: float, stats: list, entropies: list, seconds: float) -> None:
         s = self.settings
-        norm = self._grad_norm()
+        norm = torch.tensor(weight_norm(p.grad for p in self.parameters() if p.grad is not None))
         finite = math.isfinite(loss) and bool(torch.isfinite(norm))
-        if finite and s["max_grad_norm"] is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=s["max_grad_norm"], gradient_clip_algorithm="norm")
+        if finite and s.max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=s.max_grad_norm, gradient_clip_algorithm="norm")
         if not self.count_step(finite):  # counted as train/nonfinite_skips; too many in a row stop the run
             optimizer.zero_grad(set_to_none=True)
             return
@@ -349,61 +241,28 @@ class GRPOModule(PolicyStageModule):
         if scheduler is not None:
             scheduler.step()
         mean = lambda name: sum(float(getattr(st, name)) for st in stats) / len(stats)  # noqa: E731
-        self.log_dict(
-            {
-                "train/loss": loss,
-                "train/grad_norm": float(norm),
-                "train/kl": mean("mean_kl"),
-                "train/clip_low": mean("clip_low_fraction"),
-                "train/clip_high": mean("clip_high_fraction"),
-                "train/clip_region": mean("clip_region_fraction"),
-                "train/ratio": mean("mean_ratio"),
-                "train/entropy": sum(entropies) / len(entropies),
-                "train/time/update": seconds,
-            },
-            prog_bar=False,
-        )
-        self.log("kl", mean("mean_kl"), prog_bar=True, logger=False)
+        values = {f"train/{k}": mean(name) for k, name in LOSS_STATS.items()}
+        values.update({"train/loss": loss, "train/grad_norm": float(norm), "train/time/update": seconds})
+        self.log_dict({**values, "train/entropy": sum(entropies) / len(entropies)}, prog_bar=False)
+        self.log("kl", values["train/kl"], prog_bar=True, logger=False)
         self._sync_reference()
 
     def _sync_reference(self) -> None:
-        every = self.settings["ref_model_sync_steps"]
-        if not every or self.reference_backbone is None or self.global_step % every:
-            return
-        assert self.reference_backbone.model is not None and self.model is not None
-        self.reference_backbone.model.load_state_dict(self.model.state_dict())
+        every = self.settings.ref_model_sync_steps
+        if every and self.scorer is not None and not self.global_step % every:
+            self.scorer.sync_reference()
 
     # ----------------------------------------------------------------------------------------- logging
     def _log_rollout(self, r: Rollout) -> None:
-        lengths = r.mask.sum(-1)
-        n = len(r.texts)
-        values: dict[str, float] = {
-            "train/reward": sum(r.rewards.total) / n,
-            "train/reward_std": float(torch.tensor(r.rewards.total).std()) if n > 1 else 0.0,
-            "train/frac_zero_std": float(r.zero_std.float().mean()),
-            "train/completion_length": float(lengths.mean()),
-            "train/completion_length_min": float(lengths.min()),
-            "train/completion_length_max": float(lengths.max()),
-            "train/truncated": float(r.truncated.float().mean()),
-        }
-        for name, vals in r.rewards.terms.items():
-            t = torch.tensor(vals)
-            values[f"train/reward/{name}"] = float(t.mean())
-            values[f"train/reward/{name}_std"] = float(t.std()) if n > 1 else 0.0
-        for name, vals in r.rewards.stats.items():
-            values[f"train/reward/{name}"] = sum(vals) / max(1, len(vals))
-        for name, sec in r.timings.items():
-            values[f"train/time/{name}"] = sec
-        gen = r.timings.get("generate", 0.0)
-        values["train/tokens_per_s"] = float(lengths.sum()) / gen if gen > 0 else 0.0
+        values, n = {f"train/{k}": v for k, v in rollout_metrics(r).items()}, len(r.texts)
         self.log_dict(values, batch_size=n)
         self.log("reward", values["train/reward"], prog_bar=True, logger=False, batch_size=n)
-        g, t = self.settings["num_generations"], self.sampling.temperature
+        g, t = self.settings.num_generations, self.sampling.temperature
         if warning := self.zero_spread.update(values["train/frac_zero_std"], num_generations=g, temperature=t):
             rank_zero_warn(warning)
 
     def _maybe_log_completions(self, buffer: Sequence[Rollout]) -> None:
-        every = self.settings["log_completions_every_n_steps"]
+        every = self.settings.log_completions_every_n_steps
         logger = getattr(self, "logger", None)
         if not every or self.global_step % every or logger is None or not hasattr(logger.experiment, "add_text"):
             return
@@ -420,12 +279,10 @@ class GRPOModule(PolicyStageModule):
     # --------------------------------------------------------------------------------------- validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         assert self.reward is not None
-        with torch.no_grad(), eval_mode(self.model):  # type: ignore[arg-type]
-            prompt = self.backbone.encode_prompt(batch)
+        max_new_tokens = self.settings.val_max_new_tokens or self.sampling.max_new_tokens
+        with torch.no_grad():
             ids = self.backbone.generate(
-                prompt,
-                do_sample=False,
-                max_new_tokens=self.settings["val_max_new_tokens"] or self.sampling.max_new_tokens,
+                self.backbone.encode_prompt(batch), do_sample=False, max_new_tokens=max_new_tokens
             )
         texts = self.backbone.decode(ids)
         labels = batch["meta"]["label"]
@@ -434,10 +291,8 @@ class GRPOModule(PolicyStageModule):
         self.log_dict({f"val/reward/{k}": sum(v) / n for k, v in out.terms.items()}, batch_size=n, sync_dist=True)
         self.log("val/reward", sum(out.total) / n, batch_size=n, sync_dist=True, prog_bar=True)
         label_set = self.trainer.datamodule.label_set  # type: ignore[attr-defined]
-        preds = []
-        for text in texts:
-            answer = label_set.normalize(extract_answer(text))
-            preds.append(label_set.labels.index(answer) if answer is not None else -1)
+        answers = [label_set.normalize(extract_answer(text)) for text in texts]
+        preds = [label_set.labels.index(a) if a is not None else -1 for a in answers]
         assert self.val_recognition is not None
         self.val_recognition.to(self.device).update(torch.tensor(preds), batch["meta"]["label_id"])
 
@@ -450,14 +305,8 @@ class GRPOModule(PolicyStageModule):
     # ------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["ecr_rng"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["ecr_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        save_rng(checkpoint)  # the sampling RNG: a resumed run samples what the uninterrupted one would
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        rng = checkpoint.get("ecr_rng") or {}
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        restore_rng(checkpoint)

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch import LightningModule
 
 from ecr.data.types import ClipRecord
 from ecr.errors import ConfigError, LabelError, ManifestError
@@ -54,11 +55,9 @@ from ecr.metrics.explanation import explanation_label
 from ecr.metrics.recognition import class_ids
 from ecr.metrics.rerank import best_candidates, score_candidates
 from ecr.models import PolicyConfig
-from ecr.modules.base import PolicyStageModule
-from ecr.modules.checkpoint import read_checkpoint, resolve_checkpoint
+from ecr.modules.checkpointing import read_checkpoint, resolve_checkpoint
+from ecr.modules.policy import StagePolicy
 from ecr.prompts import parse_completion
-from ecr.rl.masks import completion_mask
-from ecr.rl.rollout import eos_ids, eval_mode
 
 
 @dataclass(frozen=True)
@@ -152,10 +151,8 @@ def owned_ids(per_rank: Sequence[Sequence[str]], rank: int) -> set[str]:
     return {cid for cid in per_rank[rank] if cid not in lower}
 
 
-class PredictModule(PolicyStageModule):
-    """Batched generation over the predict split, one row per clip (see module docstring)."""
-
-    training_collate_mode = "generate"
+class PredictModule(LightningModule):
+    """Batched generation over the predict split, one row per clip (see module docstring); trains nothing."""
 
     def __init__(
         self,
@@ -185,14 +182,10 @@ class PredictModule(PolicyStageModule):
         """
         checkpoint = _resolved(checkpoint)
         verifier = os.fspath(verifier) if verifier is not None else None
-        super().__init__(
-            _inference_policy(policy, checkpoint),
-            lr=0.0,
-            weight_decay=0.0,
-            warmup_ratio=0.0,
-            scheduler="constant",
-            optimizer=None,
-        )
+        super().__init__()
+        self.policy = StagePolicy(_inference_policy(policy, checkpoint), collate_mode="generate")
+        self.policy_config, self.backbone = self.policy.config, self.policy.backbone
+        self.model: torch.nn.Module | None = None
         self.checkpoint = checkpoint
         self.verifier_path = verifier
         self.generation = (
@@ -223,8 +216,11 @@ class PredictModule(PolicyStageModule):
         )
 
     # ------------------------------------------------------------------------------------------- set-up
+    @property
+    def collator(self) -> Any:
+        return self.policy.collator()
+
     def setup(self, stage: str) -> None:
-        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         label_set = getattr(datamodule, "label_set", None)
         if label_set is None:
@@ -249,8 +245,7 @@ class PredictModule(PolicyStageModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        super().configure_model()
-        assert self.model is not None
+        self.model = self.policy.load(self)
         if self.checkpoint is not None:
             _, state = read_checkpoint(self.checkpoint)
             expected = set(self.backbone.trainable_parameter_names())
@@ -289,22 +284,21 @@ class PredictModule(PolicyStageModule):
         kwargs = self.generation.generate_kwargs()
         if self.num_samples > 1:  # one prefill per clip, its KV cache shared by the N candidates -> [B·N, C]
             kwargs["group_size"] = self.num_samples
-        with eval_mode(self.model):  # type: ignore[arg-type]
-            prompt = self.backbone.encode_prompt(batch)
-            if not self.generation.do_sample:
-                return self.backbone.generate(prompt, **kwargs), None
-            seed = batch_seed(self.seed, batch["meta"]["ids"][0])
-            devices = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                return self.backbone.generate(prompt, **kwargs), seed
+        prompt = self.backbone.encode_prompt(batch)  # the model is in eval mode (configure_model), as is `generate`
+        if not self.generation.do_sample:
+            return self.backbone.generate(prompt, **kwargs), None
+        seed = batch_seed(self.seed, batch["meta"]["ids"][0])
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self.backbone.generate(prompt, **kwargs), seed
 
     def rows(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         """One predictions-file row per clip of a generate batch (what predict_step and test_step return)."""
         assert self.label_set is not None
         ids, seed = self.generate_batch(batch)
         texts = self.backbone.decode(ids)  # B·N
-        mask, truncated = completion_mask(ids, eos_ids(self.backbone))
+        mask, truncated = self.backbone.completion_mask(ids)
         n = self.num_samples
         clips = [str(c) for c in batch["meta"]["ids"]]
         scored = score_candidates(self.reward, texts, self.label_set) if self.rerank == "verifier" else None
@@ -394,9 +388,6 @@ class PredictModule(PolicyStageModule):
         judge = {"judge": "verifier", **(self.verifier_identity() or {})} if self.reward is not None else None
         self.test_report = self.test_metrics.report(judge, sync=True)  # the same assembly as `ecr score`
         self.log_dict({f"test/{k}": v for k, v in headline(self.test_report).items()}, sync_dist=True)
-
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        raise ConfigError("PredictModule trains nothing: run it with `ecr predict`, not `ecr fit`")
 
 
 def _check_best_of_n(

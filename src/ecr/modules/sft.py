@@ -1,9 +1,10 @@
 """Stage 1, SFT cold start: causal-LM loss on the assistant turn `<think>…</think>\\n<answer>…</answer>`.
 
-The module is thin: the backbone (`ecr.models`) loads the policy and scores batches; the policy-stage plumbing
-it shares with GRPO — collator injection, lazy loading in `configure_model()`, optimiser/schedule injection
-(default AdamW, cosine decay after `warmup_ratio` of the steps), trainable-only checkpoints — is
-`ecr.modules.base.PolicyStageModule`. Precision/strategy are the Trainer's business.
+The module is thin: the backbone (`ecr.models`) loads the policy and scores batches; the parts it shares with
+GRPO are the policy (`ecr.modules.policy.StagePolicy`: collator, lazy loading in `configure_model()`) and the
+training-stage glue (`ecr.modules.base.StageModule`: optimiser/schedule injection — default AdamW, cosine decay
+after `warmup_ratio` of the steps — the non-finite guard, trainable-only checkpoints). Precision/strategy are
+the Trainer's business.
 """
 
 from __future__ import annotations
@@ -14,39 +15,37 @@ import torch
 
 from ecr.data.requirements import require_explanations
 from ecr.models import PolicyConfig
-from ecr.modules.base import OptimizerFactory, PolicyStageModule
+from ecr.modules.base import StageModule
+from ecr.modules.optim import OptimizationSettings, OptimizerFactory
+from ecr.modules.policy import StagePolicy
+
+SFT_OPTIMIZATION = OptimizationSettings(lr=2e-5, weight_decay=0.0, warmup_ratio=0.03, scheduler="cosine")
 
 
-class SFTModule(PolicyStageModule):
+class SFTModule(StageModule):
     """Supervised fine-tuning of a policy backbone on clips with explanations."""
 
     def __init__(
         self,
         policy: PolicyConfig,
-        lr: float = 2e-5,
-        weight_decay: float = 0.0,
-        warmup_ratio: float = 0.03,
-        scheduler: str = "cosine",
+        optimization: OptimizationSettings = SFT_OPTIMIZATION,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
         """
         Args:
             policy: The model to train (backbone, weights, LoRA, quantisation, inputs).
-            lr: Peak learning rate of the default AdamW (ignored when `optimizer` is given).
-            weight_decay: Weight decay of the default AdamW (biases and norms are never decayed).
-            warmup_ratio: Fraction of the optimizer steps spent in linear warmup before the schedule's decay.
-            scheduler: transformers schedule name after warmup (cosine, linear, constant_with_warmup, ...).
+            optimization: Learning rate, weight decay, warmup and schedule of the default AdamW.
             optimizer: Optimizer factory (e.g. `class_path: torch.optim.AdamW` with its own lr) replacing the default.
         """
-        super().__init__(
-            policy,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_ratio=warmup_ratio,
-            scheduler=scheduler,
-            optimizer=optimizer,
-        )
-        self.save_hyperparameters(self.policy_hparams())
+        super().__init__(OptimizationSettings.of(optimization, SFT_OPTIMIZATION), optimizer)
+        self.policy = StagePolicy(policy)
+        self.policy_config, self.backbone = self.policy.config, self.policy.backbone
+        self.model: torch.nn.Module | None = None
+        self.save_hyperparameters({"policy": self.policy_config.to_dict(), **self.optimization_hparams()})
+
+    @property
+    def collator(self) -> Any:
+        return self.policy.collator()
 
     def setup(self, stage: str) -> None:
         """First check that every train/val row has an explanation: before the processor and the weights load."""
@@ -55,7 +54,14 @@ class SFTModule(PolicyStageModule):
             if datamodule.splits is None:
                 datamodule.setup(stage)
             require_explanations(datamodule.splits)
-        super().setup(stage)
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = self.policy.load(self)
+
+    def generate_texts(self, samples: list[Any], **generation_kwargs: Any) -> list[str]:
+        """Generate for raw samples (prompt only) and decode; used by callbacks and evaluation."""
+        return self.policy.generate_texts(self, samples, **generation_kwargs)
 
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         loss, n_tokens = self.backbone.loss(batch)

@@ -33,7 +33,7 @@ def test_configs_exist() -> None:
 
 
 def _stand_in_checkpoint(tmp_path: Path) -> Path:
-    """A policy-stage checkpoint as `ecr.modules.checkpoint.read_checkpoint` reads it (policy config + tensors)."""
+    """A policy-stage checkpoint as `ecr.modules.checkpointing.read_checkpoint` reads it (policy config + tensors)."""
     import torch
 
     from ecr.models import PolicyConfig

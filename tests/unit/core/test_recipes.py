@@ -29,7 +29,7 @@ INFO_PRESETS = {
     "r1-omni-0.5b": "humanomni-0.5b",
 }
 MULTI_SFT = ["--data.init_args.batch_size", "2", "--trainer.accumulate_grad_batches", "1"]
-MULTI_GRPO = ["--data.init_args.batch_size", "1", "--model.init_args.gradient_accumulation_steps", "1"]
+MULTI_GRPO = ["--data.init_args.batch_size", "1", "--model.init_args.grpo.gradient_accumulation_steps", "1"]
 # Machine-specific path shapes: absolute POSIX or Windows paths, home folders, cluster mounts.
 MACHINE_PATH = re.compile(r"^(/|~|[A-Za-z]:[\\/])|(^|/)(home|mnt|Users|scratch)/")
 
@@ -122,7 +122,7 @@ def test_recipe_resolves_as_intended(recipe: str, monkeypatch: pytest.MonkeyPatc
     else:
         assert strategy == "DeepSpeedStrategy" and trainer.strategy.config["zero_optimization"]["stage"] == 3
     assert trainer.num_nodes * trainer.num_devices == want["nodes_x_devices"]
-    accumulation = init.get("gradient_accumulation_steps") or trainer.accumulate_grad_batches
+    accumulation = (init.get("grpo") or {}).get("gradient_accumulation_steps") or trainer.accumulate_grad_batches
     assert want["nodes_x_devices"] * data["batch_size"] * accumulation == want["global"]
 
 

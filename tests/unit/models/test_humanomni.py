@@ -176,7 +176,7 @@ def test_encode_once_logprobs_equal_a_plain_forward(policy, clip_samples):
         ).logits  # fmt: skip
         plain = gather_logprobs(full[:, -ids.shape[1] - 1 : -1], ids) * mask
         grouped = policy.score_completions(
-            encoded.repeat_interleave(2), ids.repeat_interleave(2, 0), mask.repeat_interleave(2, 0), shared_prefix=2
+            encoded, ids.repeat_interleave(2, 0), mask.repeat_interleave(2, 0), group_size=2
         )
     torch.testing.assert_close(scores.logprobs, plain, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grouped.logprobs[::2], plain, atol=1e-5, rtol=1e-5)
@@ -192,11 +192,11 @@ def test_towers_router_and_projectors_run_once_per_prompt(policy, clip_samples):
     ]  # fmt: skip
     try:
         with torch.no_grad():
-            encoded = policy.encode_prompt(policy.collator("generate")(clip_samples[:2])).repeat_interleave(3)
-            completion = policy.generate(encoded, max_new_tokens=4, do_sample=True)
+            encoded = policy.encode_prompt(policy.collator("generate")(clip_samples[:2]))
+            completion = policy.generate(encoded, group_size=3, share_prefix=False, max_new_tokens=4, do_sample=True)
             mask = torch.ones_like(completion)
-            policy.score_completions(encoded, completion, mask, shared_prefix=3)
-            policy.token_logprobs(encoded, completion, mask)
+            policy.score_completions(encoded, completion, mask, group_size=3)
+            policy.token_logprobs(encoded.repeat_interleave(3), completion, mask)
     finally:
         for hook in hooks:
             hook.remove()

@@ -11,8 +11,6 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from ecr.models import PolicyConfig, load_policy
-from ecr.rl.masks import completion_mask
-from ecr.rl.rollout import eos_ids
 
 G = 3
 
@@ -139,15 +137,20 @@ def test_group_size_arguments_are_checked(tiny_omni, tiny_lm, clip_samples, long
             bb.generate(prompt, group_size=2, num_return_sequences=2, max_new_tokens=3)
 
 
-def test_train_mode_with_gradient_checkpointing_is_refused(tiny_omni, tiny_lm, clip_samples, long_clip_samples,
-                                                           text_samples, small_inputs) -> None:  # fmt: skip
-    """Gradient checkpointing in train mode turns the KV cache off: the shared prefill says so instead of
-    decoding from nothing (rollouts sample in eval mode)."""
+def test_generate_samples_in_eval_mode_under_gradient_checkpointing(tiny_omni, tiny_lm, clip_samples,
+                                                                     long_clip_samples, text_samples,
+                                                                     small_inputs) -> None:  # fmt: skip
+    """Gradient checkpointing in train mode turns the KV cache off, which would decode from nothing: `generate`
+    itself samples in eval mode (and gives train mode back), so a training policy samples what it does in eval."""
     bb = _backbone("causal_lm", tiny_omni, tiny_lm, small_inputs, gradient_checkpointing=True)
     prompt = _prompt(bb, "causal_lm", clip_samples, long_clip_samples, text_samples)
-    bb.model.train()
-    with torch.no_grad(), pytest.raises(RuntimeError, match="eval"):
-        bb.generate(prompt, group_size=2, max_new_tokens=3)
+    samples = []
+    for training in (False, True):
+        bb.model.train(training)
+        with torch.no_grad():
+            samples.append(bb.generate(prompt, group_size=2, max_new_tokens=3, do_sample=False))
+        assert bb.model.training == training
+    assert torch.equal(samples[0], samples[1])
 
 
 def test_shared_prefill_on_an_8bit_policy(tiny_omni, tiny_lm, clip_samples, long_clip_samples, text_samples,
@@ -190,8 +193,7 @@ def test_the_scorer_scores_the_distribution_generate_samples_from(
     quantized = quantization != "none"
     bb = _backbone(family, tiny_omni, tiny_lm, small_inputs, quantization=quantization)
     prompt = _prompt(bb, family, clip_samples, long_clip_samples, text_samples)
-    repeated = prompt.repeat_interleave(G)
-    passes = [(G, False), (1, False)] + ([] if quantized else [(G, True)])  # (shared_prefix, train with grad)
+    passes = [(True, False), (False, False)] + ([] if quantized else [(True, True)])  # (share_prefix, train with grad)
     for reference in (False, True):
         recorder = Recorder()
         torch.manual_seed(5)
@@ -200,14 +202,14 @@ def test_the_scorer_scores_the_distribution_generate_samples_from(
                               max_new_tokens=8, logits_processor=LogitsProcessorList([recorder]))  # fmt: skip
         assert len(recorder.scores) == ids.shape[1] == 8
         sampler = torch.log_softmax(torch.stack(recorder.scores, 1).float() / temperature, -1)  # [N, C, V]
-        mask = completion_mask(ids, eos_ids(bb))[0]  # [N, C]
+        mask = bb.completion_mask(ids)[0]  # [N, C]
         want = torch.where(mask, sampler.gather(-1, ids[..., None])[..., 0], 0.0)  # [N, C]
         want_entropy = torch.where(mask, -(sampler.exp() * sampler.clamp(min=-1e30)).sum(-1), 0.0)  # [N, C]
         for shared, grad in passes:
             bb.model.train(grad)  # the update pass trains (dropout 0); old/reference passes run without grad
             with torch.set_grad_enabled(grad), bb.adapter_disabled() if reference else contextlib.nullcontext():
-                got = bb.score_completions(repeated, ids, mask, temperature=temperature, chunk_tokens=7,
-                                           shared_prefix=shared)  # fmt: skip
+                got = bb.score_completions(prompt, ids, mask, temperature=temperature, chunk_tokens=7,
+                                           group_size=G, share_prefix=shared)  # fmt: skip
             case = (family, quantization, "reference" if reference else "policy", shared, grad)
             _assert_on_sampler(got.logprobs.detach(), want, mask, quantized, case)
             assert torch.allclose(got.entropy, want_entropy, atol=1e-3 if quantized else 1e-5), case

@@ -108,18 +108,18 @@ def test_a_shared_prefix_gives_the_plain_values_and_gradients(family, tiny_omni,
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.05)  # adapters take part in both paths
     with torch.no_grad():
-        prompt = bb.encode_prompt(bb.collator("generate")(samples)).detach().repeat_interleave(3)  # G = 3
+        prompt = bb.encode_prompt(bb.collator("generate")(samples)).detach()  # B = 2 prompts, G = 3 each
     ids = torch.randint(11, 100, (6, 5))
     mask = torch.ones_like(ids)
     mask[1, 3:] = 0  # an early EOS
     lora = [p for n, p in bb.model.named_parameters() if p.requires_grad]
-    plain = bb.score_completions(prompt, ids, mask)
+    plain = bb.score_completions(prompt, ids, mask, group_size=3, share_prefix=False)
     plain_grads = torch.autograd.grad((plain.logprobs * torch.arange(1.0, 6.0)).sum(), lora)
-    shared = bb.score_completions(prompt, ids, mask, shared_prefix=3)
+    shared = bb.score_completions(prompt, ids, mask, group_size=3)
     shared_grads = torch.autograd.grad((shared.logprobs * torch.arange(1.0, 6.0)).sum(), lora)
     assert torch.allclose(shared.logprobs, plain.logprobs, atol=1e-5)
     assert torch.allclose(shared.entropy, plain.entropy, atol=1e-4)
     for a, b in zip(shared_grads, plain_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
     with pytest.raises(ValueError, match="not groups of 4"):
-        bb.score_completions(prompt, ids, mask, shared_prefix=4)
+        bb.score_completions(prompt, ids, mask, group_size=4)

@@ -1,4 +1,5 @@
-"""The plumbing every stage shares (`ecr.modules.base`): optimiser/schedule injection, trainable-only checkpoints."""
+"""The plumbing every training stage shares (`ecr.modules.base`, `.optim`, `.checkpointing`): optimiser/schedule
+injection, trainable-only checkpoints."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import pytest
 import torch
 
 from ecr.errors import ConfigError
-from ecr.modules.base import StageModule, decay_groups
+from ecr.modules.base import StageModule
+from ecr.modules.optim import OptimizationSettings, decay_groups
 
 
 class TinyStage(StageModule):
     """A linear layer + a layer norm (trainable), a frozen embedding, a persistent and a transient buffer."""
 
-    def __init__(self, **optim) -> None:
-        kw = {"lr": 0.1, "weight_decay": 0.0, "warmup_ratio": 0.25, "scheduler": "cosine", "optimizer": None}
-        super().__init__(**{**kw, **optim})
+    def __init__(self, optimizer=None, **optim) -> None:
+        kw = {"lr": 0.1, "weight_decay": 0.0, "warmup_ratio": 0.25, "scheduler": "cosine"}
+        super().__init__(OptimizationSettings(**{**kw, **optim}), optimizer)
         self.linear = torch.nn.Linear(3, 2)
         self.norm = torch.nn.LayerNorm(2)
         self.frozen = torch.nn.Embedding(4, 3).requires_grad_(False)

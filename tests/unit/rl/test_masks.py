@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ecr.rl.masks import completion_mask, mask_truncated
+from ecr.models.completions import completion_mask
+from ecr.rl.masks import mask_truncated
 
 
 def test_first_eos_counts_and_rows_without_eos_are_truncated() -> None:

@@ -1,4 +1,4 @@
-"""Rollout bookkeeping: keeping whole groups (`filter_zero_std_groups`) and the sampling arguments."""
+"""Rollout bookkeeping (B prompt rows, N = B·G completions): keeping whole groups and the sampling arguments."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import torch
 
 from ecr.models import EncodedPrompt
 from ecr.rl.advantages import group_advantages, zero_std_groups
-from ecr.rl.rewards import RewardOutput
-from ecr.rl.rollout import Rollout, SamplingSettings
+from ecr.rl.rollout import GroupRewards, Rollout
+from ecr.rl.scorer import SamplingSettings
 
 
 def _prompt(b: int, p: int = 3) -> EncodedPrompt:
@@ -32,7 +32,7 @@ class Encoder:
 def _rollout(totals: list[float], group: int) -> Rollout:
     n, c = len(totals), 4
     b = n // group
-    prompt = _prompt(b).repeat_interleave(group)
+    prompt = _prompt(b)  # B rows: the rollout does not repeat its prompts
     rewards = torch.tensor(totals)
     return Rollout(
         prompt=prompt,
@@ -43,7 +43,7 @@ def _rollout(totals: list[float], group: int) -> Rollout:
         texts=[f"t{i}" for i in range(n)],
         labels=["happy"] * n,
         clip_ids=[f"clip{i // group}" for i in range(n)],
-        rewards=RewardOutput(total=totals, terms={"r": totals}, stats={"s": list(range(n))}),
+        rewards=GroupRewards(rewards, terms={"r": rewards}, stats={"s": torch.arange(n, dtype=torch.float32)}),
         advantages=group_advantages(rewards, group),
         zero_std=zero_std_groups(rewards, group),
         group_size=group,
@@ -57,10 +57,10 @@ def test_keep_groups_drops_whole_groups_consistently() -> None:
     kept = r.keep_groups(~r.zero_std)
     assert kept.clip_ids == ["clip1", "clip1"] and kept.texts == ["t2", "t3"]
     assert torch.equal(kept.completion_ids, r.completion_ids[2:4]) and torch.equal(kept.old_logp, r.old_logp[2:4])
-    assert torch.equal(kept.prompt.input_ids, r.prompt.input_ids[2:4])
-    assert torch.equal(kept.prompt.position_ids, r.prompt.position_ids[:, 2:4])
-    assert torch.equal(kept.prompt.generate_kwargs["video_grid_thw"], r.prompt.generate_kwargs["video_grid_thw"][2:4])
-    assert kept.rewards.terms == {"r": [0.0, 1.0]} and kept.rewards.stats == {"s": [2, 3]}
+    assert torch.equal(kept.prompt.input_ids, r.prompt.input_ids[1:2])  # the kept group's one prompt row
+    assert torch.equal(kept.prompt.position_ids, r.prompt.position_ids[:, 1:2])
+    assert torch.equal(kept.prompt.generate_kwargs["video_grid_thw"], r.prompt.generate_kwargs["video_grid_thw"][1:2])
+    assert kept.rewards.terms["r"].tolist() == [0.0, 1.0] and kept.rewards.stats["s"].tolist() == [2, 3]
     assert kept.zero_std.tolist() == [False] and kept.num_tokens == 8
     assert torch.allclose(kept.advantages, r.advantages[2:4])
     assert kept.batch_rows.tolist() == [1]
@@ -68,13 +68,13 @@ def test_keep_groups_drops_whole_groups_consistently() -> None:
 
 def test_a_filtered_rollout_re_encodes_only_its_kept_prompts() -> None:
     """A trainable tower re-encodes the collated batch (all B prompts): the rows must be the kept groups' ones,
-    N' = B'·G of them, in the rollout's order, however many times groups were dropped."""
+    B' of them (N' = B'·G completions), in the rollout's order, however many times groups were dropped."""
     r = _rollout([1.0, 2.0, 3.0, 3.0, 0.0, 1.0, 5.0, 6.0], group=2)  # groups 0, 2, 3 have spread
-    assert torch.equal(r.encode_prompt(Encoder()).inputs_embeds, r.prompt.inputs_embeds)
+    assert torch.equal(r.update_prompt(Encoder()).inputs_embeds, r.prompt.inputs_embeds)
     kept = r.keep_groups(~r.zero_std).keep_groups(torch.tensor([False, True, True]))  # then drop group 0 too
     assert kept.batch_rows.tolist() == [2, 3] and kept.clip_ids == ["clip2", "clip2", "clip3", "clip3"]
-    again = kept.encode_prompt(Encoder())
-    assert again.batch_size == kept.completion_ids.shape[0] == 4
+    again = kept.update_prompt(Encoder())
+    assert again.batch_size * kept.group_size == kept.completion_ids.shape[0] == 4
     for name in ("input_ids", "inputs_embeds", "attention_mask", "position_ids", "next_position"):
         assert torch.equal(getattr(again, name), getattr(kept.prompt, name)), name
 
@@ -83,3 +83,12 @@ def test_sampling_arguments_turn_hf_defaults_off() -> None:
     kw = SamplingSettings(max_new_tokens=7, temperature=0.9).generate_kwargs()
     assert kw["do_sample"] and kw["top_k"] == 0 and kw["top_p"] == 1.0 and "min_new_tokens" not in kw
     assert SamplingSettings(min_new_tokens=5, min_p=0.1).generate_kwargs()["min_p"] == 0.1
+
+
+def test_an_untrainable_encoding_is_reused_and_keeps_no_media() -> None:
+    """Frozen towers and embeddings: the rollout keeps no collated batch (no media tensors in the buffer) and
+    every update pass reuses its B-row encoding."""
+    r = _rollout([1.0, 2.0, 3.0, 3.0], group=2)
+    r.batch = None
+    assert r.update_prompt(Encoder()) is r.prompt
+    assert r.keep_groups(torch.tensor([True, False])).update_prompt(Encoder()).batch_size == 1

@@ -54,7 +54,13 @@ def test_minilm_student_learns_lexicon_labels(tmp_path: Path, one_thread: None) 
     write_rows(tmp_path / "sentences.jsonl", rows)
 
     dm = SentenceDataModule(str(tmp_path / "sentences.jsonl"), "dfew", val_fraction=0.25, seed=0, batch_size=16)
-    module = ERVModule(student="minilm", task="dfew", lr=3e-4, warmup_ratio=0.1, max_length=32, freeze_embeddings=True)
+    module = ERVModule(
+        student="minilm",
+        task="dfew",
+        optimization={"lr": 3e-4, "warmup_ratio": 0.1},
+        max_length=32,
+        freeze_embeddings=True,
+    )
     pl.seed_everything(0)
     trainer = pl.Trainer(
         max_steps=20, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -1,0 +1,78 @@
+"""The settings of the GRPO stage (`GRPOModule(grpo=GRPOSettings(...))`, YAML `model.init_args.grpo`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ecr.errors import ConfigError
+from ecr.modules.optim import OptimizationSettings
+
+LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
+AdvantageScale = Literal["group", "batch", "none"]
+Reference = Literal["auto", "adapter", "copy"]
+
+GRPO_OPTIMIZATION = OptimizationSettings(lr=1e-6, weight_decay=0.0, warmup_ratio=0.0, scheduler="constant_with_warmup")
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    """How GRPO samples, scores and updates (docs/method.md §4); the defaults are the paper's."""
+
+    num_generations: int = 4
+    """Completions sampled per prompt (G)."""
+    beta: float = 0.04
+    """Weight of the k3 KL penalty to the reference policy (0 = no reference pass at all)."""
+    loss_type: LossType = "grpo"
+    """Loss normalisation: grpo (paper) | bnpo | dr_grpo | dapo, as TRL defines them."""
+    epsilon_low: float = 0.2
+    """Lower PPO clip range (ratio floor 1 - epsilon_low)."""
+    epsilon_high: float = 0.2
+    """Upper PPO clip range (ratio ceiling 1 + epsilon_high; DAPO raises it)."""
+    num_iterations: int = 1
+    """Updates (μ) on each rollout batch; > 1 records old log-probs at sampling time."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches of prompts per optimizer step."""
+    max_grad_norm: float | None = 1.0
+    """Gradient clipping by total norm (None = off; the norm is logged either way)."""
+    scale_rewards: AdvantageScale = "group"
+    """Advantage scaling: group (paper: / group std) | batch (/ batch std) | none (Dr. GRPO)."""
+    filter_zero_std_groups: bool = False
+    """Drop groups whose rewards have zero spread from the loss."""
+    mask_truncated_completions: bool = False
+    """Exclude completions that hit max_new_tokens without EOS (DAPO)."""
+    reference: Reference = "auto"
+    """auto (adapter when LoRA is on, else copy) | adapter | copy (frozen copy loaded once)."""
+    reference_device: str | None = None
+    """Device of a copy reference (None = the policy's; "cpu" saves accelerator memory)."""
+    ref_model_sync_steps: int | None = None
+    """Copy the policy into a copy reference every N optimizer steps (None = never)."""
+    logprob_chunk_tokens: int | None = None
+    """Tokens per chunk of the LM head in log-prob passes (None = a 128 MiB budget)."""
+    share_prompt_prefix: bool = True
+    """Prefill each prompt once for its G samples and run it once per group in log-prob passes, sharing its KV
+    cache with the G completions (same samples, values and gradients; the log-prob passes turn it off
+    automatically under gradient checkpointing)."""
+    max_nonfinite_skips: int = 3
+    """Stop after this many non-finite steps in a row (none of them was applied)."""
+    log_completions_every_n_steps: int = 10
+    """Write a completion table to TensorBoard every N optimizer steps (0 = off)."""
+    val_max_new_tokens: int | None = None
+    """Generation length in validation (None = the sampling max_new_tokens)."""
+
+    def __post_init__(self) -> None:
+        if self.num_generations < 2:
+            raise ConfigError(
+                f"num_generations must be >= 2 (advantages compare completions), got {self.num_generations}"
+            )
+        if self.num_iterations < 1 or self.gradient_accumulation_steps < 1:
+            raise ConfigError("num_iterations and gradient_accumulation_steps must be >= 1")
+        if self.beta < 0:
+            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+        if self.loss_type not in ("grpo", "bnpo", "dr_grpo", "dapo"):
+            raise ConfigError(f"loss_type: {self.loss_type!r} is not grpo, bnpo, dr_grpo or dapo")
+
+    @classmethod
+    def of(cls, given: GRPOSettings | Mapping[str, Any] | None) -> GRPOSettings:
+        return given if isinstance(given, GRPOSettings) else cls(**dict(given or {}))
