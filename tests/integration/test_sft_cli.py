@@ -106,7 +106,7 @@ def test_demo_fit_logs_and_exports(tmp_path):
     )  # fmt: skip
     scalars, texts = _events(runs)
     assert {"train/loss", "val/loss", "lr", "train/grad_norm"} <= scalars, scalars
-    assert {"train/tokens_per_sec", "train/device/tokens_per_sec"} <= scalars, scalars  # named by what they count
+    assert "train/device/tokens_per_sec" in scalars, scalars  # named by what it counts (no world figure on 1 device)
     assert not any("items_per_sec" in tag for tag in scalars) and "hp_metric" not in scalars, scalars
     assert any("| clip | label | completion |" in t for t in texts)
     ckpt = next(runs.rglob("last.ckpt"))

@@ -98,11 +98,24 @@ def test_the_extras_map_matches_pyproject() -> None:
     assert set(groups) - {*TOOLS, "all"} <= set(re.findall(r"[\w-]+", groups["all"][0].split("[", 1)[1]))
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
 def test_extra_packages_are_imported_only_through_ecr_extras() -> None:
     """A plain `import openai` somewhere would turn a missing extra back into a traceback."""
     hits = []
     for path in sorted(SRC.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        typing_only = {  # `if TYPE_CHECKING:` imports never run
+            id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+            for stmt in block.body for n in ast.walk(stmt)
+        }  # fmt: skip
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and not node.level and node.module:
                 names = [node.module]
