@@ -23,6 +23,15 @@ from ecr.models.backbone import (
 from ecr.models.completions import completion_mask
 
 
+def activation_checkpointing(model: object) -> bool:
+    """Whether a transformers model checkpoints activations (transformers 5 renamed the flag; the old name
+    warns, older versions only have it)."""
+    flag = getattr(model, "is_activation_checkpointing", None)
+    if flag is None:
+        flag = getattr(model, "is_gradient_checkpointing", False)
+    return bool(flag)
+
+
 class HFDecoding:
     """Scoring and sampling on an `EncodedPrompt` (the decoding half of `ecr.models.hf.HFBackbone`)."""
 
@@ -79,7 +88,7 @@ class HFDecoding:
         """Whether a prompt's KV cache can serve its G completions: not while gradient checkpointing trains (it
         recomputes layers without a cache). The ONE rule of every grouped log-prob pass."""
         model = self._require_model()
-        return not (getattr(self.base_model, "is_gradient_checkpointing", False) and model.training)
+        return not (activation_checkpointing(self.base_model) and model.training)
 
     def score_completions(
         self,
