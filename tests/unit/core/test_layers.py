@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("modules",),
     ("callbacks", "export", "explore", "evaluation"),
     ("fixtures",),
-    ("pipeline", "project"),
+    ("pipeline", "project", "lightning_cli"),
     ("cli",),
 )
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
