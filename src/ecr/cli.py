@@ -19,9 +19,9 @@ run's checkpoint folders, including those of earlier logger versions (`<save_dir
 where Lightning itself looks only in the new version's (empty) folder and would silently start from scratch.
 
 Importing this module is cheap: Lightning (and with it torch/transformers) is imported only when a Lightning
-subcommand runs or `ECRCLI` is first accessed (a module `__getattr__` imports `ecr.lightning_cli`), and a utility command's
-module only when that command runs. `ecr --help` and `ecr data --help` read the commands' one-line summaries
-from the source files' docstrings (with `ast`), without importing them.
+subcommand runs or `ECRCLI` is first accessed (a module `__getattr__` imports `ecr.lightning_cli`), and a
+utility command's module only when that command runs. `ecr --help` and `ecr data --help` read the commands'
+one-line summaries from the source files' docstrings (with `ast`), without importing them.
 """
 
 from __future__ import annotations
