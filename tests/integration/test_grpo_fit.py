@@ -218,11 +218,13 @@ def _assert_same_update(a: dict, b: dict) -> None:
         assert torch.allclose(da, db, atol=1e-7, rtol=1e-4), (n, (da - db).abs().max())
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
-def test_accumulated_micro_batches_give_the_full_batch_update(tiny, clips, tmp_path, loss_type) -> None:
-    """4 prompts in one micro-batch or in 2 accumulated ones: the same SGD step (fixed rollouts)."""
-    full = _one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, loss_type=loss_type)
-    split = _one_step(tiny, clips, tmp_path / "split.pt", batch_size=2, accumulation=2, loss_type=loss_type)
+@pytest.mark.parametrize(("loss_type", "level"), [("grpo", "token"), ("dapo", "token"), ("grpo", "sequence")])
+def test_accumulated_micro_batches_give_the_full_batch_update(tiny, clips, tmp_path, loss_type, level) -> None:
+    """4 prompts in one micro-batch or in 2 accumulated ones: the same SGD step (fixed rollouts), with token
+    ratios and with GSPO's sequence ratios."""
+    kw = {"loss_type": loss_type, "importance_sampling_level": level}
+    full = _one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, **kw)
+    split = _one_step(tiny, clips, tmp_path / "split.pt", batch_size=2, accumulation=2, **kw)
     _assert_same_update(full, split)
 
 
@@ -242,11 +244,16 @@ def test_zero_spread_groups_filtered_with_a_trained_tower_update_as_the_kept_pro
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
-def test_two_ddp_processes_give_the_one_process_update(tiny, clips, tmp_path, loss_type) -> None:
-    """The same 4 prompts on 1 process or split over 2 gloo processes: the same SGD step (fixed rollouts)."""
-    full = _one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, loss_type=loss_type)
-    ddp = _one_step(tiny, clips, tmp_path / "ddp.pt", batch_size=2, devices=2, loss_type=loss_type)
+@pytest.mark.parametrize(
+    ("loss_type", "level", "quantile"),
+    [("grpo", "token", 1.0), ("dapo", "token", 1.0), ("grpo", "sequence", 1.0), ("grpo", "token", 0.5)],
+)
+def test_two_ddp_processes_give_the_one_process_update(tiny, clips, tmp_path, loss_type, level, quantile) -> None:
+    """The same 4 prompts on 1 process or split over 2 gloo processes: the same SGD step (fixed rollouts), with
+    GSPO's sequence ratios too, and with `top_entropy_quantile` (its quantile is taken over both ranks' tokens)."""
+    kw = {"loss_type": loss_type, "importance_sampling_level": level, "top_entropy_quantile": quantile}
+    full = _one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, **kw)
+    ddp = _one_step(tiny, clips, tmp_path / "ddp.pt", batch_size=2, devices=2, **kw)
     _assert_same_update(full, ddp)
 
 

@@ -43,6 +43,7 @@ from ecr.modules.grpo_settings import GRPO_OPTIMIZATION, GRPOSettings
 from ecr.modules.optim import OptimizationSettings, OptimizerFactory, weight_norm
 from ecr.modules.policy import StagePolicy
 from ecr.prompts import extract_answer
+from ecr.rl.entropy import gathered_entropies, high_entropy_mask
 from ecr.rl.loss import accumulation_scale, grpo_loss
 from ecr.rl.reward_config import DEFAULT_TERMS, RewardTerm, build_reward
 from ecr.rl.rewards import CombinedReward
@@ -90,9 +91,7 @@ class GRPOModule(StageModule):
         self.policy_config, self.backbone = self.policy.config, self.policy.backbone
         self.model: torch.nn.Module | None = None
         self.settings = GRPOSettings.of(grpo)
-        lora = self.policy_config.lora.enabled or self.policy_config.adapter is not None
-        if self.settings.reference == "adapter" and not lora:
-            raise ConfigError("reference='adapter' needs a LoRA policy (policy.lora.enabled or policy.adapter)")
+        self.settings.check_reference(self.policy_config.lora.enabled or self.policy_config.adapter is not None)
         self.guard.max_nonfinite_skips = self.settings.max_nonfinite_skips
         self.verifier_path = verifier
         self.reward_terms = [t if isinstance(t, RewardTerm) else RewardTerm(**t) for t in (rewards or DEFAULT_TERMS)]
@@ -207,25 +206,27 @@ class GRPOModule(StageModule):
             for r in buffer:
                 scores = scorer.scores(r.update_prompt(self.backbone), r.completion_ids, r.mask)  # [N, C]
                 old = r.old_logp if r.old_logp is not None else scores.logprobs.detach()
+                keep = self._entropy_mask(scores.entropy, r.mask)  # [N, C] or None
                 loss, st = grpo_loss(
-                    scores.logprobs,
-                    old,
-                    r.ref_logp,
-                    r.advantages,
-                    r.mask,
-                    loss_type=s.loss_type,
-                    epsilon_low=s.epsilon_low,
-                    epsilon_high=s.epsilon_high,
-                    beta=s.beta,
-                    max_completion_length=self.sampling.max_new_tokens,
-                    num_items_in_batch=num_items,
-                )
+                    scores.logprobs, old, r.ref_logp, r.advantages, r.mask, **s.loss_options(),
+                    max_completion_length=self.sampling.max_new_tokens, num_items_in_batch=num_items,
+                    policy_weights=keep,
+                )  # fmt: skip
                 self.manual_backward(loss * scale)
                 losses.append(float(loss.detach()) * scale)
                 stats.append(st)
                 entropies.append(float((scores.entropy * r.mask).sum() / r.mask.sum().clamp(min=1)))
             self._optimizer_step(optimizer, scheduler, sum(losses), stats, entropies, time.perf_counter() - t0)
         self._maybe_log_completions(buffer)
+
+    def _entropy_mask(self, entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """`top_entropy_quantile`'s token mask over every rank's active tokens (None: every token is kept)."""
+        if self.settings.top_entropy_quantile >= 1.0:
+            return None
+        pool = gathered_entropies(entropy, mask, self.all_gather) if self.trainer.world_size > 1 else None
+        keep = high_entropy_mask(entropy, mask, self.settings.top_entropy_quantile, pool=pool).to(mask.dtype)
+        self.log("train/entropy_mask_kept", float(keep.sum() / mask.sum().clamp(min=1)), on_step=True)
+        return keep
 
     def _optimizer_step(self, optimizer, scheduler, loss: float, stats: list, entropies: list, seconds: float) -> None:
         s = self.settings

@@ -10,6 +10,7 @@ from ecr.errors import ConfigError
 from ecr.modules.optim import OptimizationSettings
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
+ImportanceSamplingLevel = Literal["token", "sequence"]
 AdvantageScale = Literal["group", "batch", "none"]
 Reference = Literal["auto", "adapter", "copy"]
 
@@ -30,6 +31,12 @@ class GRPOSettings:
     """Lower PPO clip range (ratio floor 1 - epsilon_low)."""
     epsilon_high: float = 0.2
     """Upper PPO clip range (ratio ceiling 1 + epsilon_high; DAPO raises it)."""
+    importance_sampling_level: ImportanceSamplingLevel = "token"
+    """token (PPO/GRPO: one ratio per token) | sequence (GSPO: one ratio per completion, the exp of the mean
+    token log-ratio, clipped with epsilon_low/high), as TRL defines them."""
+    top_entropy_quantile: float = 1.0
+    """Train the policy term only on the completion tokens whose entropy is in the top fraction (TRL's rho,
+    "Beyond the 80/20 rule"; 0.2 there): 1.0 keeps every token, 0.0 only the highest-entropy one."""
     num_iterations: int = 1
     """Updates (μ) on each rollout batch; > 1 records old log-probs at sampling time."""
     gradient_accumulation_steps: int = 1
@@ -72,6 +79,25 @@ class GRPOSettings:
             raise ConfigError(f"beta must be >= 0, got {self.beta}")
         if self.loss_type not in ("grpo", "bnpo", "dr_grpo", "dapo"):
             raise ConfigError(f"loss_type: {self.loss_type!r} is not grpo, bnpo, dr_grpo or dapo")
+        if self.importance_sampling_level not in ("token", "sequence"):
+            raise ConfigError(f"importance_sampling_level: {self.importance_sampling_level!r} is not token or sequence")
+        if not 0.0 <= self.top_entropy_quantile <= 1.0:
+            raise ConfigError(f"top_entropy_quantile must be in [0, 1], got {self.top_entropy_quantile}")
+
+    def loss_options(self) -> dict[str, Any]:
+        """The keyword arguments of `ecr.rl.loss.grpo_loss` these settings fix."""
+        return {
+            "loss_type": self.loss_type,
+            "importance_sampling_level": self.importance_sampling_level,
+            "epsilon_low": self.epsilon_low,
+            "epsilon_high": self.epsilon_high,
+            "beta": self.beta,
+        }
+
+    def check_reference(self, lora: bool) -> None:
+        """reference='adapter' disables the LoRA adapter to get the reference: there must be one."""
+        if self.reference == "adapter" and not lora:
+            raise ConfigError("reference='adapter' needs a LoRA policy (policy.lora.enabled or policy.adapter)")
 
     @classmethod
     def of(cls, given: GRPOSettings | Mapping[str, Any] | None) -> GRPOSettings:

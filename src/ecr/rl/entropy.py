@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ecr.errors import ConfigError
@@ -33,6 +35,20 @@ def high_entropy_mask(
         return torch.zeros_like(active)
     threshold = torch.quantile(values, 1.0 - top_quantile)
     return (entropies.float() >= threshold) & active
+
+
+def gathered_entropies(
+    entropies: torch.Tensor, mask: torch.Tensor, all_gather: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Every rank's active-token entropies [K] (the `pool` of `high_entropy_mask` under DDP): each rank pads its
+    own to the longest rank's count with −1 (entropies are ≥ 0), `all_gather` stacks them, the padding is dropped.
+    entropies, mask [N, C]; `all_gather` is Lightning's `LightningModule.all_gather` (or any same-shape gather)."""
+    local = entropies[mask.bool()].float()
+    sizes = all_gather(torch.tensor([local.numel()], device=local.device)).reshape(-1)
+    padded = torch.full((int(sizes.max()),), -1.0, device=local.device)
+    padded[: local.numel()] = local
+    gathered = all_gather(padded).reshape(-1)
+    return gathered[gathered >= 0]
 
 
 def entropy_term(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ecr.errors import ConfigError
-from ecr.rl.entropy import entropy_term, high_entropy_mask
+from ecr.rl.entropy import entropy_term, gathered_entropies, high_entropy_mask
 
 ENT = torch.tensor([[0.1, 2.0, 9.0], [0.5, 1.0, 3.0]])
 MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])  # active entropies 0.1, 2.0, 0.5, 1.0, 3.0
@@ -35,3 +35,16 @@ def test_entropy_term_is_the_mean_active_entropy_with_the_loss_types_normalisati
     assert entropy_term(ENT, MASK, "dapo", num_items_in_batch=20).item() == pytest.approx(6.6 / 20)
     with pytest.raises(ConfigError, match="needs num_items_in_batch"):
         entropy_term(ENT, MASK, "dapo")
+
+
+def test_gathered_entropies_pool_every_ranks_active_tokens() -> None:
+    """Two ranks with 5 and 2 active tokens: each pads to 5 with −1, the gather stacks them, the padding goes."""
+    other = torch.tensor([7.0, 8.0])
+
+    def all_gather(t: torch.Tensor) -> torch.Tensor:  # what LightningModule.all_gather returns on 2 ranks
+        if t.dtype == torch.long or t.numel() == 1 and t.dtype != torch.float32:
+            return torch.stack([t, torch.tensor([2])])
+        return torch.stack([t, torch.cat([other, torch.full((t.numel() - 2,), -1.0)])])
+
+    pool = gathered_entropies(ENT, MASK, all_gather)
+    assert sorted(pool.tolist()) == pytest.approx([0.1, 0.5, 1.0, 2.0, 3.0, 7.0, 8.0])
