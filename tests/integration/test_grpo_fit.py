@@ -21,10 +21,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from support.tiny import SMALL, clip_data, cpu_trainer, synth_clips
 
 from ecr.data import ClipDataModule
 from ecr.errors import TrainingDivergedError
-from ecr.fixtures import build_tiny_classifier, build_tiny_omni, synthesize
+from ecr.fixtures import build_tiny_classifier, synthesize
 from ecr.labels import resolve_label_space
 from ecr.models import PolicyConfig
 from ecr.modules.grpo import GRPOModule
@@ -32,37 +33,18 @@ from ecr.modules.wiring import connect
 from ecr.rl.rewards import CombinedReward, RewardSpec
 from ecr.rl.scorer import SamplingSettings
 
-SMALL = {"min_pixels": 3136, "max_pixels": 3136}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny_omni(tmp_path_factory.mktemp("tiny"), hidden_size=64)
-
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("clips")
-    manifest = synthesize(root, num_clips=4, labels="dfew", seed=3, size=64, duration=2.0)
-    rows = [dict(json.loads(line), split="train") for line in manifest.read_text().splitlines()]
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
+    return synth_clips(tmp_path_factory.mktemp("clips"), num_clips=4, split="train")
 
 
 def _data(root: Path, batch_size: int = 2, manifest: str = "manifest.jsonl") -> ClipDataModule:
-    return ClipDataModule(
-        root, format="custom", manifest=root / manifest, labels="dfew", num_frames=4,
-        batch_size=batch_size, val_fraction=0.0, num_workers=0, on_error="raise",
-    )  # fmt: skip
+    return clip_data(root, batch_size, manifest)
 
 
 def _trainer(tmp: Path, max_steps: int, **kw) -> L.Trainer:
-    kw.setdefault("logger", False)
-    kw.setdefault("enable_checkpointing", False)
-    return L.Trainer(
-        accelerator="cpu", devices=1, precision="32-true", max_steps=max_steps, limit_val_batches=0,
-        num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp, **kw,
-    )  # fmt: skip
+    return cpu_trainer(tmp, max_steps=max_steps, **kw)
 
 
 def vowel_share(completions: Sequence[str], labels: Sequence[str]) -> list[float]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from support.tiny import LossHistory, cpu_trainer
 
 from ecr.data import ClipDataModule
 from ecr.fixtures import synthesize
@@ -51,19 +52,7 @@ def _data(root: Path) -> ClipDataModule:
 
 
 def _trainer(tmp: Path, max_steps: int, **kw) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu", devices=1, precision="32-true", max_steps=max_steps, limit_val_batches=0,
-        num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp,
-        logger=False, enable_checkpointing=False, **kw,
-    )  # fmt: skip
-
-
-class LossHistory(L.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
+    return cpu_trainer(tmp, max_steps=max_steps, **kw)
 
 
 @pytest.mark.slow

@@ -22,13 +22,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from support.tiny import SMALL, clip_data, synth_clips
 
 from ecr.data import ClipDataModule
 from ecr.evaluation import PredictionWriter, merge_parts
 from ecr.evaluation.judges import StoredVerifierJudge, VerifierJudge
 from ecr.evaluation.predictions import read_predictions
 from ecr.evaluation.score import score_command, score_predictions
-from ecr.fixtures import build_tiny_classifier, build_tiny_omni, synthesize
+from ecr.fixtures import build_tiny_classifier
 from ecr.labels import DFEW, resolve_label_space
 from ecr.metrics.rerank import CandidateScore, rank_key
 from ecr.models import PolicyConfig
@@ -38,14 +39,8 @@ from ecr.rl.rewards import ExplanationReward
 from tests.unit.evaluation.fakes import KeywordVerifier
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = {"min_pixels": 3136, "max_pixels": 3136}
 FIELDS = {"id", "label", "prediction", "answer_text", "think", "completion", "num_tokens", "truncated",
           "sentences", "verifier", "generation", "seed", "model"}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny_omni(tmp_path_factory.mktemp("tiny"), hidden_size=64)
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +50,11 @@ def verifier(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("clips")
-    manifest = synthesize(root, num_clips=5, labels="dfew", seed=3, size=64, duration=2.0)
-    rows = [dict(json.loads(line), split="test") for line in manifest.read_text().splitlines()]
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
+    return synth_clips(tmp_path_factory.mktemp("clips"), num_clips=5, split="test")
 
 
 def _data(root: Path, batch_size: int = 2, manifest: str = "manifest.jsonl") -> ClipDataModule:
-    return ClipDataModule(
-        root, format="custom", manifest=root / manifest, labels="dfew", num_frames=4,
-        batch_size=batch_size, val_fraction=0.0, num_workers=0, on_error="raise",
-    )  # fmt: skip
+    return clip_data(root, batch_size, manifest)
 
 
 def _predict(module: PredictModule, clips: Path, out: Path, **trainer_kw) -> list[dict]:

@@ -16,33 +16,23 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from support.tiny import SMALL, LossHistory, clip_data, cpu_trainer, synth_clips
 
 from ecr.data.datamodule import ClipDataModule
 from ecr.errors import ConfigError
 from ecr.export import export_policy
-from ecr.fixtures import synthesize
-from ecr.fixtures.tiny_models import build_tiny_omni
 from ecr.models import PolicyConfig, load_policy
 from ecr.models.hf import model_inputs
 from ecr.modules.sft import SFTModule
 from ecr.modules.wiring import connect
 from ecr.prompts import format_target, is_well_formed, parse_completion
 
-SMALL = {"min_pixels": 3136, "max_pixels": 3136}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny_omni(tmp_path_factory.mktemp("tiny"), hidden_size=64)
-
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
     """Four synthetic clips, all in the train split (the overfit set)."""
-    root = tmp_path_factory.mktemp("clips")
-    manifest = synthesize(root, num_clips=4, labels="dfew", seed=3, size=64, duration=2.0)
-    rows = [dict(json.loads(line), split="train") for line in manifest.read_text().splitlines()]
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = synth_clips(tmp_path_factory.mktemp("clips"), num_clips=4, split="train")
+    rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
     # fast overfit set: two clips (different labels), explanation = the synthetic concluding sentence
     short = [dict(r, explanation=r["explanation"].rsplit(". ", 1)[-1]) for r in rows[:2]]
     (root / "two.jsonl").write_text("".join(json.dumps(r) + "\n" for r in short))
@@ -50,28 +40,10 @@ def clips(tmp_path_factory) -> Path:
 
 
 def _data(root: Path, batch_size: int = 4, manifest: str = "manifest.jsonl", shuffle: bool = False) -> ClipDataModule:
-    # Path arguments are fine: the DataModule stores strings in its hparams (weights_only checkpoints)
-    return ClipDataModule(
-        root, format="custom", manifest=root / manifest, labels="dfew", num_frames=4, batch_size=batch_size,
-        val_fraction=0.0, shuffle=shuffle, num_workers=0, on_error="raise",
-    )  # fmt: skip
+    return clip_data(root, batch_size, manifest, shuffle=shuffle)
 
 
-def _trainer(tmp: Path, **kw) -> L.Trainer:
-    kw.setdefault("logger", False)
-    kw.setdefault("enable_checkpointing", False)
-    return L.Trainer(
-        accelerator="cpu", devices=1, precision="32-true", limit_val_batches=0, num_sanity_val_steps=0,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp, **kw,
-    )  # fmt: skip
-
-
-class LossHistory(L.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
+_trainer = cpu_trainer
 
 
 def _overfit(tiny: Path, data: ClipDataModule, steps: int, lr: float, tmp: Path) -> tuple[list[float], list[str], list]:

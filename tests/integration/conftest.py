@@ -1,0 +1,14 @@
+"""Fixtures of the fit tests: the tiny Qwen2.5-Omni thinker every policy fit starts from (built once per module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ecr.fixtures import build_tiny_omni
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_omni(tmp_path_factory.mktemp("tiny"), hidden_size=64)
