@@ -78,6 +78,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--loss-type", default="grpo")
     p.add_argument("--importance-sampling-level", default="token")
     p.add_argument("--top-entropy-quantile", type=float, default=1.0)
+    p.add_argument("--entropy-coef", type=float, default=0.0)
     p.add_argument("--manifest", default="manifest.jsonl")
     p.add_argument("--train-vision", action="store_true")
     p.add_argument("--filter-zero-std", action="store_true")
@@ -99,6 +100,7 @@ def main(argv: list[str]) -> None:
             "loss_type": a.loss_type,
             "importance_sampling_level": a.importance_sampling_level,
             "top_entropy_quantile": a.top_entropy_quantile,
+            "entropy_coef": a.entropy_coef,
             "beta": 0.04,
             "gradient_accumulation_steps": a.accumulation,
             "max_grad_norm": None,

@@ -200,14 +200,20 @@ def _assert_same_update(a: dict, b: dict) -> None:
         assert torch.allclose(da, db, atol=1e-7, rtol=1e-4), (n, (da - db).abs().max())
 
 
-@pytest.mark.parametrize(("loss_type", "level"), [("grpo", "token"), ("dapo", "token"), ("grpo", "sequence")])
-def test_accumulated_micro_batches_give_the_full_batch_update(tiny, clips, tmp_path, loss_type, level) -> None:
+@pytest.mark.parametrize(
+    ("loss_type", "level", "entropy_coef"),
+    [("grpo", "token", 0.0), ("dapo", "token", 0.0), ("grpo", "sequence", 0.0), ("dapo", "token", 0.5)],
+)
+def test_accumulated_micro_batches_give_the_full_batch_update(tiny, clips, tmp_path, loss_type, level, entropy_coef):
     """4 prompts in one micro-batch or in 2 accumulated ones: the same SGD step (fixed rollouts), with token
-    ratios and with GSPO's sequence ratios."""
-    kw = {"loss_type": loss_type, "importance_sampling_level": level}
+    ratios, with GSPO's sequence ratios, and with an entropy bonus (dapo: normalised by the step's tokens)."""
+    kw = {"loss_type": loss_type, "importance_sampling_level": level, "entropy_coef": entropy_coef}
     full = _one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, **kw)
     split = _one_step(tiny, clips, tmp_path / "split.pt", batch_size=2, accumulation=2, **kw)
     _assert_same_update(full, split)
+    if entropy_coef:  # the bonus moves the weights (its gradient flows through the chunked entropy)
+        plain = _one_step(tiny, clips, tmp_path / "plain.pt", batch_size=4, **{**kw, "entropy_coef": 0.0})
+        assert any(not torch.allclose(full["after"][n], plain["after"][n], atol=1e-6) for n in full["after"])
 
 
 def test_zero_spread_groups_filtered_with_a_trained_tower_update_as_the_kept_prompts_alone(tiny, clips, tmp_path):

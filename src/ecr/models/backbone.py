@@ -161,6 +161,7 @@ def chunked_token_scores(
     from). With gradients on, each chunk runs under non-reentrant activation checkpointing, so backward keeps
     only the chunk's hidden states and recomputes its logits: peak memory is one chunk of [k, V] floats instead
     of [B·C, V] (≈ 1.2 GB per prompt at V = 151,936, C = 512, G = 4). `chunk_tokens` None = LOGIT_BUDGET / V.
+    The entropy carries its gradient too (GRPO's entropy bonus); a loss without it never backpropagates it.
     """
     b, c, h = hidden.shape
     flat_hidden = hidden.reshape(b * c, h)  # [N, H]
@@ -168,7 +169,7 @@ def chunked_token_scores(
 
     def score(chunk: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logp = distribution.log_probs(head(chunk))  # [k, V]
-        return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1), entropy_of(logp).detach()  # [k], [k]
+        return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1), entropy_of(logp)  # [k], [k]
 
     if chunk_tokens is None:
         vocab = int(head(flat_hidden[:1]).shape[-1]) if b * c else 1

@@ -43,7 +43,7 @@ from ecr.modules.grpo_settings import GRPO_OPTIMIZATION, GRPOSettings
 from ecr.modules.optim import OptimizationSettings, OptimizerFactory, weight_norm
 from ecr.modules.policy import StagePolicy
 from ecr.prompts import extract_answer
-from ecr.rl.entropy import gathered_entropies, high_entropy_mask
+from ecr.rl.entropy import entropy_bonus, gathered_entropies, high_entropy_mask
 from ecr.rl.loss import accumulation_scale, grpo_loss
 from ecr.rl.reward_config import DEFAULT_TERMS, RewardTerm, build_reward
 from ecr.rl.rewards import CombinedReward
@@ -212,6 +212,7 @@ class GRPOModule(StageModule):
                     max_completion_length=self.sampling.max_new_tokens, num_items_in_batch=num_items,
                     policy_weights=keep,
                 )  # fmt: skip
+                loss = loss - entropy_bonus(scores.entropy, r.mask, keep, s.entropy_coef, s.loss_type, num_items)
                 self.manual_backward(loss * scale)
                 losses.append(float(loss.detach()) * scale)
                 stats.append(st)

@@ -37,6 +37,9 @@ class GRPOSettings:
     top_entropy_quantile: float = 1.0
     """Train the policy term only on the completion tokens whose entropy is in the top fraction (TRL's rho,
     "Beyond the 80/20 rule"; 0.2 there): 1.0 keeps every token, 0.0 only the highest-entropy one."""
+    entropy_coef: float = 0.0
+    """Entropy bonus: the loss becomes loss - entropy_coef * (mean entropy of the trained tokens), normalised per
+    loss_type as the policy term (TRL's entropy_coef; 0 = off)."""
     num_iterations: int = 1
     """Updates (μ) on each rollout batch; > 1 records old log-probs at sampling time."""
     gradient_accumulation_steps: int = 1
@@ -81,6 +84,8 @@ class GRPOSettings:
             raise ConfigError(f"loss_type: {self.loss_type!r} is not grpo, bnpo, dr_grpo or dapo")
         if self.importance_sampling_level not in ("token", "sequence"):
             raise ConfigError(f"importance_sampling_level: {self.importance_sampling_level!r} is not token or sequence")
+        if self.entropy_coef < 0:
+            raise ConfigError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
         if not 0.0 <= self.top_entropy_quantile <= 1.0:
             raise ConfigError(f"top_entropy_quantile must be in [0, 1], got {self.top_entropy_quantile}")
 

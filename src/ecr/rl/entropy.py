@@ -65,3 +65,18 @@ def entropy_term(
             raise ConfigError("the entropy bonus with loss_type='dapo' needs num_items_in_batch")
         return total / torch.as_tensor(num_items_in_batch, dtype=total.dtype, device=total.device).clamp(min=1)
     return total / m.sum().clamp(min=1)
+
+
+def entropy_bonus(
+    entropies: torch.Tensor,
+    mask: torch.Tensor,
+    keep: torch.Tensor | None,
+    coef: float,
+    loss_type: LossType,
+    num_items_in_batch: int | float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """coef · H over the tokens the policy term trains on (mask, times the high-entropy mask `keep` when given),
+    to subtract from the loss; a 0-d zero when coef = 0. [N, C] inputs."""
+    if coef == 0:
+        return entropies.new_zeros(())
+    return coef * entropy_term(entropies, mask if keep is None else mask * keep, loss_type, num_items_in_batch)

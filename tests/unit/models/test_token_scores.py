@@ -30,13 +30,15 @@ def test_chunks_give_the_unchunked_values_and_gradients(chunk_tokens, temperatur
     hidden = torch.randn(3, 5, 8, requires_grad=True)
     ids = torch.randint(1, 17, (3, 5))
     want_lp, want_ent = _reference(hidden, head, ids, temperature, suppressed)
-    (want_grad,) = torch.autograd.grad(want_lp.sum(), hidden)
+    (want_grad,) = torch.autograd.grad(want_lp.sum(), hidden, retain_graph=True)
     dist = SamplingDistribution(temperature=temperature, suppressed=suppressed)
     got = chunked_token_scores(hidden, head, ids, distribution=dist, chunk_tokens=chunk_tokens)
     assert torch.allclose(got.logprobs, want_lp, atol=1e-6) and torch.allclose(got.entropy, want_ent, atol=1e-5)
-    assert not got.entropy.requires_grad
-    (grad,) = torch.autograd.grad(got.logprobs.sum(), hidden)  # recomputed per chunk in backward
+    (grad,) = torch.autograd.grad(got.logprobs.sum(), hidden, retain_graph=True)  # recomputed per chunk
     assert torch.allclose(grad, want_grad, atol=1e-6)
+    (want_ent_grad,) = torch.autograd.grad(want_ent.sum(), hidden)  # the entropy bonus's gradient, chunked too
+    (ent_grad,) = torch.autograd.grad(got.entropy.sum(), hidden)
+    assert torch.allclose(ent_grad, want_ent_grad, atol=1e-5)
     if temperature == 1.0 and not suppressed:
         assert torch.allclose(got.logprobs, gather_logprobs(head(hidden), ids), atol=1e-6)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ecr.errors import ConfigError
-from ecr.rl.entropy import entropy_term, gathered_entropies, high_entropy_mask
+from ecr.rl.entropy import entropy_bonus, entropy_term, gathered_entropies, high_entropy_mask
 
 ENT = torch.tensor([[0.1, 2.0, 9.0], [0.5, 1.0, 3.0]])
 MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])  # active entropies 0.1, 2.0, 0.5, 1.0, 3.0
@@ -48,3 +48,10 @@ def test_gathered_entropies_pool_every_ranks_active_tokens() -> None:
 
     pool = gathered_entropies(ENT, MASK, all_gather)
     assert sorted(pool.tolist()) == pytest.approx([0.1, 0.5, 1.0, 2.0, 3.0, 7.0, 8.0])
+
+
+def test_the_bonus_is_coef_times_the_trained_tokens_entropy_and_zero_when_off() -> None:
+    keep = high_entropy_mask(ENT, MASK, 0.4).to(MASK.dtype)  # the tokens of 2.0 and 3.0
+    assert entropy_bonus(ENT, MASK, None, 0.0, "grpo").item() == 0.0
+    assert entropy_bonus(ENT, MASK, None, 0.5, "grpo").item() == pytest.approx(0.5 * 6.6 / 5)
+    assert entropy_bonus(ENT, MASK, keep, 0.5, "grpo").item() == pytest.approx(0.5 * 5.0 / 2)
