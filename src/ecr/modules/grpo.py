@@ -206,7 +206,7 @@ class GRPOModule(StageModule):
             for r in buffer:
                 scores = scorer.scores(r.update_prompt(self.backbone), r.completion_ids, r.mask)  # [N, C]
                 old = r.old_logp if r.old_logp is not None else scores.logprobs.detach()
-                keep = self._entropy_mask(scores.entropy, r.mask)  # [N, C] or None
+                keep = self._entropy_mask(scores.entropy.detach(), r.mask)  # a mask: no gradient  # [N, C] or None
                 loss, st = grpo_loss(
                     scores.logprobs, old, r.ref_logp, r.advantages, r.mask, **s.loss_options(),
                     max_completion_length=self.sampling.max_new_tokens, num_items_in_batch=num_items,
@@ -216,7 +216,7 @@ class GRPOModule(StageModule):
                 self.manual_backward(loss * scale)
                 losses.append(float(loss.detach()) * scale)
                 stats.append(st)
-                entropies.append(float((scores.entropy * r.mask).sum() / r.mask.sum().clamp(min=1)))
+                entropies.append(float((scores.entropy.detach() * r.mask).sum() / r.mask.sum().clamp(min=1)))
             self._optimizer_step(optimizer, scheduler, sum(losses), stats, entropies, time.perf_counter() - t0)
         self._maybe_log_completions(buffer)
 
