@@ -40,9 +40,9 @@ def test_dynamic_sampling_trains_the_informative_groups_as_one_batch(tiny, mixed
     [sad, angry] (keeps sad), and trains [happy, sad] as one batch of a short and a long prompt. That is the step
     of a plain run on [happy, sad] (same loss normalisation: filtering each draw and accumulating would not be)."""
     common = {"flat_label": "angry", "loss_type": "grpo", "batch_size": 2}
-    dynamic = one_step(tiny, mixed_clips, tmp_path / "dyn.pt", manifest="dynamic.jsonl", dynamic_sampling=True, **common)
+    dyn = one_step(tiny, mixed_clips, tmp_path / "dyn.pt", manifest="dynamic.jsonl", dynamic_sampling=True, **common)
     plain = one_step(tiny, mixed_clips, tmp_path / "plain.pt", manifest="kept.jsonl", **common)
-    assert_same_update(dynamic, plain)
+    assert_same_update(dyn, plain)
 
 
 @pytest.mark.slow
