@@ -59,8 +59,10 @@ def test_dynamic_sampling_under_ddp_equals_one_process(tiny, mixed_clips, tmp_pa
 @pytest.mark.slow
 def test_a_ddp_rank_with_no_informative_group_trains_nothing_and_does_not_hang(tiny, mixed_clips, tmp_path) -> None:
     """No resampling (max_resample_rounds 0): rank 0's only draw is an angry clip (no spread), rank 1's is happy.
-    Rank 0 trains an inert stand-in; the step completes and equals a plain one-process step on happy alone."""
-    common = {"flat_label": "angry", "loss_type": "grpo"}
+    Rank 0 trains an inert stand-in (no active token); the step completes and, with dapo (normalised by the
+    step's tokens on all ranks), equals a plain one-process step on happy alone. (grpo/bnpo/dr_grpo average the
+    ranks' micro-batch means, so an empty rank counts as a zero there, as a rank of flat groups would.)"""
+    common = {"flat_label": "angry", "loss_type": "dapo"}
     ddp = one_step(
         tiny, mixed_clips, tmp_path / "ddp.pt", batch_size=1, devices=2, manifest="dynamic.jsonl",
         dynamic_sampling=True, max_resample_rounds=0, **common,
