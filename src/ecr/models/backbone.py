@@ -16,7 +16,7 @@ Adding a family = a new module implementing this Protocol + `register_backbone`,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,6 +74,55 @@ class EncodedPrompt:
     def detach(self) -> EncodedPrompt:
         """The same encoding cut from the graph (frozen towers: nothing to back-propagate into)."""
         return replace(self, inputs_embeds=self.inputs_embeds.detach())
+
+    @staticmethod
+    def concat(parts: Sequence[EncodedPrompt], pad_id: int = 0) -> EncodedPrompt:
+        """The rows of several encodings as one batch (dynamic sampling joins the groups of several draws).
+
+        Prompts are left-padded to the longest (ids `pad_id`, embeddings 0, attention 0, positions 1: padding is
+        masked, its values never reach a real token); `generate_kwargs` tensors are joined on dim 0, their
+        trailing dims right-padded with 0 (per-sample audio feature masks differ in length between batches).
+        """
+        if not parts:
+            raise ValueError("EncodedPrompt.concat needs at least one encoding")
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        if any(p.use_audio_in_video != first.use_audio_in_video for p in parts):
+            raise ValueError("cannot join prompts encoded with and without use_audio_in_video")
+        if any(p.generate_kwargs.keys() != first.generate_kwargs.keys() for p in parts):
+            raise ValueError("cannot join prompts whose generate_kwargs differ in keys")
+        width = max(p.input_ids.shape[1] for p in parts)
+
+        def left(t: torch.Tensor, value: float, dim: int) -> torch.Tensor:
+            pad = width - t.shape[dim]
+            if not pad:
+                return t
+            shape = list(t.shape)
+            shape[dim] = pad
+            return torch.cat([t.new_full(shape, value), t], dim=dim)
+
+        return EncodedPrompt(
+            input_ids=torch.cat([left(p.input_ids, pad_id, 1) for p in parts]),  # [ΣB, P]
+            inputs_embeds=torch.cat([left(p.inputs_embeds, 0.0, 1) for p in parts]),  # [ΣB, P, H]
+            attention_mask=torch.cat([left(p.attention_mask, 0, 1) for p in parts]),  # [ΣB, P]
+            position_ids=torch.cat([left(p.position_ids, 1, 2) for p in parts], dim=1),  # [D, ΣB, P]
+            next_position=torch.cat([p.next_position for p in parts]),  # [ΣB]
+            generate_kwargs={k: _cat_rows([p.generate_kwargs[k] for p in parts]) for k in first.generate_kwargs},
+            use_audio_in_video=first.use_audio_in_video,
+        )
+
+
+def _cat_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Tensors [B_i, *T_i] → [ΣB_i, *max T]: joined on dim 0, each trailing dim right-padded with 0."""
+    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+    padded = []
+    for t in tensors:
+        pads: list[int] = []
+        for d in reversed(range(1, t.dim())):
+            pads += [0, shape[d - 1] - t.shape[d]]
+        padded.append(torch.nn.functional.pad(t, pads) if any(pads) else t)
+    return torch.cat(padded)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -39,6 +39,7 @@ from ecr.metrics import RecognitionMetrics
 from ecr.models import PolicyConfig
 from ecr.modules.base import StageModule
 from ecr.modules.checkpointing import restore_rng, save_rng
+from ecr.modules.grpo_draw import MicroBatch, draw_micro_batch, trained_metrics
 from ecr.modules.grpo_settings import GRPO_OPTIMIZATION, GRPOSettings
 from ecr.modules.optim import OptimizationSettings, OptimizerFactory, weight_norm
 from ecr.modules.policy import StagePolicy
@@ -47,7 +48,7 @@ from ecr.rl.entropy import entropy_bonus, gathered_entropies, high_entropy_mask
 from ecr.rl.loss import accumulation_scale, grpo_loss
 from ecr.rl.reward_config import DEFAULT_TERMS, RewardTerm, build_reward
 from ecr.rl.rewards import CombinedReward
-from ecr.rl.rollout import Rollout, collect_rollout, rollout_metrics
+from ecr.rl.rollout import Rollout, rollout_metrics
 from ecr.rl.scorer import GroupScorer, SamplingSettings, build_scorer
 from ecr.rl.spread import ZeroSpreadMonitor
 from ecr.rows import markdown_table
@@ -111,6 +112,7 @@ class GRPOModule(StageModule):
         self._buffer: list[Rollout] = []
         self.val_recognition: RecognitionMetrics | None = None  # built in setup (needs the label set)
         self.zero_spread = ZeroSpreadMonitor()  # warns when every group has zero reward spread for a while
+        self.dynamic_short_steps = 0  # dynamic-sampling steps that trained fewer groups than wanted (resumed)
 
     # ------------------------------------------------------------------------------------------- set-up
     @property
@@ -159,25 +161,19 @@ class GRPOModule(StageModule):
         return math.ceil(batches / self.settings.gradient_accumulation_steps) * self.settings.num_iterations
 
     # ----------------------------------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        assert self.reward is not None
-        s = self.settings
-        assert self.scorer is not None
-        rollout = collect_rollout(
-            self.scorer,
-            batch,
-            self.reward,
-            advantage_scale=s.scale_rewards,
-            mask_truncated_completions=s.mask_truncated_completions,
-            need_old_logp=s.num_iterations > 1,
-        )
-        self._log_rollout(rollout)
-        if s.filter_zero_std_groups:
-            rollout = rollout.keep_groups(~rollout.zero_std)
-        if rollout.completion_ids.shape[0] > 0:
-            self._buffer.append(rollout)
-        if batch_idx % s.gradient_accumulation_steps == s.gradient_accumulation_steps - 1:
+    def training_step(self, dataloader_iter: Iterator[Any]) -> None:
+        """One micro-batch (`ecr.modules.grpo_draw`: the iterator lets dynamic sampling draw more prompts)."""
+        micro = draw_micro_batch(self, dataloader_iter)  # StopIteration ends the epoch
+        self._log_rollout(micro)
+        if micro.trained is not None:
+            self._buffer.append(micro.trained)
+        accumulation = self.settings.gradient_accumulation_steps
+        if self._micro_batch_index() % accumulation == accumulation - 1:
             self._train_on_buffer()
+
+    def _micro_batch_index(self) -> int:
+        """This epoch's index of the current training step (Lightning counts steps, not batches drawn)."""
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.ready) - 1
 
     def on_train_epoch_end(self) -> None:
         if self._buffer:  # an epoch whose batches do not fill the last accumulation window
@@ -226,7 +222,7 @@ class GRPOModule(StageModule):
             return None
         pool = gathered_entropies(entropy, mask, self.all_gather) if self.trainer.world_size > 1 else None
         keep = high_entropy_mask(entropy, mask, self.settings.top_entropy_quantile, pool=pool).to(mask.dtype)
-        self.log("train/entropy_mask_kept", float(keep.sum() / mask.sum().clamp(min=1)), on_step=True)
+        self.log("train/entropy_mask_kept", float(keep.sum() / mask.sum().clamp(min=1)), batch_size=1)
         return keep
 
     def _optimizer_step(self, optimizer, scheduler, loss: float, stats: list, entropies: list, seconds: float) -> None:
@@ -245,8 +241,8 @@ class GRPOModule(StageModule):
         mean = lambda name: sum(float(getattr(st, name)) for st in stats) / len(stats)  # noqa: E731
         values = {f"train/{k}": mean(name) for k, name in LOSS_STATS.items()}
         values.update({"train/loss": loss, "train/grad_norm": float(norm), "train/time/update": seconds})
-        self.log_dict({**values, "train/entropy": sum(entropies) / len(entropies)}, prog_bar=False)
-        self.log("kl", values["train/kl"], prog_bar=True, logger=False)
+        self.log_dict({**values, "train/entropy": sum(entropies) / len(entropies)}, batch_size=1)
+        self.log("kl", values["train/kl"], prog_bar=True, logger=False, batch_size=1)
         self._sync_reference()
 
     def _sync_reference(self) -> None:
@@ -255,10 +251,12 @@ class GRPOModule(StageModule):
             self.scorer.sync_reference()
 
     # ----------------------------------------------------------------------------------------- logging
-    def _log_rollout(self, r: Rollout) -> None:
-        values, n = {f"train/{k}": v for k, v in rollout_metrics(r).items()}, len(r.texts)
-        self.log_dict(values, batch_size=n)
-        self.log("reward", values["train/reward"], prog_bar=True, logger=False, batch_size=n)
+    def _log_rollout(self, micro: MicroBatch) -> None:
+        values = {f"train/{k}": v for k, v in rollout_metrics(micro.drawn).items()}
+        values.update(trained_metrics(micro, self.dynamic_short_steps))
+        self.dynamic_short_steps = int(values.get("train/dynamic/short_steps", 0))
+        self.log_dict(values, batch_size=1)
+        self.log("reward", values["train/reward"], prog_bar=True, logger=False, batch_size=1)
         g, t = self.settings.num_generations, self.sampling.temperature
         if warning := self.zero_spread.update(values["train/frac_zero_std"], num_generations=g, temperature=t):
             rank_zero_warn(warning)
@@ -308,7 +306,9 @@ class GRPOModule(StageModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         save_rng(checkpoint)  # the sampling RNG: a resumed run samples what the uninterrupted one would
+        checkpoint["ecr_grpo"] = {"dynamic_short_steps": self.dynamic_short_steps}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         restore_rng(checkpoint)
+        self.dynamic_short_steps = int(checkpoint.get("ecr_grpo", {}).get("dynamic_short_steps", 0))

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 from ecr.errors import ConfigError
 from ecr.modules.optim import OptimizationSettings
+from ecr.rl.advantages import AdvantageScale
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 ImportanceSamplingLevel = Literal["token", "sequence"]
-AdvantageScale = Literal["group", "batch", "none"]
 Reference = Literal["auto", "adapter", "copy"]
 
 GRPO_OPTIMIZATION = OptimizationSettings(lr=1e-6, weight_decay=0.0, warmup_ratio=0.0, scheduler="constant_with_warmup")
@@ -50,6 +50,13 @@ class GRPOSettings:
     """Advantage scaling: group (paper: / group std) | batch (/ batch std) | none (Dr. GRPO)."""
     filter_zero_std_groups: bool = False
     """Drop groups whose rewards have zero spread from the loss."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: keep drawing prompt batches (from the same resumable sampler) until each
+    micro-batch holds batch_size groups with reward spread, or max_resample_rounds extra draws were made; steps
+    then consume more prompts, so an epoch has fewer steps (set trainer.max_steps)."""
+    max_resample_rounds: int = 4
+    """Extra draws per micro-batch allowed by dynamic_sampling; a step still short after them trains on the
+    informative groups it has (counted in train/dynamic/short_steps)."""
     mask_truncated_completions: bool = False
     """Exclude completions that hit max_new_tokens without EOS (DAPO)."""
     reference: Reference = "auto"
@@ -86,6 +93,10 @@ class GRPOSettings:
             raise ConfigError(f"importance_sampling_level: {self.importance_sampling_level!r} is not token or sequence")
         if self.entropy_coef < 0:
             raise ConfigError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
+        if self.max_resample_rounds < 0:
+            raise ConfigError(f"max_resample_rounds must be >= 0, got {self.max_resample_rounds}")
+        if self.dynamic_sampling and self.filter_zero_std_groups:
+            raise ConfigError("dynamic_sampling already trains only on groups with spread: drop filter_zero_std_groups")
         if not 0.0 <= self.top_entropy_quantile <= 1.0:
             raise ConfigError(f"top_entropy_quantile must be in [0, 1], got {self.top_entropy_quantile}")
 
