@@ -30,7 +30,7 @@ CorrectionMode = Literal["token_truncate", "token_mask", "sequence_truncate", "s
 CORRECTION_MODES: tuple[str, ...] = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 OffPolicySetting = Literal["auto", "none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 OFF_POLICY_SETTINGS: tuple[str, ...] = ("auto", "none", *CORRECTION_MODES)
-DEFAULT_MODE: CorrectionMode = "sequence_mask"  # TRL 1.16's vllm_importance_sampling_mode default
+DEFAULT_MODE: CorrectionMode = "sequence_mask"  # TRL's vllm_importance_sampling_mode default (main, 1.10.0.dev0)
 
 
 @dataclass(frozen=True)
