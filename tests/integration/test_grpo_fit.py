@@ -297,6 +297,50 @@ def test_resume_continues_the_uninterrupted_run(tiny: Path, clips: Path, tmp_pat
         assert torch.allclose(full.get_parameter(name), resumed.get_parameter(name), atol=1e-6), name
 
 
+def _off_policy_fit(tiny: Path, clips: Path, tmp: Path, sampling: dict, **grpo) -> tuple[dict, dict]:
+    """(the trained tensors after 2 seeded steps at lr 1e-2, the last logged metrics)."""
+    L.seed_everything(0)
+    policy = PolicyConfig(model=str(tiny), lora={"r": 8, "alpha": 16, "dropout": 0.0}, inputs=SMALL)
+    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=6, **sampling),
+                        grpo={"log_completions_every_n_steps": 0, **grpo}, optimization={"lr": 1e-2})  # fmt: skip
+    module.reward = CombinedReward([RewardSpec("vowels", vowel_share)])
+    trainer = _trainer(tmp, max_steps=2)
+    trainer.fit(module, datamodule=connect(module, _data(clips)))
+    weights = {n: module.get_parameter(n).detach().clone() for n in module.checkpoint_keys()}
+    return weights, dict(trainer.callback_metrics)
+
+
+def test_top_k_sampling_is_corrected_off_policy_and_logged(tiny: Path, clips: Path, tmp_path: Path) -> None:
+    """With top_k on the rollout carries the sampler's log-probs and "auto" weights the policy term by TRL's
+    sequence_mask correction: train/off_policy/* are logged (π_old / q <= 1 on every kept token, so the
+    sequence ratio is <= 1 and C_max = 3 masks nothing) and the update is not the uncorrected one, which warns."""
+    corrected, metrics = _off_policy_fit(tiny, clips, tmp_path / "auto", {"top_k": 5})
+    print({k: f"{float(v):.3g}" for k, v in metrics.items() if k.startswith("train/off_policy/")})
+    for name in ("mean", "min", "max", "masked_fraction", "mean_abs_logp_diff"):
+        assert f"train/off_policy/{name}" in metrics and math.isfinite(float(metrics[f"train/off_policy/{name}"]))
+    assert 0 < float(metrics["train/off_policy/min"]) <= float(metrics["train/off_policy/max"]) <= 1
+    assert float(metrics["train/off_policy/masked_fraction"]) == 0 and float(metrics["train/off_policy/mean"]) < 1
+    assert float(metrics["train/off_policy/mean_abs_logp_diff"]) > 0  # top-5 of ~1,000 ids: q is far from π
+    with pytest.warns(UserWarning, match="off_policy_correction is none: biased gradient"):
+        uncorrected, metrics = _off_policy_fit(
+            tiny, clips, tmp_path / "none", {"top_k": 5}, off_policy_correction="none"
+        )
+    assert not any(k.startswith("train/off_policy/") for k in metrics)
+    assert any(not torch.allclose(corrected[n], uncorrected[n], atol=1e-6) for n in corrected)
+
+
+def test_off_policy_auto_without_filters_leaves_the_update_bit_identical_to_none(
+    tiny: Path, clips: Path, tmp_path: Path
+) -> None:
+    """No filter: π's own samples, no sampler log-probs, so "auto" applies nothing (and logs nothing)."""
+    auto, metrics = _off_policy_fit(tiny, clips, tmp_path / "auto", {})
+    none, _ = _off_policy_fit(tiny, clips, tmp_path / "none", {}, off_policy_correction="none")
+    assert not any(k.startswith("train/off_policy/") for k in metrics)
+    assert all(torch.equal(auto[n], none[n]) for n in auto)
+    start, _ = _off_policy_fit(tiny, clips, tmp_path / "still", {}, off_policy_correction="none", beta=0.0)
+    assert any(not torch.equal(auto[n], start[n]) for n in auto)  # the runs did train (β = 0 moves differently)
+
+
 # ------------------------------------------------------------------------------ from an SFT start (real rewards)
 class TermHistory(L.Callback):
     """The logged mean of the total reward and of each reward term at every step."""

@@ -46,6 +46,7 @@ from ecr.modules.policy import StagePolicy
 from ecr.prompts import extract_answer
 from ecr.rl.entropy import entropy_bonus, gathered_entropies, high_entropy_mask
 from ecr.rl.loss import accumulation_scale, grpo_loss
+from ecr.rl.off_policy import policy_weights
 from ecr.rl.reward_config import DEFAULT_TERMS, RewardTerm, build_reward
 from ecr.rl.rewards import CombinedReward
 from ecr.rl.rollout import Rollout, rollout_metrics
@@ -192,22 +193,18 @@ class GRPOModule(StageModule):
             return
         s, scorer = self.settings, self.scorer
         assert scorer is not None
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         scale = accumulation_scale(s.loss_type, len(buffer), self.trainer.world_size)
         num_items = self._num_items(buffer) if s.loss_type == "dapo" else None
         for _ in range(s.num_iterations):
-            t0 = time.perf_counter()
-            losses, stats, entropies = [], [], []
+            t0, losses, stats, entropies = time.perf_counter(), [], [], []
             for r in buffer:
                 scores = scorer.scores(r.update_prompt(self.backbone), r.completion_ids, r.mask)  # [N, C]
                 old = r.old_logp if r.old_logp is not None else scores.logprobs.detach()
-                keep = self._entropy_mask(scores.entropy.detach(), r.mask)  # a mask: no gradient  # [N, C] or None
-                loss, st = grpo_loss(
-                    scores.logprobs, old, r.ref_logp, r.advantages, r.mask, **s.loss_options(),
-                    max_completion_length=self.sampling.max_new_tokens, num_items_in_batch=num_items,
-                    policy_weights=keep,
-                )  # fmt: skip
+                keep, weights = self._policy_weights(r, scores.entropy.detach())  # no gradient; [N, C] or None
+                loss, st = grpo_loss(scores.logprobs, old, r.ref_logp, r.advantages, r.mask, **s.loss_options(),
+                                     max_completion_length=self.sampling.max_new_tokens, num_items_in_batch=num_items,
+                                     policy_weights=weights)  # fmt: skip
                 loss = loss - entropy_bonus(scores.entropy, r.mask, keep, s.entropy_coef, s.loss_type, num_items)
                 self.manual_backward(loss * scale)
                 losses.append(float(loss.detach()) * scale)
@@ -216,14 +213,18 @@ class GRPOModule(StageModule):
             self._optimizer_step(optimizer, scheduler, sum(losses), stats, entropies, time.perf_counter() - t0)
         self._maybe_log_completions(buffer)
 
-    def _entropy_mask(self, entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """`top_entropy_quantile`'s token mask over every rank's active tokens (None: every token is kept)."""
-        if self.settings.top_entropy_quantile >= 1.0:
-            return None
-        pool = gathered_entropies(entropy, mask, self.all_gather) if self.trainer.world_size > 1 else None
-        keep = high_entropy_mask(entropy, mask, self.settings.top_entropy_quantile, pool=pool).to(mask.dtype)
-        self.log("train/entropy_mask_kept", float(keep.sum() / mask.sum().clamp(min=1)), batch_size=1)
-        return keep
+    def _policy_weights(self, r: Rollout, entropy: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(high-entropy mask over all ranks, it times the `off_policy` correction): for the bonus, the loss."""
+        s, keep = self.settings, None
+        if s.top_entropy_quantile < 1.0:
+            pool = gathered_entropies(entropy, r.mask, self.all_gather) if self.trainer.world_size > 1 else None
+            keep = high_entropy_mask(entropy, r.mask, s.top_entropy_quantile, pool=pool).to(r.mask.dtype)
+            self.log("train/entropy_mask_kept", float(keep.sum() / r.mask.sum().clamp(min=1)), batch_size=1)
+        weights, logged = policy_weights(r.old_logp, r.sampler_logp, r.mask, keep, **s.off_policy_options())
+        if r.sampler_logp is not None and not logged:
+            rank_zero_warn("GRPO samples with top_k/top_p/min_p but off_policy_correction is none: biased gradient")
+        self.log_dict(logged, batch_size=1)
+        return keep, weights
 
     def _optimizer_step(self, optimizer, scheduler, loss: float, stats: list, entropies: list, seconds: float) -> None:
         s = self.settings

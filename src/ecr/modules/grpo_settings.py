@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -9,6 +10,7 @@ from typing import Any, Literal
 from ecr.errors import ConfigError
 from ecr.modules.optim import OptimizationSettings
 from ecr.rl.advantages import AdvantageScale
+from ecr.rl.off_policy import OFF_POLICY_SETTINGS, OffPolicySetting
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 ImportanceSamplingLevel = Literal["token", "sequence"]
@@ -40,6 +42,17 @@ class GRPOSettings:
     entropy_coef: float = 0.0
     """Entropy bonus: the loss becomes loss - entropy_coef * (mean entropy of the trained tokens), normalised per
     loss_type as the policy term (TRL's entropy_coef; 0 = off)."""
+    off_policy_correction: OffPolicySetting = "auto"
+    """Truncated importance sampling of the policy term by pi_old / q when the sampler's distribution q is not the
+    policy's (sampling.top_k/top_p/min_p on): token_truncate | token_mask | sequence_truncate | sequence_mask, as
+    TRL's vllm_importance_sampling_mode; auto = sequence_mask (TRL's default) when the rollout carries the
+    sampler's log-probs, nothing otherwise; none = no correction (a biased gradient, warned about)."""
+    off_policy_clip_max: float | None = 3.0
+    """Upper bound C_max of the correction (TRL's vllm_importance_sampling_clip_max): truncate modes clip the
+    ratio to it, mask modes zero ratios above it (None = no upper bound)."""
+    off_policy_clip_min: float | None = None
+    """Lower bound C_min of the correction (TRL's vllm_importance_sampling_clip_min): truncate modes clip the
+    ratio up to it, mask modes zero ratios below it (None = no lower bound)."""
     num_iterations: int = 1
     """Updates (μ) on each rollout batch; > 1 records old log-probs at sampling time."""
     gradient_accumulation_steps: int = 1
@@ -99,6 +112,20 @@ class GRPOSettings:
             raise ConfigError("dynamic_sampling already trains only on groups with spread: drop filter_zero_std_groups")
         if not 0.0 <= self.top_entropy_quantile <= 1.0:
             raise ConfigError(f"top_entropy_quantile must be in [0, 1], got {self.top_entropy_quantile}")
+        self._check_off_policy()
+
+    def _check_off_policy(self) -> None:
+        """The correction's mode and bounds, as TRL checks them (C_min < C_max; a truncation needs a bound)."""
+        mode, low, high = self.off_policy_correction, self.off_policy_clip_min, self.off_policy_clip_max
+        if mode not in OFF_POLICY_SETTINGS:
+            raise ConfigError(f"off_policy_correction: {mode!r} is not one of {', '.join(OFF_POLICY_SETTINGS)}")
+        for name, bound in (("off_policy_clip_min", low), ("off_policy_clip_max", high)):
+            if bound is not None and not (bound >= 0 and math.isfinite(bound)):
+                raise ConfigError(f"{name} must be a finite ratio >= 0 or None, got {bound}")
+        if low is not None and high is not None and low >= high:
+            raise ConfigError(f"off_policy_clip_min ({low}) must be less than off_policy_clip_max ({high})")
+        if mode.endswith("truncate") and low is None and high is None:
+            raise ConfigError(f"off_policy_correction={mode} needs off_policy_clip_min or off_policy_clip_max")
 
     def loss_options(self) -> dict[str, Any]:
         """The keyword arguments of `ecr.rl.loss.grpo_loss` these settings fix."""
@@ -108,6 +135,14 @@ class GRPOSettings:
             "epsilon_low": self.epsilon_low,
             "epsilon_high": self.epsilon_high,
             "beta": self.beta,
+        }
+
+    def off_policy_options(self) -> dict[str, Any]:
+        """The keyword arguments of `ecr.rl.off_policy.policy_weights` these settings fix."""
+        return {
+            "setting": self.off_policy_correction,
+            "clip_max": self.off_policy_clip_max,
+            "clip_min": self.off_policy_clip_min,
         }
 
     def check_reference(self, lora: bool) -> None:

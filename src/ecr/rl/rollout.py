@@ -107,6 +107,7 @@ class Rollout:
     old_logp: torch.Tensor | None = None  # float [N, C] at sampling time (needed when μ > 1)
     ref_logp: torch.Tensor | None = None  # float [N, C] under the reference policy (β > 0)
     entropy: torch.Tensor | None = None  # float [N, C] of the sampling-time pass, when one ran
+    sampler_logp: torch.Tensor | None = None  # float [N, C] under the filtered sampler q (top-k/top-p/min-p on)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: encode, generate, score, reference
 
     @property
@@ -156,6 +157,7 @@ class Rollout:
             old_logp=pick(self.old_logp),
             ref_logp=pick(self.ref_logp),
             entropy=pick(self.entropy),
+            sampler_logp=pick(self.sampler_logp),
         )
 
     def first_groups(self, count: int) -> Rollout:
@@ -210,6 +212,7 @@ class Rollout:
             old_logp=joined("old_logp"),
             ref_logp=joined("ref_logp"),
             entropy=joined("entropy"),
+            sampler_logp=joined("sampler_logp"),
             timings=_summed_timings(parts),
         )
 
@@ -268,10 +271,11 @@ def collect_rollout(
         zero_std=zero_std_groups(rewards.total, group),
         timings=timings,
     )
-    if need_old_logp:
+    if need_old_logp or scorer.filtered:  # a filtered sampler's q comes from this pass's logits
         t0 = time.perf_counter()
         scores = scorer.old_scores(prompt, ids, mask)
         rollout.old_logp, rollout.entropy = scores.logprobs, scores.entropy
+        rollout.sampler_logp = scores.sampler_logprobs  # None when no filter is on
         timings["old_logp"] = time.perf_counter() - t0
     if scorer.reference != "none":
         t0 = time.perf_counter()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+import pytest
 import torch
 
 from ecr.models import EncodedPrompt
+from ecr.models.backbone import SamplingFilters, TokenScores
 from ecr.rl.advantages import group_advantages, zero_std_groups
-from ecr.rl.rollout import GroupRewards, PromptSource, Rollout, rollout_metrics
-from ecr.rl.scorer import SamplingSettings
+from ecr.rl.rewards import CombinedReward, RewardSpec
+from ecr.rl.rollout import GroupRewards, PromptSource, Rollout, collect_rollout, rollout_metrics
+from ecr.rl.scorer import GroupScorer, SamplingSettings
 
 
 def _prompt(b: int, p: int = 3) -> EncodedPrompt:
@@ -126,6 +131,7 @@ def test_joined_draws_are_one_left_and_right_padded_batch() -> None:
     assert torch.equal(j.prompt.position_ids[:, 2:, 1:], b.prompt.position_ids)
     assert torch.equal(j.completion_ids[:4, :4], a.completion_ids) and j.mask[:4, 4:].sum() == 0
     assert torch.equal(j.old_logp[4:], b.old_logp) and j.old_logp[:4, 4:].abs().sum() == 0
+    assert j.sampler_logp is None  # neither draw sampled with a filter
     assert j.clip_ids[4:] == b.clip_ids and j.zero_std.tolist() == [False, True, False, True]
     assert torch.equal(j.prompt.generate_kwargs["video_grid_thw"][2:], b.prompt.generate_kwargs["video_grid_thw"])
     assert len(j.sources) == 2 and j.timings == {"generate": 3.0}
@@ -152,3 +158,60 @@ def test_metrics_of_several_draws_cover_all_their_rows() -> None:
     assert m["frac_zero_std"] == 0.75 and m["reward"] == sum([1, 1, 3, 3, 0, 1, 5, 5]) / 8
     assert m["time/generate"] == 4.0 and m["tokens_per_s"] == 32 / 4.0
     assert rollout_metrics(a)["frac_zero_std"] == 1.0
+
+
+class FakePolicy:
+    """A policy whose passes are recorded: `generate` draws fixed ids, `score_completions` returns constant
+    scores and, asked for a filtered sampler's log-probs, those too."""
+
+    def __init__(self) -> None:
+        self.scored: list[SamplingFilters] = []
+
+    def encode_prompt(self, batch) -> EncodedPrompt:
+        return _prompt(len(batch["meta"]["ids"]))
+
+    def generate(self, prompt, *, group_size, share_prefix, **kwargs) -> torch.Tensor:
+        self.sampled_with = kwargs
+        return torch.arange(prompt.batch_size * group_size * 3).reshape(-1, 3) + 10
+
+    def completion_mask(self, ids):
+        return torch.ones_like(ids, dtype=torch.bool), torch.zeros(ids.shape[0], dtype=torch.bool)
+
+    def decode(self, ids) -> list[str]:
+        return [f"c{i}" for i in range(ids.shape[0])]
+
+    def prompt_encoding_is_trainable(self) -> bool:
+        return False
+
+    def score_completions(self, prompt, ids, mask, *, filters, **kwargs) -> TokenScores:
+        self.scored.append(filters)
+        q = torch.full(ids.shape, -0.5) if filters.active else None
+        return TokenScores(torch.full(ids.shape, -1.0), torch.ones(ids.shape), sampler_logprobs=q)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "need_old", "passes", "recorded"),
+    [
+        ({}, False, 0, False),  # π's own samples, μ = 1: no sampling-time pass (as before)
+        ({}, True, 1, False),  # μ > 1: the old log-probs, no q
+        ({"top_k": 5}, False, 1, True),  # a filter on: the pass runs even at μ = 1, and records q
+        ({"top_p": 0.9, "min_p": 0.1}, True, 1, True),
+    ],
+)
+def test_the_rollout_records_the_sampler_logprobs_only_with_a_filter_on(sampling, need_old, passes, recorded) -> None:
+    policy = FakePolicy()
+    settings = SamplingSettings(max_new_tokens=3, **sampling)
+    scorer = GroupScorer(cast(Any, policy), group_size=2, sampling=settings)
+    batch = {"meta": {"ids": ["a", "b"], "label": ["happy", "sad"]}}
+    reward = CombinedReward([RewardSpec("r", lambda texts, labels: [float(t[-1]) for t in texts])])
+    r = collect_rollout(scorer, batch, reward, need_old_logp=need_old)
+    assert policy.sampled_with["top_k"] == settings.top_k and policy.sampled_with["top_p"] == settings.top_p
+    assert len(policy.scored) == passes and all(f == settings.filters() for f in policy.scored)
+    assert (r.sampler_logp is not None) == recorded and (r.old_logp is not None) == (passes == 1)
+    if recorded:
+        assert torch.equal(r.sampler_logp, torch.full((4, 3), -0.5)) and "old_logp" in r.timings
+        kept = r.keep_groups(torch.tensor([False, True]))
+        assert kept.sampler_logp.shape == (2, 3)
+    policy.scored.clear()
+    assert scorer.scores(r.prompt, r.completion_ids, r.mask).sampler_logprobs is None  # the update pass: π only
+    assert policy.scored == [SamplingFilters()]
