@@ -280,7 +280,7 @@ def score_command(
             label differing from the manifest's): raise (stop, naming file:line) | skip (drop and count it,
             metrics.json `skipped`, printed at the end; clips of the split without a prediction are reported).
         dataset: `--manifest`, `--split`, `--val_fraction`, `--test_fraction`, `--split_seed`: the manifest split
-            the predictions must cover (`ecr.evaluation.predictions.DatasetSplitOptions`).
+            the predictions must cover (`ecr.evaluation.manifest_split.DatasetSplitOptions`).
     """
     label_set = get_label_set(labels)
     predictions = Path(predictions)
