@@ -72,20 +72,6 @@ def test_manifest_is_read_in_setup_not_init(tmp_path: Path) -> None:
         ClipDataModule(root=tmp_path, manifest="m.jsonl", labels="dfew", on_error="ignore")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("options", "field"),
-    [
-        ({"format": "avi", "manifest": "m.jsonl"}, "data.format"),
-        ({"format": "emer", "labels": "dfew"}, "data.manifest"),
-        ({"manifest": "m.jsonl", "labels": "dfew", "num_frames": 0}, "num_frames"),
-        ({"manifest": "m.jsonl", "labels": "dfew", "sample_rate": 0}, "sample_rate"),
-    ],
-)
-def test_an_option_that_cannot_work_names_its_field(tmp_path: Path, options: dict, field: str) -> None:
-    with pytest.raises(ConfigError, match=field):
-        ClipDataModule(root=tmp_path, **options)
-
-
 def test_batches_are_seeded_and_identical_with_two_workers(synth_dir: Path) -> None:
     dm0 = _dm(synth_dir, num_workers=0)
     dm0.setup("fit")
