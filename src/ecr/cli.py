@@ -11,7 +11,7 @@ Errors a user caused (`ecr.errors.ECRError`: a missing file, a bad field) print 
 field and exit with code 2; any other exception is a bug and keeps its traceback. `--debug` (anywhere on the
 command line) or `ECR_DEBUG=1` shows the traceback of user errors too. An `OSError` about a path the user
 named (a folder that cannot be created, no permission, a path of the wrong kind) or a full or read-only disk
-is a user error too (`is_user_os_error`): one line naming the path and the OS's reason, exit code 2.
+is a user error too (`ecr.errors.is_user_os_error`): one line naming the path and the OS's reason, exit code 2.
 
 A run stopped by SIGTERM (Lightning finishes the current step, then stops) exits with 143, not 0, so a
 scheduler does not take it for a finished run. `--ckpt_path last` resumes from the newest `last*.ckpt` of the
@@ -27,7 +27,6 @@ one-line summaries from the source files' docstrings (with `ast`), without impor
 from __future__ import annotations
 
 import ast
-import errno
 import functools
 import importlib
 import importlib.util
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecr import quiet
-from ecr.errors import ConfigError, ECRError
+from ecr.errors import ConfigError, ECRError, is_user_os_error, os_error_message
 from ecr.help_cache import print_help_cached, wants_help
 
 if TYPE_CHECKING:
@@ -326,58 +325,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(128 + signal.SIGTERM)
-
-
-# OSErrors about a path the user named (`is_user_os_error`); other OSErrors are bugs and keep their traceback
-_USER_PATH_ERRORS = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
-# errnos that are the machine's state, not a bug, whatever the path: a full disk / quota, a read-only file system
-_USER_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS") if hasattr(errno, name))
-
-
-def _command_line_paths(argv: Sequence[str]) -> list[str]:
-    """Absolute forms of every command-line word that could be a path (`--opt=value` gives its value)."""
-    out = []
-    for arg in argv:
-        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
-        if value and not value.startswith("-"):
-            out.append(os.path.abspath(value))
-    return out
-
-
-def is_user_os_error(err: OSError, argv: Sequence[str]) -> bool:
-    """Whether `err` is the user's to fix: a full disk or read-only file system (`ENOSPC`, `EDQUOT`, `EROFS`),
-    or a missing/forbidden/wrong-kind path (`PermissionError`, `FileNotFoundError`, `NotADirectoryError`,
-    `IsADirectoryError`, `FileExistsError`) that is, is inside, or is a folder above a path on the command line
-    (`--out /proc/x` fails creating `/proc/x`; `--output /ro/dir/o.jsonl` fails creating `/ro/dir`).
-
-    Any other OSError (a path the program chose itself, a socket, an OS bug) is not: it keeps its traceback.
-    """
-    if err.errno in _USER_ERRNOS:
-        return True
-    if not isinstance(err, _USER_PATH_ERRORS):
-        return False
-    named = _command_line_paths(argv)
-    for filename in (err.filename, err.filename2):
-        if filename is None or not isinstance(filename, (str, bytes, os.PathLike)):
-            continue
-        path = os.path.abspath(os.fsdecode(filename))
-        for arg in named:
-            if (
-                path == arg
-                or path.startswith(arg.rstrip(os.sep) + os.sep)
-                or arg.startswith(path.rstrip(os.sep) + os.sep)
-            ):
-                return True
-    return False
-
-
-def os_error_message(err: OSError) -> str:
-    """`"{path}: {OS reason}"` (both paths for a rename), or the OS reason alone when the error names no path."""
-    reason = err.strerror or str(err)
-    paths = [os.fsdecode(f) for f in (err.filename, err.filename2) if isinstance(f, (str, bytes, os.PathLike))]
-    if not paths:
-        return reason
-    return f"{' -> '.join(paths)}: {reason}"
 
 
 def report_user_error(err: ECRError | OSError, command: str) -> int:

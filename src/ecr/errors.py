@@ -1,11 +1,17 @@
-"""Exception types. Every error raised for bad input names the file/field and what was expected."""
+"""Exception types. Every error raised for bad input names the file/field and what was expected.
+
+Besides the types: which OS errors are the user's to fix (`is_user_os_error`: a path the command line named, a
+full or read-only disk; `ecr` prints those as one line) and the reason of a failed write (`write_failure`), and
+the writers that leave no half-written output behind (`cleaned_on_failure`, `atomic_output`).
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -107,6 +113,58 @@ def write_failure(err: BaseException) -> str | None:
             return os.strerror(int(found.group(1)))
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+# OSErrors about a path the user named (`is_user_os_error`); other OSErrors are bugs and keep their traceback
+_USER_PATH_ERRORS = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+# errnos that are the machine's state, not a bug, whatever the path: a full disk / quota, a read-only file system
+_USER_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS") if hasattr(errno, name))
+
+
+def _command_line_paths(argv: Sequence[str]) -> list[str]:
+    """Absolute forms of every command-line word that could be a path (`--opt=value` gives its value)."""
+    out = []
+    for arg in argv:
+        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+        if value and not value.startswith("-"):
+            out.append(os.path.abspath(value))
+    return out
+
+
+def is_user_os_error(err: OSError, argv: Sequence[str]) -> bool:
+    """Whether `err` is the user's to fix: a full disk or read-only file system (`ENOSPC`, `EDQUOT`, `EROFS`),
+    or a missing/forbidden/wrong-kind path (`PermissionError`, `FileNotFoundError`, `NotADirectoryError`,
+    `IsADirectoryError`, `FileExistsError`) that is, is inside, or is a folder above a path on the command line
+    (`--out /proc/x` fails creating `/proc/x`; `--output /ro/dir/o.jsonl` fails creating `/ro/dir`).
+
+    Any other OSError (a path the program chose itself, a socket, an OS bug) is not: it keeps its traceback.
+    """
+    if err.errno in _USER_ERRNOS:
+        return True
+    if not isinstance(err, _USER_PATH_ERRORS):
+        return False
+    named = _command_line_paths(argv)
+    for filename in (err.filename, err.filename2):
+        if filename is None or not isinstance(filename, (str, bytes, os.PathLike)):
+            continue
+        path = os.path.abspath(os.fsdecode(filename))
+        for arg in named:
+            if (
+                path == arg
+                or path.startswith(arg.rstrip(os.sep) + os.sep)
+                or arg.startswith(path.rstrip(os.sep) + os.sep)
+            ):
+                return True
+    return False
+
+
+def os_error_message(err: OSError) -> str:
+    """`"{path}: {OS reason}"` (both paths for a rename), or the OS reason alone when the error names no path."""
+    reason = err.strerror or str(err)
+    paths = [os.fsdecode(f) for f in (err.filename, err.filename2) if isinstance(f, (str, bytes, os.PathLike))]
+    if not paths:
+        return reason
+    return f"{' -> '.join(paths)}: {reason}"
 
 
 def _remove(path: Path) -> None:

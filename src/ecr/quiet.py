@@ -23,6 +23,10 @@ _WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     (r".*LeafSpec.* is deprecated", Warning),
     # transformers 5 renamed it; peft (LoRA set-up) still reads the old name
     (r"`is_gradient_checkpointing` is deprecated", FutureWarning),
+    # GRPO's training step takes the dataloader iterator (dynamic sampling draws several batches per step) and
+    # counts its own micro-batches; Lightning warns about the step flavour itself, whoever uses it
+    (r"You are using the `dataloader_iter` step flavor", Warning),
+    (r"Found `dataloader_iter` argument in the `training_step`", Warning),
 )
 # logger name -> message prefixes dropped from it
 _LOG_LINES: dict[str, tuple[str, ...]] = {

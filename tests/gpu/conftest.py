@@ -1,7 +1,8 @@
 """Fixtures of the GPU tests: a tiny random Omni, pre-decoded synthetic clips and a DataModule over them.
 
-The clips are `ecr.fixtures.synth_samples`: the synthetic dataset's frames and audio as tensors, so the tests
-need neither FFmpeg nor torchcodec (a bare GPU image has neither; scripts/gpu_check.sh). Every test module here
+The clips are `ecr.fixtures.synth_samples` (`support.tiny.decoded_clips`): the synthetic dataset's frames and
+audio as tensors, so the tests need neither FFmpeg nor torchcodec (a bare GPU image has neither;
+scripts/gpu_check.sh); the model is `support.tiny.tiny_omni`, as in the fit tests. Every test module here
 is marked `gpu` and skips without CUDA; `ECR_GPU_TESTS_ON_CPU=1` runs the ones that do not need CUDA itself
 (not DeepSpeed, not 4-bit training) on the CPU, to check the tests' own code where there is no GPU.
 """
@@ -15,11 +16,9 @@ from typing import Any
 import pytest
 import torch
 from lightning.pytorch import LightningDataModule
+from support.tiny import SMALL, decoded_clips, tiny_omni
 from torch.utils.data import DataLoader
 
-from ecr.fixtures import build_tiny_omni, synth_samples
-
-SMALL = {"min_pixels": 3136, "max_pixels": 3136}  # 56 x 56 frames: a few media tokens per clip
 ON_CPU = os.environ.get("ECR_GPU_TESTS_ON_CPU", "").strip() not in ("", "0")
 HAS_CUDA = torch.cuda.is_available()
 
@@ -68,13 +67,13 @@ class SampleDataModule(LightningDataModule):
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_omni(tmp_path_factory.mktemp("tiny"), hidden_size=64)
+    return tiny_omni(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")
 def samples() -> list[dict[str, Any]]:
     """Five pre-decoded synthetic clips (2 s, 4 frames of 64 x 64, 16 kHz mono)."""
-    return synth_samples(5, labels="dfew", seed=0, num_frames=4, size=64, duration=2.0)
+    return decoded_clips(5)
 
 
 @pytest.fixture

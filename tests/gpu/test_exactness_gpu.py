@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.tiny import decoded_clips
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from ecr.fixtures import synth_samples
 from ecr.models import load_policy
 from ecr.models.hf import model_inputs
 
@@ -54,7 +54,7 @@ def _policy(policy, device: str, dtype: str):
 
 def _batch(bb, samples, device: str) -> dict:
     """Three clips of 2 s, 2 s and 3 s: the generation batch is left-padded to different prompt lengths."""
-    clips = [*samples[:2], *synth_samples(1, seed=5, num_frames=4, size=64, duration=3.0)]
+    clips = [*samples[:2], *decoded_clips(1, seed=5, duration=3.0)]
     batch = bb.collator("generate")(clips)
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from ecr.fixtures import build_tiny_omni
+from support.tiny import tiny_omni
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_omni(tmp_path_factory.mktemp("tiny"), hidden_size=64)
+    return tiny_omni(tmp_path_factory.mktemp("tiny"))

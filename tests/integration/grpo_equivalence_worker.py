@@ -2,6 +2,7 @@
 
     python grpo_equivalence_worker.py TINY CLIPS OUT --devices N --batch-size B --accumulation A --loss-type T
         [--manifest FILE] [--train-vision] [--filter-zero-std] [--flat-label LABEL]
+        [--dynamic-sampling] [--max-resample-rounds R]
 
 Sampling is replaced by completions that are a pure function of (clip id, index in its group), so runs that
 split the same 4 prompts differently (1 process x 1 micro-batch, 1 process x 2 micro-batches, 2 DDP processes)
@@ -9,7 +10,8 @@ see identical rollouts; only the loss normalisation, gradient accumulation and D
 update must not. SGD makes the update proportional to the gradient (Adam's first step would hide a scale
 error). Lightning's DDP launcher re-runs this script for rank 1, so the patches below apply on every rank.
 `--flat-label` gives every completion of a clip with that label the same reward (a zero-spread group), and
-`--train-vision` trains the vision tower, so each update pass re-encodes the prompts.
+`--train-vision` trains the vision tower, so each update pass re-encodes the prompts. `--dynamic-sampling`
+draws further prompt batches within the one step until a batch of groups with spread is held.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import lightning as L
 import torch
 
 import ecr.modules.grpo as grpo
+import ecr.modules.grpo_draw as grpo_draw
 from ecr.data import ClipDataModule
 from ecr.models import PolicyConfig
 from ecr.models.hf import HFBackbone
@@ -51,7 +54,7 @@ def fake_generate(self, prompt, *, group_size: int = 1, **kwargs) -> torch.Tenso
     return torch.stack(rows).to(prompt.input_ids.device)
 
 
-_real_collect = grpo.collect_rollout
+_real_collect = grpo_draw.collect_rollout
 
 
 def collect_with_ids(backbone, batch, reward, **kwargs):
@@ -83,9 +86,11 @@ def main(argv: list[str]) -> None:
     p.add_argument("--train-vision", action="store_true")
     p.add_argument("--filter-zero-std", action="store_true")
     p.add_argument("--flat-label", default=None)
+    p.add_argument("--dynamic-sampling", action="store_true")
+    p.add_argument("--max-resample-rounds", type=int, default=4)
     a = p.parse_args(argv)
     HFBackbone.generate = fake_generate  # type: ignore[method-assign]
-    grpo.collect_rollout = collect_with_ids  # type: ignore[assignment]
+    grpo_draw.collect_rollout = collect_with_ids  # type: ignore[assignment]
     torch.set_num_threads(1)
     L.seed_everything(0)
     policy = PolicyConfig(
@@ -106,6 +111,8 @@ def main(argv: list[str]) -> None:
             "max_grad_norm": None,
             "log_completions_every_n_steps": 0,
             "filter_zero_std_groups": a.filter_zero_std,
+            "dynamic_sampling": a.dynamic_sampling,
+            "max_resample_rounds": a.max_resample_rounds,
         },
         optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
     )

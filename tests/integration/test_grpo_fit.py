@@ -21,6 +21,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from support.equivalence import assert_same_update, one_step
 from support.tiny import SMALL, clip_data, cpu_trainer, synth_clips
 
 from ecr.data import ClipDataModule
@@ -176,30 +177,6 @@ def test_default_rewards_with_a_verifier_folder(tiny: Path, clips: Path, tmp_pat
     assert {"train/reward", "train/frac_zero_std", "train/time/generate", "train/entropy"} <= set(acc.Tags()["scalars"])
 
 
-WORKER = Path(__file__).with_name("grpo_equivalence_worker.py")
-
-
-def _one_step(tiny: Path, clips: Path, out: Path, **kw) -> dict[str, dict[str, torch.Tensor]]:
-    import subprocess
-    import sys
-
-    args = [sys.executable, str(WORKER), str(tiny), str(clips), str(out)]
-    args += [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in kw.items()]  # True: a flag
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return torch.load(out, weights_only=True)
-
-
-def _assert_same_update(a: dict, b: dict) -> None:
-    """Both runs started from the same adapters and moved them by the same amount (and they did move)."""
-    assert a["after"].keys() == b["after"].keys()
-    assert all(torch.equal(a["before"][n], b["before"][n]) for n in a["before"])
-    deltas = {n: (a["after"][n] - a["before"][n], b["after"][n] - b["before"][n]) for n in a["after"]}
-    assert any(d.abs().max() > 1e-4 for d, _ in deltas.values()), "the step changed nothing"
-    for n, (da, db) in deltas.items():
-        assert torch.allclose(da, db, atol=1e-7, rtol=1e-4), (n, (da - db).abs().max())
-
-
 @pytest.mark.parametrize(
     ("loss_type", "level", "entropy_coef"),
     [("grpo", "token", 0.0), ("dapo", "token", 0.0), ("grpo", "sequence", 0.0), ("dapo", "token", 0.5)],
@@ -208,11 +185,11 @@ def test_accumulated_micro_batches_give_the_full_batch_update(tiny, clips, tmp_p
     """4 prompts in one micro-batch or in 2 accumulated ones: the same SGD step (fixed rollouts), with token
     ratios, with GSPO's sequence ratios, and with an entropy bonus (dapo: normalised by the step's tokens)."""
     kw = {"loss_type": loss_type, "importance_sampling_level": level, "entropy_coef": entropy_coef}
-    full = _one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, **kw)
-    split = _one_step(tiny, clips, tmp_path / "split.pt", batch_size=2, accumulation=2, **kw)
-    _assert_same_update(full, split)
+    full = one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, **kw)
+    split = one_step(tiny, clips, tmp_path / "split.pt", batch_size=2, accumulation=2, **kw)
+    assert_same_update(full, split)
     if entropy_coef:  # the bonus moves the weights (its gradient flows through the chunked entropy)
-        plain = _one_step(tiny, clips, tmp_path / "plain.pt", batch_size=4, **{**kw, "entropy_coef": 0.0})
+        plain = one_step(tiny, clips, tmp_path / "plain.pt", batch_size=4, **{**kw, "entropy_coef": 0.0})
         assert any(not torch.allclose(full["after"][n], plain["after"][n], atol=1e-6) for n in full["after"])
 
 
@@ -224,9 +201,9 @@ def test_zero_spread_groups_filtered_with_a_trained_tower_update_as_the_kept_pro
     assert rows[0]["label"] != rows[1]["label"]
     (clips / "kept.jsonl").write_text(json.dumps(rows[1]) + "\n")
     common = {"train_vision": True, "filter_zero_std": True, "flat_label": rows[0]["label"], "loss_type": "grpo"}
-    both = _one_step(tiny, clips, tmp_path / "both.pt", batch_size=2, **common)
-    kept = _one_step(tiny, clips, tmp_path / "kept.pt", batch_size=1, manifest="kept.jsonl", **common)
-    _assert_same_update(both, kept)
+    both = one_step(tiny, clips, tmp_path / "both.pt", batch_size=2, **common)
+    kept = one_step(tiny, clips, tmp_path / "kept.pt", batch_size=1, manifest="kept.jsonl", **common)
+    assert_same_update(both, kept)
     tower = [n for n in both["after"] if ".visual." in n]
     assert tower and any(not torch.equal(both["after"][n], both["before"][n]) for n in tower)  # it trained
 
@@ -240,9 +217,9 @@ def test_two_ddp_processes_give_the_one_process_update(tiny, clips, tmp_path, lo
     """The same 4 prompts on 1 process or split over 2 gloo processes: the same SGD step (fixed rollouts), with
     GSPO's sequence ratios too, and with `top_entropy_quantile` (its quantile is taken over both ranks' tokens)."""
     kw = {"loss_type": loss_type, "importance_sampling_level": level, "top_entropy_quantile": quantile}
-    full = _one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, **kw)
-    ddp = _one_step(tiny, clips, tmp_path / "ddp.pt", batch_size=2, devices=2, **kw)
-    _assert_same_update(full, ddp)
+    full = one_step(tiny, clips, tmp_path / "full.pt", batch_size=4, **kw)
+    ddp = one_step(tiny, clips, tmp_path / "ddp.pt", batch_size=2, devices=2, **kw)
+    assert_same_update(full, ddp)
 
 
 def test_the_same_module_trains_a_text_only_causal_lm(tmp_path: Path) -> None:
@@ -318,6 +295,50 @@ def test_resume_continues_the_uninterrupted_run(tiny: Path, clips: Path, tmp_pat
     assert [r for _, r in resumed_steps] == pytest.approx([r for _, r in full_steps[3:]], abs=1e-6)
     for name in full.checkpoint_keys():
         assert torch.allclose(full.get_parameter(name), resumed.get_parameter(name), atol=1e-6), name
+
+
+def _off_policy_fit(tiny: Path, clips: Path, tmp: Path, sampling: dict, **grpo) -> tuple[dict, dict]:
+    """(the trained tensors after 2 seeded steps at lr 1e-2, the last logged metrics)."""
+    L.seed_everything(0)
+    policy = PolicyConfig(model=str(tiny), lora={"r": 8, "alpha": 16, "dropout": 0.0}, inputs=SMALL)
+    module = GRPOModule(policy, sampling=SamplingSettings(max_new_tokens=6, **sampling),
+                        grpo={"log_completions_every_n_steps": 0, **grpo}, optimization={"lr": 1e-2})  # fmt: skip
+    module.reward = CombinedReward([RewardSpec("vowels", vowel_share)])
+    trainer = _trainer(tmp, max_steps=2)
+    trainer.fit(module, datamodule=connect(module, _data(clips)))
+    weights = {n: module.get_parameter(n).detach().clone() for n in module.checkpoint_keys()}
+    return weights, dict(trainer.callback_metrics)
+
+
+def test_top_k_sampling_is_corrected_off_policy_and_logged(tiny: Path, clips: Path, tmp_path: Path) -> None:
+    """With top_k on the rollout carries the sampler's log-probs and "auto" weights the policy term by TRL's
+    sequence_mask correction: train/off_policy/* are logged (π_old / q <= 1 on every kept token, so the
+    sequence ratio is <= 1 and C_max = 3 masks nothing) and the update is not the uncorrected one, which warns."""
+    corrected, metrics = _off_policy_fit(tiny, clips, tmp_path / "auto", {"top_k": 5})
+    print({k: f"{float(v):.3g}" for k, v in metrics.items() if k.startswith("train/off_policy/")})
+    for name in ("mean", "min", "max", "masked_fraction", "mean_abs_logp_diff"):
+        assert f"train/off_policy/{name}" in metrics and math.isfinite(float(metrics[f"train/off_policy/{name}"]))
+    assert 0 < float(metrics["train/off_policy/min"]) <= float(metrics["train/off_policy/max"]) <= 1
+    assert float(metrics["train/off_policy/masked_fraction"]) == 0 and float(metrics["train/off_policy/mean"]) < 1
+    assert float(metrics["train/off_policy/mean_abs_logp_diff"]) > 0  # top-5 of ~1,000 ids: q is far from π
+    with pytest.warns(UserWarning, match="off_policy_correction is none: biased gradient"):
+        uncorrected, metrics = _off_policy_fit(
+            tiny, clips, tmp_path / "none", {"top_k": 5}, off_policy_correction="none"
+        )
+    assert not any(k.startswith("train/off_policy/") for k in metrics)
+    assert any(not torch.allclose(corrected[n], uncorrected[n], atol=1e-6) for n in corrected)
+
+
+def test_off_policy_auto_without_filters_leaves_the_update_bit_identical_to_none(
+    tiny: Path, clips: Path, tmp_path: Path
+) -> None:
+    """No filter: π's own samples, no sampler log-probs, so "auto" applies nothing (and logs nothing)."""
+    auto, metrics = _off_policy_fit(tiny, clips, tmp_path / "auto", {})
+    none, _ = _off_policy_fit(tiny, clips, tmp_path / "none", {}, off_policy_correction="none")
+    assert not any(k.startswith("train/off_policy/") for k in metrics)
+    assert all(torch.equal(auto[n], none[n]) for n in auto)
+    start, _ = _off_policy_fit(tiny, clips, tmp_path / "still", {}, off_policy_correction="none", beta=0.0)
+    assert any(not torch.equal(auto[n], start[n]) for n in auto)  # the runs did train (β = 0 moves differently)
 
 
 # ------------------------------------------------------------------------------ from an SFT start (real rewards)

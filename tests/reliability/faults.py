@@ -69,8 +69,16 @@ def vowel_share(completions: list[str], labels: list[str]) -> list[float]:
     return out
 
 
+def vowels_unless_calm(completions: list[str], labels: list[str]) -> list[float]:
+    """`vowel_share`, but 0.5 for every completion of a happy, sad or neutral clip: their groups have no reward
+    spread, so dynamic sampling draws again for them."""
+    dense = vowel_share(completions, labels)
+    return [0.5 if label in ("happy", "sad", "neutral") else v for v, label in zip(dense, labels, strict=True)]
+
+
 class Record(L.Callback):
-    """One JSON line per optimizer step: {"step", "ids", "loss", "lr"} (flushed, so a kill loses nothing)."""
+    """One JSON line per optimizer step: {"step", "ids", "loss", "lr"} and, with dynamic sampling, "rounds" (the
+    prompt batches drawn; "ids" are then the last one's) (flushed, so a kill loses nothing)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -87,6 +95,8 @@ class Record(L.Callback):
             "loss": float(loss),
             "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
         }
+        if "train/dynamic/rounds" in trainer.callback_metrics:
+            row["rounds"] = int(trainer.callback_metrics["train/dynamic/rounds"])
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()

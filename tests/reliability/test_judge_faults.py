@@ -95,6 +95,25 @@ def _comparable(metrics: dict) -> dict:
     return out
 
 
+def _killed_when_held(server: JudgeServer, args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """`ecr args` in a subprocess, killed (kill -9) once the server holds the request of its phase's `hold_at`;
+    the held request is released afterwards, whatever happened."""
+    full_env = {**os.environ, "PYTHONPATH": str(HERE), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env}
+    child = subprocess.Popen(  # noqa: S603 - our own console script
+        ecr_command() + args, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.held.wait(120), f"the killed run never reached its {server.hold_at}th request"
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(30)
+        server.release.set()
+    return child
+
+
 def test_killed_judge_run_resumes_from_the_cache_without_paying_twice(server: JudgeServer, tmp_path: Path) -> None:
     predictions = _predictions(tmp_path / "predictions.jsonl")
     env = {ENV: KEY}
@@ -114,20 +133,7 @@ def test_killed_judge_run_resumes_from_the_cache_without_paying_twice(server: Ju
     server.paid.clear()
     server.phase(hold_at=9)
     out = tmp_path / "run" / "metrics.json"
-    full_env = {**os.environ, "PYTHONPATH": str(HERE), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env}
-    child = subprocess.Popen(  # noqa: S603 - our own console script
-        ecr_command() + _args(server, predictions, out), cwd=tmp_path, env=full_env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert server.held.wait(120), "the killed run never reached its 9th request"
-        child.send_signal(signal.SIGKILL)
-        child.wait(30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(30)
-        server.release.set()
+    child = _killed_when_held(server, _args(server, predictions, out), cwd=tmp_path, env=env)
     assert child.returncode == -signal.SIGKILL
     assert not out.exists()
     paid_before_kill = {r for r, n in server.paid.items() if n}

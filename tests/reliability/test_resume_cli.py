@@ -227,6 +227,37 @@ def test_grpo_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
     _assert_same_run(full, pieces)
 
 
+def test_grpo_with_dynamic_sampling_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
+    """Dynamic sampling draws a varying number of prompt batches per step from the same resumable sampler: a run
+    killed with kill -9 and resumed with `--ckpt_path last` draws the same batches (rounds, last ids, rewards)."""
+    from ecr.fixtures.tiny_models import build_tiny_omni
+
+    tiny = build_tiny_omni(tmp_path / "tiny", hidden_size=64)
+    manifest = _six_training_clips(tmp_path)
+
+    def override(tmp: Path, records: Path, kill: tuple[int, str] | None = None) -> Path:
+        config = {
+            "model": {"init_args": {"policy": {"model": str(tiny)}, "verifier": None,
+                                    "rewards": [{"name": "vowels", "function": "faults:vowels_unless_calm"}],
+                                    "sampling": {"max_new_tokens": 8},
+                                    "grpo": {"dynamic_sampling": True, "max_resample_rounds": 2,
+                                             "log_completions_every_n_steps": 0}}},
+            "data": {"init_args": {"root": str(manifest.parent), "manifest": str(manifest), "batch_size": 2,
+                                   "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.0}},
+            "trainer": {"max_steps": 6, "limit_val_batches": 0, "default_root_dir": str(tmp / "runs"),
+                        "enable_progress_bar": False,
+                        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                                   "init_args": {"save_dir": str(tmp / "runs"), "name": "tb"}},
+                        "callbacks": _callbacks(records, kill)},
+        }  # fmt: skip
+        return _write(tmp / ("kill.yaml" if kill else "run.yaml"), config)
+
+    full, pieces = _full_then_killed_and_resumed(tmp_path, CONFIGS / "demo" / "grpo.yaml", override, lambda f: 3)
+    assert len(full) == 6 and any(r["rounds"] > 1 for r in full[:4])  # steps drew extra batches before the kill
+    _assert_same_run(full, pieces)
+    assert [r["rounds"] for r in pieces] == [r["rounds"] for r in full]
+
+
 # ---------------------------------------------------------------------------------------------- ERV (demo)
 @pytest.mark.slow
 def test_erv_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:

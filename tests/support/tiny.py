@@ -1,6 +1,6 @@
-"""The tiny-model recipe of the fit tests: real synthetic clips, a ClipDataModule over them, a CPU Trainer with
-nothing the test does not ask for, and a loss recorder. Written once (the fit tests of SFT, GRPO, prediction
-and HumanOmni used to carry their own copies)."""
+"""The tiny-model recipe of the fit tests: the tiny Omni, real synthetic clips (or their pre-decoded tensors), a
+ClipDataModule over them, a CPU Trainer with nothing the test does not ask for, and a loss recorder. Written once
+(the fit tests of SFT, GRPO, prediction and HumanOmni and the GPU tests used to carry their own copies)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,20 @@ from typing import Any
 import lightning as L
 
 from ecr.data import ClipDataModule
-from ecr.fixtures import synthesize
+from ecr.fixtures import build_tiny_omni, synth_samples, synthesize
 
 SMALL = {"min_pixels": 3136, "max_pixels": 3136}  # one 56×56 frame patch grid: the smallest Omni video input
+
+
+def tiny_omni(folder: Path) -> Path:
+    """The tiny random Qwen2.5-Omni thinker (hidden size 64) every policy fit starts from, written to `folder`."""
+    return build_tiny_omni(folder, hidden_size=64)
+
+
+def decoded_clips(num_clips: int, seed: int = 0, duration: float = 2.0) -> list[dict[str, Any]]:
+    """`num_clips` synthetic DFEW clips as pre-decoded ClipSample dicts (4 frames of 64 x 64, 16 kHz mono): no
+    FFmpeg or torchcodec needed (`ecr.fixtures.synth_samples`)."""
+    return synth_samples(num_clips, labels="dfew", seed=seed, num_frames=4, size=64, duration=duration)
 
 
 def synth_clips(root: Path, num_clips: int, split: str, seed: int = 3) -> Path:

@@ -172,6 +172,30 @@ class SplitDataModule(LightningDataModule):
         return self._loader(self.predict_split, "predict", train=False)
 
 
+def _check_clip_options(
+    format: str,
+    manifest: str | Path | None,
+    labels: str | list[str] | None,
+    num_frames: int,
+    sample_rate: int,
+    on_error: str,
+    predict_split: str,
+) -> None:
+    """A `ConfigError` naming the `data.*` field of a `ClipDataModule` option that cannot work."""
+    if predict_split not in ("train", "val", "test"):
+        raise ConfigError(f"data.predict_split: {predict_split!r} is not one of train, val, test")
+    if format not in ("custom", "dfew", "mafw", "emer"):
+        raise ConfigError(f"data.format: {format!r} is not one of custom, dfew, mafw, emer")
+    if format in ("custom", "emer") and manifest is None:
+        raise ConfigError(f"data.manifest: format {format!r} needs a manifest file")
+    if on_error not in ("skip", "raise"):
+        raise ConfigError(f"data.on_error: {on_error!r} is not 'skip' or 'raise'")
+    if num_frames < 1 or sample_rate <= 0:
+        raise ConfigError(f"data: num_frames and sample_rate must be positive, got {num_frames}/{sample_rate}")
+    if labels is None and format in ("custom", "emer"):
+        raise ConfigError(f"data.labels: format {format!r} needs a label set (dfew, mafw or a list)")
+
+
 class ClipDataModule(SplitDataModule):
     """Synchronised video+audio clips of a DFEW/MAFW/EMER/custom dataset, decoded in DataLoader workers.
 
@@ -225,18 +249,7 @@ class ClipDataModule(SplitDataModule):
         predict_split: Literal["train", "val", "test"] = "test",
     ) -> None:
         super().__init__()
-        if predict_split not in ("train", "val", "test"):
-            raise ConfigError(f"data.predict_split: {predict_split!r} is not one of train, val, test")
-        if format not in ("custom", "dfew", "mafw", "emer"):
-            raise ConfigError(f"data.format: {format!r} is not one of custom, dfew, mafw, emer")
-        if format in ("custom", "emer") and manifest is None:
-            raise ConfigError(f"data.manifest: format {format!r} needs a manifest file")
-        if on_error not in ("skip", "raise"):
-            raise ConfigError(f"data.on_error: {on_error!r} is not 'skip' or 'raise'")
-        if num_frames < 1 or sample_rate <= 0:
-            raise ConfigError(f"data: num_frames and sample_rate must be positive, got {num_frames}/{sample_rate}")
-        if labels is None and format in ("custom", "emer"):
-            raise ConfigError(f"data.labels: format {format!r} needs a label set (dfew, mafw or a list)")
+        _check_clip_options(format, manifest, labels, num_frames, sample_rate, on_error, predict_split)
         # hparams go into checkpoints: plain strings, since torch.load(weights_only=True) rejects Path objects
         root = os.fspath(root)
         manifest = os.fspath(manifest) if manifest is not None else None

@@ -223,7 +223,7 @@ def report_command(
             label differing from the manifest's): raise (stop, naming file:line) | skip (drop and count it: the
             page, report.json and the end of the output say how many; clips without a prediction are reported).
         dataset: `--manifest`, `--split`, `--val_fraction`, `--test_fraction`, `--split_seed`: the manifest split
-            the predictions must cover (`ecr.evaluation.predictions.DatasetSplitOptions`).
+            the predictions must cover (`ecr.evaluation.manifest_split.DatasetSplitOptions`).
     """
     paths = [Path(p) for p in predictions] if isinstance(predictions, list) else [Path(predictions)]
     label_set = get_label_set(labels)

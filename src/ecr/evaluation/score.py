@@ -280,15 +280,39 @@ def score_command(
             label differing from the manifest's): raise (stop, naming file:line) | skip (drop and count it,
             metrics.json `skipped`, printed at the end; clips of the split without a prediction are reported).
         dataset: `--manifest`, `--split`, `--val_fraction`, `--test_fraction`, `--split_seed`: the manifest split
-            the predictions must cover (`ecr.evaluation.predictions.DatasetSplitOptions`).
+            the predictions must cover (`ecr.evaluation.manifest_split.DatasetSplitOptions`).
     """
     label_set = get_label_set(labels)
     predictions = Path(predictions)
     split = dataset_split(label_set, **dataset)
     read = load_predictions(predictions, label_set, on_error, split)
     out = Path(out) if out is not None else predictions.with_name(predictions.name + ".metrics.json")
+    chosen = _command_judges(judge, label_set, out, cache, verifier, threshold, splitter, openai, cue_table)
+    other = load_predictions(Path(compare), label_set, on_error, split) if compare is not None else None
+    metrics = _file_metrics(read, other, label_set, chosen, bootstrap, seed)
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    print(summary_table(metrics))
+    print(f"metrics: {out}", file=sys.stderr)
+    print_left_out([read] if other is None else [read, other])
+    return 0
+
+
+def _command_judges(
+    judge: JudgeName | list[JudgeName],
+    label_set: LabelSet,
+    out: Path,
+    cache: Path | None,
+    verifier: Path | None,
+    threshold: float | None,
+    splitter: str,
+    openai: OpenAIConfig | None,
+    cue_table: Path | None,
+) -> list[Judge]:
+    """`build_judges` for `ecr score`: the LLM judge's answer cache defaults to `<out>.judge_cache.jsonl`, beside
+    metrics.json."""
     cache = Path(cache) if cache is not None else out.with_name(out.name + ".judge_cache.jsonl")
-    chosen = build_judges(
+    return build_judges(
         judge,
         label_set,
         verifier=verifier,
@@ -298,14 +322,6 @@ def score_command(
         openai=openai,
         cache=cache,
     )
-    other = load_predictions(Path(compare), label_set, on_error, split) if compare is not None else None
-    metrics = _file_metrics(read, other, label_set, chosen, bootstrap, seed)
-    with atomic_output(out) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    print(summary_table(metrics))
-    print(f"metrics: {out}", file=sys.stderr)
-    print_left_out([read] if other is None else [read, other])
-    return 0
 
 
 def _file_metrics(

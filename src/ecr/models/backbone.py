@@ -16,7 +16,7 @@ Adding a family = a new module implementing this Protocol + `register_backbone`,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -75,6 +75,55 @@ class EncodedPrompt:
         """The same encoding cut from the graph (frozen towers: nothing to back-propagate into)."""
         return replace(self, inputs_embeds=self.inputs_embeds.detach())
 
+    @staticmethod
+    def concat(parts: Sequence[EncodedPrompt], pad_id: int = 0) -> EncodedPrompt:
+        """The rows of several encodings as one batch (dynamic sampling joins the groups of several draws).
+
+        Prompts are left-padded to the longest (ids `pad_id`, embeddings 0, attention 0, positions 1: padding is
+        masked, its values never reach a real token); `generate_kwargs` tensors are joined on dim 0, their
+        trailing dims right-padded with 0 (per-sample audio feature masks differ in length between batches).
+        """
+        if not parts:
+            raise ValueError("EncodedPrompt.concat needs at least one encoding")
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        if any(p.use_audio_in_video != first.use_audio_in_video for p in parts):
+            raise ValueError("cannot join prompts encoded with and without use_audio_in_video")
+        if any(p.generate_kwargs.keys() != first.generate_kwargs.keys() for p in parts):
+            raise ValueError("cannot join prompts whose generate_kwargs differ in keys")
+        width = max(p.input_ids.shape[1] for p in parts)
+
+        def left(t: torch.Tensor, value: float, dim: int) -> torch.Tensor:
+            pad = width - t.shape[dim]
+            if not pad:
+                return t
+            shape = list(t.shape)
+            shape[dim] = pad
+            return torch.cat([t.new_full(shape, value), t], dim=dim)
+
+        return EncodedPrompt(
+            input_ids=torch.cat([left(p.input_ids, pad_id, 1) for p in parts]),  # [ΣB, P]
+            inputs_embeds=torch.cat([left(p.inputs_embeds, 0.0, 1) for p in parts]),  # [ΣB, P, H]
+            attention_mask=torch.cat([left(p.attention_mask, 0, 1) for p in parts]),  # [ΣB, P]
+            position_ids=torch.cat([left(p.position_ids, 1, 2) for p in parts], dim=1),  # [D, ΣB, P]
+            next_position=torch.cat([p.next_position for p in parts]),  # [ΣB]
+            generate_kwargs={k: _cat_rows([p.generate_kwargs[k] for p in parts]) for k in first.generate_kwargs},
+            use_audio_in_video=first.use_audio_in_video,
+        )
+
+
+def _cat_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Tensors [B_i, *T_i] → [ΣB_i, *max T]: joined on dim 0, each trailing dim right-padded with 0."""
+    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+    padded = []
+    for t in tensors:
+        pads: list[int] = []
+        for d in reversed(range(1, t.dim())):
+            pads += [0, shape[d - 1] - t.shape[d]]
+        padded.append(torch.nn.functional.pad(t, pads) if any(pads) else t)
+    return torch.cat(padded)
+
 
 @contextlib.contextmanager
 def eval_mode(module: torch.nn.Module) -> Iterator[None]:
@@ -109,33 +158,100 @@ class TokenScores:
 
     logprobs: torch.Tensor  # float32 [B, C]; masked positions hold 0
     entropy: torch.Tensor  # float32 [B, C]; masked positions hold 0
+    sampler_logprobs: torch.Tensor | None = None  # float32 [B, C] under the filtered sampler q (detached), when
+    # the pass was asked for it with top-k/top-p/min-p on; masked positions hold 0
+
+
+def filter_logits(scaled: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_p: float | None = None) -> torch.Tensor:
+    """The logits HF's sampling warpers leave: top-k, then top-p, then min-p (transformers 5.23's
+    `_get_logits_processor` order, after the temperature; one token always kept), filtered ids at -inf.
+
+    scaled [..., V] (logits / T, suppressed ids already -inf) → [..., V]. Semantics, each step on the previous
+    step's output:
+    - top-k: drop the ids whose logit is below the k-th largest (ties with it are kept, so more than k may stay);
+    - top-p: order the ids by ascending logit (equal logits in the order `torch.sort` gives them, as HF's warper
+      sorts) and drop every id whose cumulative probability, that id included, is <= 1 - top_p; the most
+      probable id always stays;
+    - min-p: drop the ids whose probability is below min_p times the largest probability.
+    """
+    neg_inf = float("-inf")
+    if top_k > 0:
+        k = min(top_k, scaled.shape[-1])
+        kth = scaled.kthvalue(scaled.shape[-1] - k + 1, dim=-1, keepdim=True).values  # [..., 1] k-th largest
+        scaled = scaled.masked_fill(scaled < kth, neg_inf)
+    if top_p < 1.0:
+        ascending, order = scaled.sort(dim=-1)  # [..., V] each
+        below = ascending.softmax(dim=-1).cumsum(dim=-1) <= 1 - top_p  # [..., V] in ascending order
+        below[..., -1] = False  # the most probable id
+        drop = torch.empty_like(below).scatter_(-1, order, below)  # [..., V] back in id order
+        scaled = scaled.masked_fill(drop, neg_inf)
+    if min_p is not None:
+        probs = scaled.softmax(dim=-1)  # [..., V]
+        floor = min_p * probs.amax(dim=-1, keepdim=True)  # [..., 1]
+        scaled = scaled.masked_fill(probs < floor, neg_inf)  # the top id is never below min_p (<= 1) of itself
+    return scaled
+
+
+@dataclass(frozen=True)
+class SamplingFilters:
+    """The truncation HF's sampler applies after the temperature (`filter_logits`): top-k (0 = off), top-p
+    (1 = off), min-p (None = off). A filtered sampler draws from q ≠ π, so GRPO keeps π's log-probs for the loss
+    and corrects for q by importance sampling (`ecr.rl.off_policy`, docs/method.md §4)."""
+
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k < 0 or not 0.0 < self.top_p <= 1.0 or (self.min_p is not None and not 0 <= self.min_p <= 1):
+            raise ValueError(f"need top_k >= 0, 0 < top_p <= 1 and min_p in [0, 1] or None, got {self}")
+
+    @property
+    def active(self) -> bool:
+        """Whether any filter changes the distribution (what HF adds a warper for)."""
+        return self.top_k > 0 or self.top_p < 1.0 or self.min_p is not None
+
+    def apply(self, scaled: torch.Tensor) -> torch.Tensor:
+        """scaled logits [..., V] → the filtered ones (`filter_logits`)."""
+        return filter_logits(scaled, self.top_k, self.top_p, self.min_p) if self.active else scaled
 
 
 @dataclass(frozen=True)
 class SamplingDistribution:
-    """The next-token distribution rollouts are sampled from, and so the one every GRPO log-prob is taken under.
+    """The next-token distribution rollouts are sampled from; the policy π every GRPO log-prob is taken under.
 
-    softmax(logits / `temperature`) over the vocabulary with the `suppressed` ids (media placeholders) at
+    π = softmax(logits / `temperature`) over the vocabulary with the `suppressed` ids (media placeholders) at
     probability 0 — HF's `suppress_tokens` followed by its temperature warper. `HFBackbone.generate` takes its
     suppressed ids from here and `score_completions` its log-softmax, so the sampler and the scorer cannot
     drift apart: the importance ratio of a fresh rollout is exactly 1 and the KL compares two distributions on
-    the same support (docs/method.md §4). Top-k/top-p/min-p truncation is not part of it.
+    the same support (docs/method.md §4). With `filters` on (top-k/top-p/min-p), `log_probs` is the sampler's q:
+    the same logits with the filtered ids at -inf, renormalised (what HF samples from); `policy_log_probs` stays π.
     """
 
     temperature: float = 1.0
     suppressed: tuple[int, ...] = ()  # ids sampling never emits (their log-prob is -inf)
+    filters: SamplingFilters = SamplingFilters()
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0 for log-probs, got {self.temperature}")
 
-    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """logits [..., V] → float32 log-probabilities [..., V] of this distribution (-inf at suppressed ids)."""
+    def scaled_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits [..., V] → float32 logits / T with the suppressed ids at -inf, [..., V] (π's logits)."""
         scaled = logits.float() / self.temperature
         if self.suppressed:
             ids = torch.tensor(self.suppressed, device=scaled.device)
             scaled = scaled.index_fill(-1, ids, float("-inf"))
-        return torch.log_softmax(scaled, dim=-1)
+        return scaled
+
+    def policy_log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits [..., V] → float32 log-probabilities [..., V] of π (unfiltered; -inf at suppressed ids)."""
+        return torch.log_softmax(self.scaled_logits(logits), dim=-1)
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits [..., V] → float32 log-probabilities [..., V] of what the sampler draws from (-inf at suppressed
+        and filtered ids; π itself when no filter is on)."""
+        return torch.log_softmax(self.filters.apply(self.scaled_logits(logits)), dim=-1)
 
 
 def entropy_of(logp: torch.Tensor) -> torch.Tensor:
@@ -157,35 +273,41 @@ def chunked_token_scores(
     """Log-prob and entropy of each chosen token, never holding float32 logits of more than a chunk.
 
     hidden [B, C, H] (position t predicts token_ids[:, t]), token_ids [B, C] → `TokenScores` [B, C] each.
-    Both are taken under `distribution` (the sampling temperature and suppressed ids: what the sampler drew
-    from). With gradients on, each chunk runs under non-reentrant activation checkpointing, so backward keeps
-    only the chunk's hidden states and recomputes its logits: peak memory is one chunk of [k, V] floats instead
-    of [B·C, V] (≈ 1.2 GB per prompt at V = 151,936, C = 512, G = 4). `chunk_tokens` None = LOGIT_BUDGET / V.
-    The entropy carries its gradient too (GRPO's entropy bonus); a loss without it never backpropagates it.
+    Both are taken under `distribution`'s policy π (the sampling temperature and suppressed ids). With its
+    `filters` on, the same logits also give `sampler_logprobs`, the log-prob under the filtered sampler q (no
+    gradient, no second forward pass). With gradients on, each chunk runs under non-reentrant activation
+    checkpointing, so backward keeps only the chunk's hidden states and recomputes its logits: peak memory is one
+    chunk of [k, V] floats instead of [B·C, V] (≈ 1.2 GB per prompt at V = 151,936, C = 512, G = 4).
+    `chunk_tokens` None = LOGIT_BUDGET / V. The entropy carries its gradient too (GRPO's entropy bonus); a loss
+    without it never backpropagates it.
     """
     b, c, h = hidden.shape
     flat_hidden = hidden.reshape(b * c, h)  # [N, H]
     flat_ids = token_ids.reshape(b * c)  # [N]
+    sampler = distribution.filters.active
 
-    def score(chunk: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logp = distribution.log_probs(head(chunk))  # [k, V]
-        return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1), entropy_of(logp)  # [k], [k]
+    def score(chunk: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scaled = distribution.scaled_logits(head(chunk))  # [k, V]
+        logp = torch.log_softmax(scaled, dim=-1)  # [k, V] under π
+        with torch.no_grad():  # q is a constant of the loss: never part of the graph
+            q = torch.log_softmax(distribution.filters.apply(scaled.detach()), dim=-1) if sampler else None
+            q_ids = q.gather(-1, ids.unsqueeze(-1)).squeeze(-1) if q is not None else scaled.new_zeros(0)  # [k]
+        return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1), entropy_of(logp), q_ids  # [k], [k], [k] or [0]
 
     if chunk_tokens is None:
         vocab = int(head(flat_hidden[:1]).shape[-1]) if b * c else 1
         chunk_tokens = max(1, LOGIT_BUDGET // vocab)
     checkpointed = torch.is_grad_enabled() and flat_hidden.requires_grad
-    logps, entropies = [], []
+    parts: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
     for start in range(0, b * c, chunk_tokens):
         args = (flat_hidden[start : start + chunk_tokens], flat_ids[start : start + chunk_tokens])
-        lp, ent = checkpoint(score, *args, use_reentrant=False) if checkpointed else score(*args)
-        logps.append(lp)
-        entropies.append(ent)
+        outs = checkpoint(score, *args, use_reentrant=False) if checkpointed else score(*args)
+        for part, out in zip(parts, outs, strict=True):
+            part.append(out)
     empty = flat_hidden.new_zeros(0, dtype=torch.float32)
-    return TokenScores(
-        logprobs=torch.cat(logps).reshape(b, c) if logps else empty.reshape(b, c),
-        entropy=torch.cat(entropies).reshape(b, c) if entropies else empty.reshape(b, c),
-    )
+    joined = lambda part: torch.cat(part).reshape(b, c) if part else empty.reshape(b, c)  # noqa: E731
+    logps, entropies, sampled = parts
+    return TokenScores(joined(logps), joined(entropies), sampler_logprobs=joined(sampled) if sampler else None)
 
 
 @runtime_checkable
@@ -248,10 +370,12 @@ class PolicyBackbone(Protocol):
         chunk_tokens: int | None = None,
         group_size: int = 1,
         share_prefix: bool = True,
+        filters: SamplingFilters = SamplingFilters(),
     ) -> TokenScores:
         """Log-probs and entropies [B·G, C] under `sampling_distribution(temperature)`, in one chunked pass (GRPO's
         policy/old/ref passes) of prompt [B] with G completions each; `share_prefix`: each prompt runs once for
-        its G completions where `can_share_prefix()` allows it."""
+        its G completions where `can_share_prefix()` allows it. With `filters` on, also the sampler's log-probs
+        (`TokenScores.sampler_logprobs`) from the same logits."""
         ...
 
     def can_share_prefix(self) -> bool:
@@ -267,9 +391,11 @@ class PolicyBackbone(Protocol):
         """Placeholder token ids a completion must never contain (suppressed while sampling)."""
         ...
 
-    def sampling_distribution(self, temperature: float = 1.0) -> SamplingDistribution:
-        """What `generate` samples from at `temperature` (media ids suppressed), the distribution
-        `score_completions` takes its log-probs and entropies under."""
+    def sampling_distribution(
+        self, temperature: float = 1.0, filters: SamplingFilters = SamplingFilters()
+    ) -> SamplingDistribution:
+        """What `generate` samples from at `temperature` with `filters` (media ids suppressed); its policy π is the
+        distribution `score_completions` takes its log-probs and entropies under."""
         ...
 
     def adapter_disabled(self) -> AbstractContextManager[None]:

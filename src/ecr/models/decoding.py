@@ -15,6 +15,7 @@ import torch
 from ecr.models.backbone import (
     EncodedPrompt,
     SamplingDistribution,
+    SamplingFilters,
     TokenScores,
     chunked_token_scores,
     completion_positions,
@@ -100,9 +101,11 @@ class HFDecoding:
         chunk_tokens: int | None = None,
         group_size: int = 1,
         share_prefix: bool = True,
+        filters: SamplingFilters = SamplingFilters(),
     ) -> TokenScores:
         """Log-probs and entropies of the completion tokens, [B·G, C] each, masked to 0, under the distribution
-        `generate` samples from at `temperature` (`sampling_distribution`: logits / T, media ids suppressed).
+        `generate` samples from at `temperature` (`sampling_distribution`: logits / T, media ids suppressed); with
+        `filters` (top-k/top-p/min-p) on, also the sampler's own log-probs under them, from the same logits.
 
         prompt [B] with G = `group_size` completions per prompt (rows of a prompt contiguous, as `generate`
         returns them). Only the completion slice goes through the LM head (a full-vocab prompt slice would cost
@@ -113,12 +116,13 @@ class HFDecoding:
         repeated G times and every row runs its own.
         """
         self._check_samplable(completion_ids, completion_mask)
+        dist = self.sampling_distribution(temperature, filters)
         b, n = prompt.batch_size, completion_ids.shape[0]
         if n != b * group_size:
             raise ValueError(f"the {n} completion rows are not groups of {group_size} for {b} prompts")
         if group_size > 1 and share_prefix and self.can_share_prefix():
             return self._score_with_shared_prefix(
-                prompt, completion_ids, completion_mask, group_size, temperature, chunk_tokens
+                prompt, completion_ids, completion_mask, group_size, dist, chunk_tokens
             )
         prompt = prompt.repeat_interleave(group_size) if group_size > 1 else prompt  # [N]
         embed = self.base_model.get_input_embeddings()
@@ -130,24 +134,26 @@ class HFDecoding:
         positions = torch.cat([prompt.position_ids, comp_pos], dim=2)  # [D, N, P+C]
         hidden, _ = self._hidden_states(embeds, mask, positions)  # [N, P+C, H]
         p = prompt.input_ids.shape[1]
-        return self._masked_scores(hidden[:, p - 1 : -1], completion_ids, completion_mask, temperature, chunk_tokens)
+        return self._masked_scores(hidden[:, p - 1 : -1], completion_ids, completion_mask, dist, chunk_tokens)
 
     def _masked_scores(
         self,
         hidden: torch.Tensor,
         completion_ids: torch.Tensor,
         completion_mask: torch.Tensor,
-        temperature: float,
+        dist: SamplingDistribution,
         chunk_tokens: int | None,
     ) -> TokenScores:
         """hidden [N, C, H] (position t predicts completion token t) → masked `TokenScores` [N, C]."""
-        dist = self.sampling_distribution(temperature)
         scores = chunked_token_scores(
             hidden, self._lm_head(), completion_ids, distribution=dist, chunk_tokens=chunk_tokens
         )
         keep = completion_mask.bool()  # `where`, not a product: a suppressed pad id after EOS scores -inf
+        q = scores.sampler_logprobs
         return TokenScores(
-            logprobs=torch.where(keep, scores.logprobs, 0.0), entropy=torch.where(keep, scores.entropy, 0.0)
+            logprobs=torch.where(keep, scores.logprobs, 0.0),
+            entropy=torch.where(keep, scores.entropy, 0.0),
+            sampler_logprobs=None if q is None else torch.where(keep, q, 0.0),
         )
 
     def _check_samplable(self, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> None:
@@ -162,7 +168,7 @@ class HFDecoding:
         completion_ids: torch.Tensor,
         completion_mask: torch.Tensor,
         group: int,
-        temperature: float,
+        dist: SamplingDistribution,
         chunk_tokens: int | None,
     ) -> TokenScores:
         """`score_completions` with one pass of each of the B prompts for its `group` completions (see there)."""
@@ -180,7 +186,7 @@ class HFDecoding:
         comp_hidden, _ = self._hidden_states(comp_embeds, mask, comp_pos, past_key_values=cache, use_cache=True)
         last = hidden[:, -1:].repeat_interleave(group, 0)  # [N, 1, H]: the prompt's last position predicts token 0
         scoring = torch.cat([last, comp_hidden[:, :-1]], dim=1)  # [N, C, H]
-        return self._masked_scores(scoring, completion_ids, completion_mask, temperature, chunk_tokens)
+        return self._masked_scores(scoring, completion_ids, completion_mask, dist, chunk_tokens)
 
     # Config attributes under which HF multimodal models name their media placeholder / boundary tokens.
     _MEDIA_TOKEN_ATTRS = (
@@ -195,10 +201,12 @@ class HFDecoding:
         ids = {getattr(cfg, a, None) for a in self._MEDIA_TOKEN_ATTRS}
         return sorted(int(i) for i in ids if isinstance(i, int) and i >= 0)
 
-    def sampling_distribution(self, temperature: float = 1.0) -> SamplingDistribution:
-        """The distribution `generate` samples from at `temperature` and `score_completions` scores under: the
-        ONE place that says which ids are suppressed (the media placeholders)."""
-        return SamplingDistribution(temperature=temperature, suppressed=tuple(self.media_token_ids()))
+    def sampling_distribution(
+        self, temperature: float = 1.0, filters: SamplingFilters = SamplingFilters()
+    ) -> SamplingDistribution:
+        """The distribution `generate` samples from at `temperature` with `filters`, whose policy π
+        `score_completions` scores under: the ONE place that says which ids are suppressed (the media placeholders)."""
+        return SamplingDistribution(temperature, tuple(self.media_token_ids()), filters)
 
     def generate(
         self, prompt: EncodedPrompt, *, group_size: int = 1, share_prefix: bool = True, **generation_kwargs: Any

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -39,15 +39,17 @@ from ecr.metrics import RecognitionMetrics
 from ecr.models import PolicyConfig
 from ecr.modules.base import StageModule
 from ecr.modules.checkpointing import restore_rng, save_rng
+from ecr.modules.grpo_draw import MicroBatch, draw_micro_batch, trained_metrics
 from ecr.modules.grpo_settings import GRPO_OPTIMIZATION, GRPOSettings
 from ecr.modules.optim import OptimizationSettings, OptimizerFactory, weight_norm
 from ecr.modules.policy import StagePolicy
 from ecr.prompts import extract_answer
 from ecr.rl.entropy import entropy_bonus, gathered_entropies, high_entropy_mask
 from ecr.rl.loss import accumulation_scale, grpo_loss
+from ecr.rl.off_policy import policy_weights
 from ecr.rl.reward_config import DEFAULT_TERMS, RewardTerm, build_reward
 from ecr.rl.rewards import CombinedReward
-from ecr.rl.rollout import Rollout, collect_rollout, rollout_metrics
+from ecr.rl.rollout import Rollout, rollout_metrics
 from ecr.rl.scorer import GroupScorer, SamplingSettings, build_scorer
 from ecr.rl.spread import ZeroSpreadMonitor
 from ecr.rows import markdown_table
@@ -111,6 +113,7 @@ class GRPOModule(StageModule):
         self._buffer: list[Rollout] = []
         self.val_recognition: RecognitionMetrics | None = None  # built in setup (needs the label set)
         self.zero_spread = ZeroSpreadMonitor()  # warns when every group has zero reward spread for a while
+        self.dynamic_short_steps = 0  # dynamic-sampling steps that trained fewer groups than wanted (resumed)
 
     # ------------------------------------------------------------------------------------------- set-up
     @property
@@ -159,25 +162,19 @@ class GRPOModule(StageModule):
         return math.ceil(batches / self.settings.gradient_accumulation_steps) * self.settings.num_iterations
 
     # ----------------------------------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        assert self.reward is not None
-        s = self.settings
-        assert self.scorer is not None
-        rollout = collect_rollout(
-            self.scorer,
-            batch,
-            self.reward,
-            advantage_scale=s.scale_rewards,
-            mask_truncated_completions=s.mask_truncated_completions,
-            need_old_logp=s.num_iterations > 1,
-        )
-        self._log_rollout(rollout)
-        if s.filter_zero_std_groups:
-            rollout = rollout.keep_groups(~rollout.zero_std)
-        if rollout.completion_ids.shape[0] > 0:
-            self._buffer.append(rollout)
-        if batch_idx % s.gradient_accumulation_steps == s.gradient_accumulation_steps - 1:
+    def training_step(self, dataloader_iter: Iterator[Any]) -> None:
+        """One micro-batch (`ecr.modules.grpo_draw`: the iterator lets dynamic sampling draw more prompts)."""
+        micro = draw_micro_batch(self, dataloader_iter)  # StopIteration ends the epoch
+        self._log_rollout(micro)
+        if micro.trained is not None:
+            self._buffer.append(micro.trained)
+        accumulation = self.settings.gradient_accumulation_steps
+        if self._micro_batch_index() % accumulation == accumulation - 1:
             self._train_on_buffer()
+
+    def _micro_batch_index(self) -> int:
+        """This epoch's index of the current training step (Lightning counts steps, not batches drawn)."""
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.ready) - 1
 
     def on_train_epoch_end(self) -> None:
         if self._buffer:  # an epoch whose batches do not fill the last accumulation window
@@ -196,22 +193,18 @@ class GRPOModule(StageModule):
             return
         s, scorer = self.settings, self.scorer
         assert scorer is not None
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         scale = accumulation_scale(s.loss_type, len(buffer), self.trainer.world_size)
         num_items = self._num_items(buffer) if s.loss_type == "dapo" else None
         for _ in range(s.num_iterations):
-            t0 = time.perf_counter()
-            losses, stats, entropies = [], [], []
+            t0, losses, stats, entropies = time.perf_counter(), [], [], []
             for r in buffer:
                 scores = scorer.scores(r.update_prompt(self.backbone), r.completion_ids, r.mask)  # [N, C]
                 old = r.old_logp if r.old_logp is not None else scores.logprobs.detach()
-                keep = self._entropy_mask(scores.entropy.detach(), r.mask)  # a mask: no gradient  # [N, C] or None
-                loss, st = grpo_loss(
-                    scores.logprobs, old, r.ref_logp, r.advantages, r.mask, **s.loss_options(),
-                    max_completion_length=self.sampling.max_new_tokens, num_items_in_batch=num_items,
-                    policy_weights=keep,
-                )  # fmt: skip
+                keep, weights = self._policy_weights(r, scores.entropy.detach())  # no gradient; [N, C] or None
+                loss, st = grpo_loss(scores.logprobs, old, r.ref_logp, r.advantages, r.mask, **s.loss_options(),
+                                     max_completion_length=self.sampling.max_new_tokens, num_items_in_batch=num_items,
+                                     policy_weights=weights)  # fmt: skip
                 loss = loss - entropy_bonus(scores.entropy, r.mask, keep, s.entropy_coef, s.loss_type, num_items)
                 self.manual_backward(loss * scale)
                 losses.append(float(loss.detach()) * scale)
@@ -220,14 +213,18 @@ class GRPOModule(StageModule):
             self._optimizer_step(optimizer, scheduler, sum(losses), stats, entropies, time.perf_counter() - t0)
         self._maybe_log_completions(buffer)
 
-    def _entropy_mask(self, entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """`top_entropy_quantile`'s token mask over every rank's active tokens (None: every token is kept)."""
-        if self.settings.top_entropy_quantile >= 1.0:
-            return None
-        pool = gathered_entropies(entropy, mask, self.all_gather) if self.trainer.world_size > 1 else None
-        keep = high_entropy_mask(entropy, mask, self.settings.top_entropy_quantile, pool=pool).to(mask.dtype)
-        self.log("train/entropy_mask_kept", float(keep.sum() / mask.sum().clamp(min=1)), on_step=True)
-        return keep
+    def _policy_weights(self, r: Rollout, entropy: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(high-entropy mask over all ranks, it times the `off_policy` correction): for the bonus, the loss."""
+        s, keep = self.settings, None
+        if s.top_entropy_quantile < 1.0:
+            pool = gathered_entropies(entropy, r.mask, self.all_gather) if self.trainer.world_size > 1 else None
+            keep = high_entropy_mask(entropy, r.mask, s.top_entropy_quantile, pool=pool).to(r.mask.dtype)
+            self.log("train/entropy_mask_kept", float(keep.sum() / r.mask.sum().clamp(min=1)), batch_size=1)
+        weights, logged = policy_weights(r.old_logp, r.sampler_logp, r.mask, keep, **s.off_policy_options())
+        if r.sampler_logp is not None and not logged:
+            rank_zero_warn("GRPO samples with top_k/top_p/min_p but off_policy_correction is none: biased gradient")
+        self.log_dict(logged, batch_size=1)
+        return keep, weights
 
     def _optimizer_step(self, optimizer, scheduler, loss: float, stats: list, entropies: list, seconds: float) -> None:
         s = self.settings
@@ -245,8 +242,8 @@ class GRPOModule(StageModule):
         mean = lambda name: sum(float(getattr(st, name)) for st in stats) / len(stats)  # noqa: E731
         values = {f"train/{k}": mean(name) for k, name in LOSS_STATS.items()}
         values.update({"train/loss": loss, "train/grad_norm": float(norm), "train/time/update": seconds})
-        self.log_dict({**values, "train/entropy": sum(entropies) / len(entropies)}, prog_bar=False)
-        self.log("kl", values["train/kl"], prog_bar=True, logger=False)
+        self.log_dict({**values, "train/entropy": sum(entropies) / len(entropies)}, batch_size=1)
+        self.log("kl", values["train/kl"], prog_bar=True, logger=False, batch_size=1)
         self._sync_reference()
 
     def _sync_reference(self) -> None:
@@ -255,10 +252,12 @@ class GRPOModule(StageModule):
             self.scorer.sync_reference()
 
     # ----------------------------------------------------------------------------------------- logging
-    def _log_rollout(self, r: Rollout) -> None:
-        values, n = {f"train/{k}": v for k, v in rollout_metrics(r).items()}, len(r.texts)
-        self.log_dict(values, batch_size=n)
-        self.log("reward", values["train/reward"], prog_bar=True, logger=False, batch_size=n)
+    def _log_rollout(self, micro: MicroBatch) -> None:
+        values = {f"train/{k}": v for k, v in rollout_metrics(micro.drawn).items()}
+        values.update(trained_metrics(micro, self.dynamic_short_steps))
+        self.dynamic_short_steps = int(values.get("train/dynamic/short_steps", 0))
+        self.log_dict(values, batch_size=1)
+        self.log("reward", values["train/reward"], prog_bar=True, logger=False, batch_size=1)
         g, t = self.settings.num_generations, self.sampling.temperature
         if warning := self.zero_spread.update(values["train/frac_zero_std"], num_generations=g, temperature=t):
             rank_zero_warn(warning)
@@ -308,7 +307,9 @@ class GRPOModule(StageModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         save_rng(checkpoint)  # the sampling RNG: a resumed run samples what the uninterrupted one would
+        checkpoint["ecr_grpo"] = {"dynamic_short_steps": self.dynamic_short_steps}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         restore_rng(checkpoint)
+        self.dynamic_short_steps = int(checkpoint.get("ecr_grpo", {}).get("dynamic_short_steps", 0))

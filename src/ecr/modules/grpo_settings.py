@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ecr.errors import ConfigError
 from ecr.modules.optim import OptimizationSettings
+from ecr.rl.advantages import AdvantageScale
+from ecr.rl.off_policy import OFF_POLICY_SETTINGS, OffPolicySetting
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 ImportanceSamplingLevel = Literal["token", "sequence"]
-AdvantageScale = Literal["group", "batch", "none"]
 Reference = Literal["auto", "adapter", "copy"]
 
 GRPO_OPTIMIZATION = OptimizationSettings(lr=1e-6, weight_decay=0.0, warmup_ratio=0.0, scheduler="constant_with_warmup")
@@ -40,6 +42,17 @@ class GRPOSettings:
     entropy_coef: float = 0.0
     """Entropy bonus: the loss becomes loss - entropy_coef * (mean entropy of the trained tokens), normalised per
     loss_type as the policy term (TRL's entropy_coef; 0 = off)."""
+    off_policy_correction: OffPolicySetting = "auto"
+    """Truncated importance sampling of the policy term by pi_old / q when the sampler's distribution q is not the
+    policy's (sampling.top_k/top_p/min_p on): token_truncate | token_mask | sequence_truncate | sequence_mask, as
+    TRL's vllm_importance_sampling_mode; auto = sequence_mask (TRL's default) when the rollout carries the
+    sampler's log-probs, nothing otherwise; none = no correction (a biased gradient, warned about)."""
+    off_policy_clip_max: float | None = 3.0
+    """Upper bound C_max of the correction (TRL's vllm_importance_sampling_clip_max): truncate modes clip the
+    ratio to it, mask modes zero ratios above it (None = no upper bound)."""
+    off_policy_clip_min: float | None = None
+    """Lower bound C_min of the correction (TRL's vllm_importance_sampling_clip_min): truncate modes clip the
+    ratio up to it, mask modes zero ratios below it (None = no lower bound)."""
     num_iterations: int = 1
     """Updates (μ) on each rollout batch; > 1 records old log-probs at sampling time."""
     gradient_accumulation_steps: int = 1
@@ -50,6 +63,13 @@ class GRPOSettings:
     """Advantage scaling: group (paper: / group std) | batch (/ batch std) | none (Dr. GRPO)."""
     filter_zero_std_groups: bool = False
     """Drop groups whose rewards have zero spread from the loss."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: keep drawing prompt batches (from the same resumable sampler) until each
+    micro-batch holds batch_size groups with reward spread, or max_resample_rounds extra draws were made; steps
+    then consume more prompts, so an epoch has fewer steps (set trainer.max_steps)."""
+    max_resample_rounds: int = 4
+    """Extra draws per micro-batch allowed by dynamic_sampling; a step still short after them trains on the
+    informative groups it has (counted in train/dynamic/short_steps)."""
     mask_truncated_completions: bool = False
     """Exclude completions that hit max_new_tokens without EOS (DAPO)."""
     reference: Reference = "auto"
@@ -86,8 +106,26 @@ class GRPOSettings:
             raise ConfigError(f"importance_sampling_level: {self.importance_sampling_level!r} is not token or sequence")
         if self.entropy_coef < 0:
             raise ConfigError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
+        if self.max_resample_rounds < 0:
+            raise ConfigError(f"max_resample_rounds must be >= 0, got {self.max_resample_rounds}")
+        if self.dynamic_sampling and self.filter_zero_std_groups:
+            raise ConfigError("dynamic_sampling already trains only on groups with spread: drop filter_zero_std_groups")
         if not 0.0 <= self.top_entropy_quantile <= 1.0:
             raise ConfigError(f"top_entropy_quantile must be in [0, 1], got {self.top_entropy_quantile}")
+        self._check_off_policy()
+
+    def _check_off_policy(self) -> None:
+        """The correction's mode and bounds, as TRL checks them (C_min < C_max; a truncation needs a bound)."""
+        mode, low, high = self.off_policy_correction, self.off_policy_clip_min, self.off_policy_clip_max
+        if mode not in OFF_POLICY_SETTINGS:
+            raise ConfigError(f"off_policy_correction: {mode!r} is not one of {', '.join(OFF_POLICY_SETTINGS)}")
+        for name, bound in (("off_policy_clip_min", low), ("off_policy_clip_max", high)):
+            if bound is not None and not (bound >= 0 and math.isfinite(bound)):
+                raise ConfigError(f"{name} must be a finite ratio >= 0 or None, got {bound}")
+        if low is not None and high is not None and low >= high:
+            raise ConfigError(f"off_policy_clip_min ({low}) must be less than off_policy_clip_max ({high})")
+        if mode.endswith("truncate") and low is None and high is None:
+            raise ConfigError(f"off_policy_correction={mode} needs off_policy_clip_min or off_policy_clip_max")
 
     def loss_options(self) -> dict[str, Any]:
         """The keyword arguments of `ecr.rl.loss.grpo_loss` these settings fix."""
@@ -97,6 +135,14 @@ class GRPOSettings:
             "epsilon_low": self.epsilon_low,
             "epsilon_high": self.epsilon_high,
             "beta": self.beta,
+        }
+
+    def off_policy_options(self) -> dict[str, Any]:
+        """The keyword arguments of `ecr.rl.off_policy.policy_weights` these settings fix."""
+        return {
+            "setting": self.off_policy_correction,
+            "clip_max": self.off_policy_clip_max,
+            "clip_min": self.off_policy_clip_min,
         }
 
     def check_reference(self, lora: bool) -> None:

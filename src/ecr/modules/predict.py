@@ -38,17 +38,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import zlib
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 
-from ecr.data.types import ClipRecord
-from ecr.errors import ConfigError, LabelError, ManifestError
+from ecr.errors import ConfigError
 from ecr.labels import LabelSet
 from ecr.metrics.assembly import ClipMetrics, headline
 from ecr.metrics.explanation import explanation_label
@@ -57,37 +53,9 @@ from ecr.metrics.rerank import best_candidates, score_candidates
 from ecr.models import PolicyConfig
 from ecr.modules.checkpointing import read_checkpoint, resolve_checkpoint
 from ecr.modules.policy import StagePolicy
+from ecr.modules.predict_clips import loader_ids, owned_ids, record_labels
+from ecr.modules.predict_settings import GenerationSettings, Rerank, batch_seed, check_best_of_n
 from ecr.prompts import parse_completion
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """How `ecr predict` decodes (HF generation arguments); greedy by default."""
-
-    do_sample: bool = False
-    """Sample instead of greedy decoding (seeded per batch with the module's `seed`)."""
-    max_new_tokens: int = 512
-    """Longest completion; one that reaches it without EOS is marked `truncated`."""
-    temperature: float = 1.0
-    """Sampling temperature (with do_sample; the paper's evaluation: 0.3)."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (with do_sample; 1 = off; the paper's evaluation: 0.9)."""
-    top_k: int = 0
-    """Top-k sampling (with do_sample; 0 = off)."""
-    repetition_penalty: float = 1.0
-    """HF repetition penalty (1 = off)."""
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {
-            "do_sample": self.do_sample,
-            "max_new_tokens": self.max_new_tokens,
-            "repetition_penalty": self.repetition_penalty,
-        }
-        if self.do_sample:
-            kw.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
-        else:  # silence HF's "sampling flags are ignored" warnings of a generation_config that sets them
-            kw.update(temperature=None, top_p=None, top_k=None)
-        return kw
 
 
 def _resolved(checkpoint: str | os.PathLike[str] | None) -> str | None:
@@ -110,45 +78,6 @@ def _inference_policy(policy: PolicyConfig | dict[str, Any] | None, checkpoint: 
     if config.adapter is None and config.lora.enabled:  # a fresh LoRA is the identity: do not build one
         config = dataclasses.replace(config, lora=dataclasses.replace(config.lora, enabled=False))
     return config
-
-
-def batch_seed(seed: int, first_id: str) -> int:
-    """The sampling seed of a batch: `seed` + CRC32 of its first clip id (independent of batch position)."""
-    return (int(seed) + zlib.crc32(str(first_id).encode())) % 2**63
-
-
-Rerank = Literal["none", "verifier"]
-_LABEL_SEPARATORS = re.compile(r"[,;|]")
-
-
-def record_labels(record: ClipRecord, label_set: LabelSet) -> list[str] | None:
-    """A clip's compound truth: its record's `labels` (a list, or a string split on `,;|`) made canonical.
-
-    None when the record has no `labels`. Raises ManifestError naming the record's `file:line` for anything
-    else than a non-empty list of labels of the set.
-    """
-    raw = (record.meta or {}).get("labels")
-    if raw is None:
-        return None
-    where = record.source or f"clip {record.id}"
-    items = _LABEL_SEPARATORS.split(raw) if isinstance(raw, str) else raw
-    if not isinstance(items, list | tuple) or not all(isinstance(x, str) for x in items):
-        raise ManifestError(f"{where}: field 'labels' must be a list of labels, got {raw!r}")
-    items = [x for x in items if x.strip()]
-    if not items:
-        raise ManifestError(f"{where}: field 'labels' is empty (leave it out for a single-label clip)")
-    try:
-        canonical = [label_set.canonical(x, where=f"{where}: field 'labels'") for x in items]
-    except LabelError as err:
-        raise ManifestError(str(err)) from err
-    return list(dict.fromkeys(canonical))  # each label once, in the given order
-
-
-def owned_ids(per_rank: Sequence[Sequence[str]], rank: int) -> set[str]:
-    """Clip ids rank `rank` counts in the metrics: its ids that no lower rank has (a padding sampler repeats clips
-    on several ranks; the writer keeps the lowest rank's row, so the metrics count that one)."""
-    lower = {cid for r in range(rank) for cid in per_rank[r]}
-    return {cid for cid in per_rank[rank] if cid not in lower}
 
 
 class PredictModule(LightningModule):
@@ -194,7 +123,7 @@ class PredictModule(LightningModule):
         self.seed = int(seed)
         self.splitter = splitter
         self.verifier_threshold = verifier_threshold
-        self.num_samples, self.rerank = _check_best_of_n(int(num_samples), rerank, self.generation, verifier)
+        self.num_samples, self.rerank = check_best_of_n(int(num_samples), rerank, self.generation, verifier)
         self.reward: Any = None  # an ExplanationReward over the verifier (splitter, τ, mapping), set in setup()
         self.label_set: LabelSet | None = None
         self.compound: dict[str, list[str]] = {}  # clip id -> its compound truth (records with `labels`)
@@ -361,7 +290,7 @@ class PredictModule(LightningModule):
             import torch.distributed as dist
 
             gathered: list[Any] = [None] * self.trainer.world_size
-            dist.all_gather_object(gathered, _loader_ids(self.trainer.test_dataloaders))
+            dist.all_gather_object(gathered, loader_ids(self.trainer.test_dataloaders))
             self._owned = owned_ids(gathered, self.trainer.global_rank)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
@@ -388,36 +317,6 @@ class PredictModule(LightningModule):
         judge = {"judge": "verifier", **(self.verifier_identity() or {})} if self.reward is not None else None
         self.test_report = self.test_metrics.report(judge, sync=True)  # the same assembly as `ecr score`
         self.log_dict({f"test/{k}": v for k, v in headline(self.test_report).items()}, sync_dist=True)
-
-
-def _check_best_of_n(
-    num_samples: int, rerank: str, generation: GenerationSettings, verifier: str | None
-) -> tuple[int, Rerank]:
-    """Validated (num_samples, rerank); a ConfigError naming the option otherwise."""
-    if rerank not in ("none", "verifier"):
-        raise ConfigError(f"rerank: {rerank!r} is not none or verifier")
-    if num_samples < 1:
-        raise ConfigError(f"num_samples: {num_samples} must be >= 1")
-    if num_samples > 1 and not generation.do_sample:
-        raise ConfigError(
-            f"num_samples: {num_samples} candidates per clip need sampling (greedy decoding draws the same one "
-            "N times): set generation.do_sample: true (e.g. temperature 0.3, top_p 0.9)"
-        )
-    if num_samples > 1 and rerank == "none":
-        raise ConfigError(f"num_samples: {num_samples} candidates per clip need a rule to keep one: rerank: verifier")
-    if rerank == "verifier" and verifier is None:
-        raise ConfigError("rerank: verifier scores candidates with the verifier: set `verifier:` to its folder")
-    return num_samples, rerank  # type: ignore[return-value]
-
-
-def _loader_ids(loaders: Any) -> list[str]:
-    """Clip ids, in order, that this rank's test loader yields (its sampler's indices into the records)."""
-    loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
-    records = getattr(getattr(loader, "dataset", None), "records", None)
-    sampler = getattr(loader, "sampler", None)
-    if records is None or sampler is None:
-        raise RuntimeError("ecr test on several devices needs a loader over ClipRecords (`dataset.records`)")
-    return [str(records[i].id) for i in sampler]
 
 
 __all__ = ["GenerationSettings", "PredictModule", "Rerank", "batch_seed", "owned_ids", "record_labels"]

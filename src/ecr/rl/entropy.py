@@ -3,10 +3,12 @@
 - `high_entropy_mask` ("Beyond the 80/20 rule", Wang et al. 2025; TRL's `top_entropy_quantile` ρ): keep in the
   policy term only the tokens whose entropy is at least the (1 − ρ) quantile of the active tokens' entropies
   (over every rank: pass the gathered entropies). ρ = 1 keeps every token; ρ = 0 only the highest.
-- `entropy_term`: the mean per-token entropy H of the active tokens, normalised so that it accumulates to H over
-  an optimizer step exactly as the policy term does for each `loss_type` (`ecr.rl.loss.accumulation_scale`):
-  per micro-batch mean for grpo/bnpo/dr_grpo, Σ / `num_items_in_batch` for dapo. The loss is
-  policy − `entropy_coef` · H.
+- `entropy_term`: H̄, the mean per-token entropy of the tokens the policy term trains on (active, times the
+  high-entropy mask when given), whatever the `loss_type`, as TRL 1.16 defines it; it is scaled so that the
+  micro-batches of an optimizer step, combined by `ecr.rl.loss.accumulation_scale`, give a mean of their H̄:
+  grpo/bnpo/dr_grpo (scale 1/micro-batches) the plain mean, as TRL; dapo (micro-batches sum) H̄ times this
+  micro-batch's share of the step's active tokens, Σ m / `num_items_in_batch`, a token-weighted mean (TRL's
+  plain mean when the micro-batches hold equal token counts). The loss is policy − `entropy_coef` · H̄.
 """
 
 from __future__ import annotations
@@ -56,15 +58,20 @@ def entropy_term(
     mask: torch.Tensor,
     loss_type: LossType,
     num_items_in_batch: int | float | torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The micro-batch's entropy H for the bonus (0-d, carries the gradient of `entropies`); [N, C] inputs."""
+    """The micro-batch's H̄ for the bonus (0-d, carries the gradient of `entropies`); entropies, mask, keep [N, C].
+
+    The mean is over mask · keep; dapo then weighs it by Σ mask / `num_items_in_batch` (module docstring)."""
     m = mask.to(entropies.dtype)
-    total = (entropies * m).sum()
-    if loss_type == "dapo":
-        if num_items_in_batch is None:
-            raise ConfigError("the entropy bonus with loss_type='dapo' needs num_items_in_batch")
-        return total / torch.as_tensor(num_items_in_batch, dtype=total.dtype, device=total.device).clamp(min=1)
-    return total / m.sum().clamp(min=1)
+    trained = m if keep is None else m * keep.to(entropies.dtype)  # [N, C]
+    mean = (entropies * trained).sum() / trained.sum().clamp(min=1)
+    if loss_type != "dapo":
+        return mean
+    if num_items_in_batch is None:
+        raise ConfigError("the entropy bonus with loss_type='dapo' needs num_items_in_batch")
+    total = torch.as_tensor(num_items_in_batch, dtype=mean.dtype, device=mean.device)
+    return mean * m.sum() / total.clamp(min=1)
 
 
 def entropy_bonus(
@@ -75,8 +82,8 @@ def entropy_bonus(
     loss_type: LossType,
     num_items_in_batch: int | float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """coef · H over the tokens the policy term trains on (mask, times the high-entropy mask `keep` when given),
+    """coef · H̄ over the tokens the policy term trains on (mask, times the high-entropy mask `keep` when given),
     to subtract from the loss; a 0-d zero when coef = 0. [N, C] inputs."""
     if coef == 0:
         return entropies.new_zeros(())
-    return coef * entropy_term(entropies, mask if keep is None else mask * keep, loss_type, num_items_in_batch)
+    return coef * entropy_term(entropies, mask, loss_type, num_items_in_batch, keep)

@@ -4,10 +4,12 @@ Per token t of completion i, with ratio ρ = exp(logp − old_logp) and advantag
 
     l_it = −min(ρ·A_i, clip(ρ, 1 − ε_low, 1 + ε_high)·A_i) + β·KL_it,   KL_it = exp(ref − logp) − (ref − logp) − 1
 
-(k3, an unbiased, always ≥ 0 estimate of KL(π‖π_ref)). With `importance_sampling_level="sequence"` (GSPO, Zheng
-et al. 2025, as TRL defines it) ρ is one ratio per completion, ρ_i = exp(Σ_t m_it (logp − old_logp) / Σ_t m_it),
-used for every token of completion i and clipped the same way. `loss_type` says how the masked l_it are reduced;
-each name means exactly what it means in TRL's GRPOTrainer, so results compare:
+(k3, an unbiased, always ≥ 0 estimate of KL(π‖π_ref)); `use_bias_correction_kl=True` weights it by the
+differentiable ratio, ρ·KL_it, as TRL 1.16's default does (DeepSeek-V3.2). With
+`importance_sampling_level="sequence"` (GSPO, Zheng et al. 2025, as TRL defines it) ρ is one ratio per completion,
+ρ_i = exp(Σ_t m_it (logp − old_logp) / Σ_t m_it), used for every token of completion i and clipped the same way.
+`loss_type` says how the masked l_it are reduced; each name means exactly what it means in TRL's GRPOTrainer,
+so results compare (`benchmarks/check_trl_loss.py` runs TRL 1.16's own code beside this one):
 
 - `grpo`: per completion Σ_t / its active tokens (≥ 1), then the mean over the micro-batch's completions
   (a fully masked row, e.g. a masked truncated one, still counts, as 0, as in TRL);
@@ -200,6 +202,7 @@ def grpo_loss(
     log_ratio_clamp: float | None = None,
     kl_clamp: float | None = None,
     policy_weights: torch.Tensor | None = None,
+    use_bias_correction_kl: bool = False,
 ) -> tuple[torch.Tensor, LossStats]:
     """The loss (0-d, carries the gradient of `logp`) and its `LossStats` for one micro-batch.
 
@@ -210,7 +213,8 @@ def grpo_loss(
     `importance_sampling_level="sequence"` is GSPO (`importance_weights`), TRL's semantics: the clip bounds
     apply to the one ratio of each completion, the KL term stays per token. `policy_weights` [N, C] multiply the
     policy term only (not the KL), as TRL applies them: the sampler correction (`ecr.rl.off_policy`) and the
-    high-entropy token mask (`ecr.rl.entropy`).
+    high-entropy token mask (`ecr.rl.entropy`). `use_bias_correction_kl` (TRL's name; False = the paper's k3)
+    multiplies the KL term by ρ (token or sequence level), which changes its gradient even where ρ = 1.
 
     `log_ratio_clamp` / `kl_clamp` (None = off) clamp logp − old_logp and ref − logp to ±value before `exp`,
     for numerical safety with bf16 or a far-drifted reference. They change the objective (and zero the
@@ -235,6 +239,6 @@ def grpo_loss(
         per_token = per_token * policy_weights.to(dtype)
     kl = torch.zeros_like(lp) if ref_logp is None else k3_kl(lp, ref_logp.to(dtype), kl_clamp)  # [N, C]
     if ref_logp is not None:
-        per_token = per_token + beta * kl
+        per_token = per_token + beta * (kl * ratio if use_bias_correction_kl else kl)
     loss = reduce_loss(per_token * m, m, loss_type, max_completion_length, num_items_in_batch)
     return loss, _loss_stats(ratio, adv, kl, m, epsilon_low, epsilon_high)

@@ -11,13 +11,16 @@ modes (names and semantics the same, so recipes carry over):
 - `sequence_mask`:     the same sequence ratio, 0 for a completion outside [clip_min, clip_max]
 
 `clip_min` None means no lower bound (0 for truncation, −∞ for masking), `clip_max` None no upper bound.
+GRPO's `off_policy_correction` setting picks the mode ("auto": TRL's default `sequence_mask` when the rollout
+carries the sampler's log-probs; "none": uncorrected, biased); `policy_weights` builds the loss's token weights
+from it and what `GRPOModule` logs.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
+from typing import Literal, cast
 
 import torch
 
@@ -25,6 +28,9 @@ from ecr.errors import ConfigError
 
 CorrectionMode = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 CORRECTION_MODES: tuple[str, ...] = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+OffPolicySetting = Literal["auto", "none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
+OFF_POLICY_SETTINGS: tuple[str, ...] = ("auto", "none", *CORRECTION_MODES)
+DEFAULT_MODE: CorrectionMode = "sequence_mask"  # TRL's vllm_importance_sampling_mode default (main, 1.10.0.dev0)
 
 
 @dataclass(frozen=True)
@@ -80,3 +86,39 @@ def sampler_correction(
             mean_abs_logp_diff=diff.abs().sum() / count,
         )
     return weights, stats
+
+
+def resolve_correction(setting: OffPolicySetting, has_sampler_logp: bool) -> CorrectionMode | None:
+    """The mode a rollout is corrected with: None without the sampler's log-probs (its samples are π's own) or
+    with "none"; "auto" is TRL's default mode."""
+    if setting not in OFF_POLICY_SETTINGS:
+        raise ConfigError(f"off_policy_correction must be one of {OFF_POLICY_SETTINGS}, got {setting!r}")
+    if not has_sampler_logp or setting == "none":
+        return None
+    return DEFAULT_MODE if setting == "auto" else cast(CorrectionMode, setting)
+
+
+def policy_weights(
+    old_logp: torch.Tensor | None,
+    sampler_logp: torch.Tensor | None,
+    mask: torch.Tensor,
+    keep: torch.Tensor | None = None,
+    *,
+    setting: OffPolicySetting = "auto",
+    clip_max: float | None = 3.0,
+    clip_min: float | None = None,
+) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """The policy term's token weights [N, C] (None: all 1) and what to log.
+
+    The weights are the sampler correction `setting` resolves to (`resolve_correction`) times `keep` (the
+    high-entropy mask, or None); the log holds the correction's `CorrectionStats` as `train/off_policy/<field>`,
+    empty when no correction applies. old_logp, sampler_logp, mask, keep [N, C].
+    """
+    mode = resolve_correction(setting, sampler_logp is not None)
+    if mode is None or sampler_logp is None:
+        return keep, {}
+    if old_logp is None:
+        raise ValueError("the sampler correction needs the sampling-time log-probs of the policy (old_logp)")
+    weights, stats = sampler_correction(old_logp, sampler_logp, mask, mode, clip_max, clip_min)  # [N, C]
+    logged = {f"train/off_policy/{f.name}": getattr(stats, f.name) for f in fields(stats)}
+    return (weights if keep is None else weights * keep), logged

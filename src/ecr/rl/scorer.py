@@ -23,7 +23,7 @@ import torch
 
 from ecr.errors import ConfigError
 from ecr.models import EncodedPrompt, PolicyBackbone, build_backbone
-from ecr.models.backbone import TokenScores
+from ecr.models.backbone import SamplingFilters, TokenScores
 
 ReferenceMode = Literal["auto", "adapter", "copy"]
 
@@ -37,15 +37,21 @@ class SamplingSettings:
     temperature: float = 1.0
     """Sampling temperature (also the temperature of the GRPO log-probs)."""
     top_p: float = 1.0
-    """Nucleus sampling mass (1 = off)."""
+    """Nucleus sampling mass (1 = off). On, GRPO scores the filtered sampler too and corrects the loss for it by
+    importance sampling (grpo.off_policy_correction)."""
     top_k: int = 0
-    """Top-k sampling (0 = off; HF's own default of 50 is overridden)."""
+    """Top-k sampling (0 = off; HF's own default of 50 is overridden); corrected as top_p is."""
     min_p: float | None = None
-    """Min-p sampling (None = off)."""
+    """Min-p sampling (None = off); corrected as top_p is."""
     repetition_penalty: float = 1.0
-    """HF repetition penalty (1 = off)."""
+    """HF repetition penalty (1 = off). Not part of the scored distribution: on, GRPO's log-probs are not the
+    sampler's."""
     min_new_tokens: int = 0
-    """Shortest completion (benchmarks force fixed lengths with it)."""
+    """Shortest completion (benchmarks force fixed lengths with it). Not part of the scored distribution either."""
+
+    def filters(self) -> SamplingFilters:
+        """The top-k/top-p/min-p truncation `generate` applies (the sampler's q differs from π when it is on)."""
+        return SamplingFilters(top_k=self.top_k, top_p=self.top_p, min_p=self.min_p)
 
     def generate_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {
@@ -83,10 +89,15 @@ class GroupScorer:
             )
 
     def scores(
-        self, prompt: EncodedPrompt, ids: torch.Tensor, mask: torch.Tensor, backbone: PolicyBackbone | None = None
+        self,
+        prompt: EncodedPrompt,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        backbone: PolicyBackbone | None = None,
+        filters: SamplingFilters = SamplingFilters(),
     ) -> TokenScores:
         """Log-probs and entropies [B·G, C] of ids [B·G, C] after prompt [B] under `backbone` (the policy), with
-        gradients when they are on (the update pass)."""
+        gradients when they are on (the update pass); with `filters` on, also the sampler's log-probs."""
         return (backbone or self.policy).score_completions(
             prompt,
             ids,
@@ -95,12 +106,19 @@ class GroupScorer:
             chunk_tokens=self.chunk_tokens,
             group_size=self.group_size,
             share_prefix=self.share_prefix,
+            filters=filters,
         )
 
+    @property
+    def filtered(self) -> bool:
+        """Whether the sampler truncates π (top-k/top-p/min-p): its samples then need the off-policy correction."""
+        return self.sampling.filters().active
+
     def old_scores(self, prompt: EncodedPrompt, ids: torch.Tensor, mask: torch.Tensor) -> TokenScores:
-        """The policy's scores at sampling time (no grad): the old log-probs of μ > 1 updates."""
+        """The policy's scores at sampling time (no grad): the old log-probs of μ > 1 updates, and, from the same
+        logits when a filter is on, the sampler's own log-probs q (`TokenScores.sampler_logprobs`)."""
         with torch.no_grad():
-            return self.scores(prompt, ids, mask)
+            return self.scores(prompt, ids, mask, filters=self.sampling.filters())
 
     def reference_logprobs(
         self, prompt: EncodedPrompt, batch: Mapping[str, Any], ids: torch.Tensor, mask: torch.Tensor

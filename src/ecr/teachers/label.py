@@ -274,11 +274,7 @@ def label_command(
     try:
         check_output_path(output)  # before any teacher call is paid for
         report = LabelReport()
-        cache_path = cache if cache is not None else output.with_name(output.name + ".cache.jsonl")
-        t = make_teacher(
-            teacher, labels, openai=openai, cache=cache_path, classifier_path=classifier_path,
-            classifier_threshold=classifier_threshold, emotion_map=emotion_map,
-        )  # fmt: skip
+        t = _command_teacher(output, cache, teacher, labels, openai, classifier_path, classifier_threshold, emotion_map)
         texts = read_texts(input, text_field=text_field, splits=splits, report=report)
         rows = label_sentences(
             texts, t, split_sentences=split_sentences, splitter=splitter, dedupe=dedupe, report=report
@@ -288,6 +284,24 @@ def label_command(
         print(f"ecr label: error: {exc}", file=sys.stderr)
         return 2
     return _write_and_report(input, output, rows, report)
+
+
+def _command_teacher(
+    output: Path,
+    cache: Path | None,
+    teacher: TeacherName,
+    labels: str | list[str],
+    openai: OpenAIConfig,
+    classifier_path: str | None,
+    classifier_threshold: float,
+    emotion_map: dict[str, str | None] | None,
+) -> Teacher:
+    """`make_teacher` for `ecr label`: the teacher's answer cache defaults to `<output>.cache.jsonl`."""
+    cache_path = cache if cache is not None else output.with_name(output.name + ".cache.jsonl")
+    return make_teacher(
+        teacher, labels, openai=openai, cache=cache_path, classifier_path=classifier_path,
+        classifier_threshold=classifier_threshold, emotion_map=emotion_map,
+    )  # fmt: skip
 
 
 def _tally_and_balance(

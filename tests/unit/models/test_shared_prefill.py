@@ -11,6 +11,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from ecr.models import PolicyConfig, load_policy
+from ecr.models.backbone import SamplingFilters
 
 G = 3
 
@@ -214,3 +215,53 @@ def test_the_scorer_scores_the_distribution_generate_samples_from(
             _assert_on_sampler(got.logprobs.detach(), want, mask, quantized, case)
             assert torch.allclose(got.entropy, want_entropy, atol=1e-3 if quantized else 1e-5), case
         bb.model.eval()
+
+
+FILTERS = [
+    SamplingFilters(top_k=20),
+    SamplingFilters(top_p=0.8),
+    SamplingFilters(min_p=0.5),
+    SamplingFilters(top_k=40, top_p=0.9, min_p=0.02),
+]
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=["top_k", "top_p", "min_p", "all"])
+def test_the_sampler_logprobs_are_what_generate_sampled_from(
+    filters, monkeypatch, tiny_omni, tiny_lm, clip_samples, long_clip_samples, text_samples, small_inputs
+) -> None:
+    """With top-k/top-p/min-p on, the probabilities HF hands `torch.multinomial` at every step are the sampler
+    distribution q of `sampling_distribution(T, filters)` (the same ids at 0, the same values elsewhere), and the
+    old-log-prob pass's `sampler_logprobs` are q's log-probs of the sampled tokens (shared prefix or not), from
+    the same logits as π's `logprobs`, which stay log_softmax(recorded / T)."""
+    temperature = 1.3
+    bb = _backbone("omni-interleaved", tiny_omni, tiny_lm, small_inputs)
+    prompt = _prompt(bb, "omni-interleaved", clip_samples, long_clip_samples, text_samples)
+    drawn: list[torch.Tensor] = []
+    multinomial = torch.multinomial
+    monkeypatch.setattr(
+        torch, "multinomial", lambda probs, *a, **kw: drawn.append(probs.clone()) or multinomial(probs, *a, **kw)
+    )
+    recorder = Recorder()
+    torch.manual_seed(5)
+    with torch.no_grad():
+        ids = bb.generate(prompt, group_size=G, do_sample=True, temperature=temperature, max_new_tokens=8,
+                          top_k=filters.top_k, top_p=filters.top_p, min_p=filters.min_p,
+                          logits_processor=LogitsProcessorList([recorder]))  # fmt: skip
+    assert len(drawn) == len(recorder.scores) == ids.shape[1] == 8
+    sampled_from = torch.stack(drawn, 1).log()  # [N, C, V]: log q as HF computed it
+    q = bb.sampling_distribution(temperature, filters).log_probs(torch.stack(recorder.scores, 1))  # [N, C, V]
+    assert torch.equal(torch.isinf(q), torch.isinf(sampled_from))  # the same ids filtered out (and suppressed)
+    assert bool(torch.isinf(q).sum(-1).gt(len(bb.media_token_ids())).any())  # the filter did filter
+    finite = torch.isfinite(q)
+    assert torch.allclose(q[finite], sampled_from[finite], atol=1e-4)
+    mask = bb.completion_mask(ids)[0]  # [N, C]
+    want_q = torch.where(mask, sampled_from.gather(-1, ids[..., None])[..., 0], 0.0)  # [N, C]
+    want_pi = torch.where(mask, torch.log_softmax(torch.stack(recorder.scores, 1) / temperature, -1)
+                          .gather(-1, ids[..., None])[..., 0], 0.0)  # fmt: skip
+    for shared in (True, False):
+        with torch.no_grad():
+            got = bb.score_completions(prompt, ids, mask, temperature=temperature, chunk_tokens=7, group_size=G,
+                                       share_prefix=shared, filters=filters)  # fmt: skip
+        assert got.sampler_logprobs is not None
+        _assert_on_sampler(got.sampler_logprobs, want_q, mask, False, (filters, shared, "q"))
+        _assert_on_sampler(got.logprobs, want_pi, mask, False, (filters, shared, "pi"))

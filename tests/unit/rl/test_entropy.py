@@ -55,3 +55,20 @@ def test_the_bonus_is_coef_times_the_trained_tokens_entropy_and_zero_when_off() 
     assert entropy_bonus(ENT, MASK, None, 0.0, "grpo").item() == 0.0
     assert entropy_bonus(ENT, MASK, None, 0.5, "grpo").item() == pytest.approx(0.5 * 6.6 / 5)
     assert entropy_bonus(ENT, MASK, keep, 0.5, "grpo").item() == pytest.approx(0.5 * 5.0 / 2)
+
+
+def test_with_dapo_and_the_entropy_mask_the_bonus_is_still_the_kept_tokens_mean() -> None:
+    """The bonus is coef · H̄ of the trained tokens for every loss_type (TRL 1.16: "a mean over the tokens it acts
+    on"). Under dapo it is weighted by this micro-batch's share of the step's active tokens (Σ m / num_items), so
+    the micro-batches of a step sum to a weighted mean of their H̄: here 5 of 20 tokens -> 0.25 · H̄. It was
+    Σ_kept H / num_items, ρ (the kept fraction) times too small."""
+    keep = high_entropy_mask(ENT, MASK, 0.4).to(MASK.dtype)  # the tokens of 2.0 and 3.0: H̄ = 2.5
+    ent = ENT.clone().requires_grad_(True)
+    bonus = entropy_bonus(ent, MASK, keep, 0.5, "dapo", num_items_in_batch=20)
+    assert bonus.item() == pytest.approx(0.5 * 2.5 * 5 / 20)
+    bonus.backward()
+    torch.testing.assert_close(ent.grad, 0.5 * MASK * keep / 2 * 5 / 20)
+    # one micro-batch holding the whole step: the same bonus as every other loss type
+    for loss_type in ("grpo", "bnpo", "dr_grpo"):
+        dapo = entropy_bonus(ENT, MASK, keep, 0.5, "dapo", num_items_in_batch=5)
+        assert dapo.item() == pytest.approx(entropy_bonus(ENT, MASK, keep, 0.5, loss_type).item())

@@ -266,3 +266,42 @@ def test_an_unknown_importance_sampling_level_is_refused() -> None:
     logp, old, adv, mask = inputs()
     with pytest.raises(ConfigError, match="importance_sampling_level must be one of"):
         grpo_loss(logp, old, None, adv, mask, beta=0.0, importance_sampling_level="segment")  # type: ignore[arg-type]
+
+
+def test_bias_corrected_kl_changes_the_gradient_on_policy() -> None:
+    """`use_bias_correction_kl` (TRL 1.16's default): the KL term is ρ·k3. On-policy ρ = 1, so the value is the
+    same as `test_kl_term_value_and_gradient`'s, but dρ/dlogp = ρ adds β·k3 to each token's gradient."""
+    logp = torch.tensor([[-1.0, -1.0], [-2.0, -2.0]], dtype=F64, requires_grad=True)
+    ref = logp.detach() + torch.tensor([[math.log(2), 0.0], [-math.log(2), math.log(2)]], dtype=F64)
+    adv = torch.tensor([1.0, -1.0], dtype=F64)
+    plain, _ = grpo_loss(logp, logp.detach(), ref, adv, torch.ones(2, 2), beta=0.1)
+    (plain_grad,) = torch.autograd.grad(plain, logp)
+    loss, _ = grpo_loss(logp, logp.detach(), ref, adv, torch.ones(2, 2), beta=0.1, use_bias_correction_kl=True)
+    loss.backward()
+    k = 1 - math.log(2)
+    torch.testing.assert_close(loss, plain.detach())
+    k3 = torch.tensor([[k, 0.0], [0.5 - k, k]], dtype=F64)
+    torch.testing.assert_close(logp.grad, plain_grad + 0.1 * k3 / 4)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_bias_corrected_kl_off_policy_matches_the_formula(level: str) -> None:
+    """μ > 1 (ρ ≠ 1): value and gradient of mean_i Σ_t m (−min(ρA, clip(ρ)A) + β·ρ·k3) / Σ_t m, written out."""
+    logp0, old, ref, adv, mask = random_batch()
+    beta = 0.04
+    lp = logp0.clone().requires_grad_(True)
+    loss, _ = grpo_loss(lp, old, ref, adv, mask, beta=beta, importance_sampling_level=level,
+                        use_bias_correction_kl=True)  # fmt: skip
+    loss.backward()
+    x = logp0.clone().requires_grad_(True)
+    log_ratio = x - old
+    if level == "sequence":
+        log_ratio = ((log_ratio * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True)).expand_as(x)
+    rho = torch.exp(log_ratio)
+    a = adv[:, None]
+    k3 = torch.exp(ref - x) - (ref - x) - 1
+    per_token = -torch.minimum(rho * a, rho.clamp(0.8, 1.2) * a) + beta * rho * k3
+    reference = ((per_token * mask).sum(1) / mask.sum(1)).mean()
+    reference.backward()
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(lp.grad, x.grad)
