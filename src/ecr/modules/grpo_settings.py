@@ -45,8 +45,9 @@ class GRPOSettings:
     off_policy_correction: OffPolicySetting = "auto"
     """Truncated importance sampling of the policy term by pi_old / q when the sampler's distribution q is not the
     policy's (sampling.top_k/top_p/min_p on): token_truncate | token_mask | sequence_truncate | sequence_mask, as
-    TRL's vllm_importance_sampling_mode; auto = sequence_mask (TRL's default) when the rollout carries the
-    sampler's log-probs, nothing otherwise; none = no correction (a biased gradient, warned about)."""
+    TRL's vllm_importance_sampling_mode; auto = token_truncate when the rollout carries the sampler's log-probs
+    (a filter's per-token ratios are <= 1, so sequence modes vanish with length), nothing otherwise; none = no
+    correction (a biased gradient, warned about)."""
     off_policy_clip_max: float | None = 3.0
     """Upper bound C_max of the correction (TRL's vllm_importance_sampling_clip_max): truncate modes clip the
     ratio to it, mask modes zero ratios above it (None = no upper bound)."""
