@@ -27,6 +27,9 @@ class GRPOSettings:
     """Completions sampled per prompt (G)."""
     beta: float = 0.04
     """Weight of the k3 KL penalty to the reference policy (0 = no reference pass at all)."""
+    use_bias_correction_kl: bool = False
+    """Weight each token's KL term by its importance ratio (TRL's use_bias_correction_kl, True by default there);
+    False = the paper's plain k3 term."""
     loss_type: LossType = "grpo"
     """Loss normalisation: grpo (paper) | bnpo | dr_grpo | dapo, as TRL defines them."""
     epsilon_low: float = 0.2
@@ -136,6 +139,7 @@ class GRPOSettings:
             "epsilon_low": self.epsilon_low,
             "epsilon_high": self.epsilon_high,
             "beta": self.beta,
+            "use_bias_correction_kl": self.use_bias_correction_kl,
         }
 
     def off_policy_options(self) -> dict[str, Any]:
