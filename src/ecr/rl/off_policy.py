@@ -13,8 +13,8 @@ modes (names and semantics the same, so recipes carry over):
 `clip_min` None means no lower bound (0 for truncation, −∞ for masking), `clip_max` None no upper bound.
 GRPO's `off_policy_correction` setting picks the mode ("auto": `token_truncate` when the rollout carries the
 sampler's log-probs, because today they come from ecr's own filtered sampler, whose per-token ratios are all ≤ 1
-so that a sequence ratio vanishes with length; "none": uncorrected, biased); `policy_weights` builds the loss's token weights
-from it and what `GRPOModule` logs.
+so that a sequence ratio vanishes with length; "none": uncorrected, biased); `policy_weights` builds the loss's
+token weights from it and what `GRPOModule` logs.
 """
 
 from __future__ import annotations
