@@ -54,12 +54,12 @@ def fake_generate(self, prompt, *, group_size: int = 1, **kwargs) -> torch.Tenso
     return torch.stack(rows).to(prompt.input_ids.device)
 
 
-_real_collect = grpo_draw.collect_rollout
+_real_sample = grpo_draw.sample_rollout
 
 
-def collect_with_ids(backbone, batch, reward, **kwargs):
+def sample_with_ids(backbone, batch, reward, **kwargs):
     _current_ids[:] = list(batch["meta"]["ids"])
-    return _real_collect(backbone, batch, reward, **kwargs)
+    return _real_sample(backbone, batch, reward, **kwargs)
 
 
 def vowel_share(completions, labels, flat_label: str | None = None) -> list[float]:
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--max-resample-rounds", type=int, default=4)
     a = p.parse_args(argv)
     HFBackbone.generate = fake_generate  # type: ignore[method-assign]
-    grpo_draw.collect_rollout = collect_with_ids  # type: ignore[assignment]
+    grpo_draw.sample_rollout = sample_with_ids  # type: ignore[assignment]
     torch.set_num_threads(1)
     L.seed_everything(0)
     policy = PolicyConfig(

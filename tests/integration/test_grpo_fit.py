@@ -311,9 +311,9 @@ def _off_policy_fit(tiny: Path, clips: Path, tmp: Path, sampling: dict, **grpo) 
 
 
 def test_top_k_sampling_is_corrected_off_policy_and_logged(tiny: Path, clips: Path, tmp_path: Path) -> None:
-    """With top_k on the rollout carries the sampler's log-probs and "auto" weights the policy term by TRL's
-    sequence_mask correction: train/off_policy/* are logged (π_old / q <= 1 on every kept token, so the
-    sequence ratio is <= 1 and C_max = 3 masks nothing) and the update is not the uncorrected one, which warns."""
+    """With top_k on the rollout carries the sampler's log-probs and "auto" weights the policy term by the
+    token_truncate correction: train/off_policy/* are logged (π_old / q <= 1 on every kept token, so C_max = 3
+    never acts) and the update is not the uncorrected one, which warns."""
     corrected, metrics = _off_policy_fit(tiny, clips, tmp_path / "auto", {"top_k": 5})
     print({k: f"{float(v):.3g}" for k, v in metrics.items() if k.startswith("train/off_policy/")})
     for name in ("mean", "min", "max", "masked_fraction", "mean_abs_logp_diff"):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ecr.rl.dynamic import Filled, fill_groups
-from ecr.rl.rollout import Rollout, collect_rollout
+from ecr.rl.rollout import Rollout, sample_rollout, score_rollout
 
 if TYPE_CHECKING:
     from ecr.modules.grpo import GRPOModule
@@ -35,7 +35,8 @@ class MicroBatch:
 
 
 def next_rollout(module: GRPOModule, dataloader_iter: Iterator[Any]) -> Rollout | None:
-    """The next prompt batch of the epoch sampled and scored (None when the epoch has no batch left)."""
+    """The next prompt batch of the epoch sampled and rewarded, not yet scored (None when the epoch has no batch
+    left): the log-prob passes run on the groups that are trained only (`score`)."""
     try:
         batch, _, _ = next(dataloader_iter)
     except StopIteration:
@@ -46,14 +47,19 @@ def next_rollout(module: GRPOModule, dataloader_iter: Iterator[Any]) -> Rollout 
     batch = trainer.strategy.batch_to_device(batch, dataloader_idx=0)
     s = module.settings
     assert module.scorer is not None and module.reward is not None
-    return collect_rollout(
+    return sample_rollout(
         module.scorer,
         batch,
         module.reward,
         advantage_scale=s.scale_rewards,
         mask_truncated_completions=s.mask_truncated_completions,
-        need_old_logp=s.num_iterations > 1,
     )
+
+
+def score(module: GRPOModule, rollout: Rollout) -> Rollout:
+    """The old / sampler / reference log-probs of the rows to be trained (`ecr.rl.rollout.score_rollout`)."""
+    assert module.scorer is not None
+    return score_rollout(module.scorer, rollout, need_old_logp=module.settings.num_iterations > 1)
 
 
 def any_rank(module: GRPOModule, flag: bool) -> bool:
@@ -87,7 +93,7 @@ def draw_micro_batch(module: GRPOModule, dataloader_iter: Iterator[Any]) -> Micr
         raise StopIteration
     if not any_rank(module, trained is not None):
         return MicroBatch(drawn, None, filled)
-    return MicroBatch(drawn, trained if trained is not None else drawn[0].inert(), filled)
+    return MicroBatch(drawn, score(module, trained if trained is not None else drawn[0].inert()), filled)
 
 
 def trained_metrics(micro: MicroBatch, short_steps: int) -> dict[str, float]:
@@ -103,6 +109,9 @@ def trained_metrics(micro: MicroBatch, short_steps: int) -> dict[str, float]:
         "train/frac_zero_std_trained": float(trained.zero_std.float().mean()) if trained is not None else 1.0,
         "train/informative_completions": float(informative),
     }
+    for name in ("old_logp", "reference"):  # the log-prob passes ran once, on the trained rows
+        if trained is not None and name in trained.timings:
+            values[f"train/time/{name}"] = trained.timings[name]
     if micro.filled is not None:
         f = micro.filled
         values.update({

@@ -27,6 +27,9 @@ class GRPOSettings:
     """Completions sampled per prompt (G)."""
     beta: float = 0.04
     """Weight of the k3 KL penalty to the reference policy (0 = no reference pass at all)."""
+    use_bias_correction_kl: bool = False
+    """Weight each token's KL term by its importance ratio (TRL's use_bias_correction_kl, True by default there);
+    False = the paper's plain k3 term."""
     loss_type: LossType = "grpo"
     """Loss normalisation: grpo (paper) | bnpo | dr_grpo | dapo, as TRL defines them."""
     epsilon_low: float = 0.2
@@ -45,8 +48,9 @@ class GRPOSettings:
     off_policy_correction: OffPolicySetting = "auto"
     """Truncated importance sampling of the policy term by pi_old / q when the sampler's distribution q is not the
     policy's (sampling.top_k/top_p/min_p on): token_truncate | token_mask | sequence_truncate | sequence_mask, as
-    TRL's vllm_importance_sampling_mode; auto = sequence_mask (TRL's default) when the rollout carries the
-    sampler's log-probs, nothing otherwise; none = no correction (a biased gradient, warned about)."""
+    TRL's vllm_importance_sampling_mode; auto = token_truncate when the rollout carries the sampler's log-probs
+    (a filter's per-token ratios are <= 1, so sequence modes vanish with length), nothing otherwise; none = no
+    correction (a biased gradient, warned about)."""
     off_policy_clip_max: float | None = 3.0
     """Upper bound C_max of the correction (TRL's vllm_importance_sampling_clip_max): truncate modes clip the
     ratio to it, mask modes zero ratios above it (None = no upper bound)."""
@@ -135,6 +139,7 @@ class GRPOSettings:
             "epsilon_low": self.epsilon_low,
             "epsilon_high": self.epsilon_high,
             "beta": self.beta,
+            "use_bias_correction_kl": self.use_bias_correction_kl,
         }
 
     def off_policy_options(self) -> dict[str, Any]:

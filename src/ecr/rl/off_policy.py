@@ -11,9 +11,10 @@ modes (names and semantics the same, so recipes carry over):
 - `sequence_mask`:     the same sequence ratio, 0 for a completion outside [clip_min, clip_max]
 
 `clip_min` None means no lower bound (0 for truncation, −∞ for masking), `clip_max` None no upper bound.
-GRPO's `off_policy_correction` setting picks the mode ("auto": TRL's default `sequence_mask` when the rollout
-carries the sampler's log-probs; "none": uncorrected, biased); `policy_weights` builds the loss's token weights
-from it and what `GRPOModule` logs.
+GRPO's `off_policy_correction` setting picks the mode ("auto": `token_truncate` when the rollout carries the
+sampler's log-probs, because today they come from ecr's own filtered sampler, whose per-token ratios are all ≤ 1
+so that a sequence ratio vanishes with length; "none": uncorrected, biased); `policy_weights` builds the loss's
+token weights from it and what `GRPOModule` logs.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ CorrectionMode = Literal["token_truncate", "token_mask", "sequence_truncate", "s
 CORRECTION_MODES: tuple[str, ...] = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 OffPolicySetting = Literal["auto", "none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 OFF_POLICY_SETTINGS: tuple[str, ...] = ("auto", "none", *CORRECTION_MODES)
-DEFAULT_MODE: CorrectionMode = "sequence_mask"  # TRL's vllm_importance_sampling_mode default (main, 1.10.0.dev0)
+# "auto"'s mode for a filtered sampler (top-k/top-p/min-p): token-level, as Yao et al.'s truncated IS. TRL 1.16's
+# default `sequence_mask` is meant for an engine mismatch (small noise both ways), not a systematic filter.
+DEFAULT_MODE: CorrectionMode = "token_truncate"
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def sampler_correction(
 
 def resolve_correction(setting: OffPolicySetting, has_sampler_logp: bool) -> CorrectionMode | None:
     """The mode a rollout is corrected with: None without the sampler's log-probs (its samples are π's own) or
-    with "none"; "auto" is TRL's default mode."""
+    with "none"; "auto" is `DEFAULT_MODE` (token_truncate)."""
     if setting not in OFF_POLICY_SETTINGS:
         raise ConfigError(f"off_policy_correction must be one of {OFF_POLICY_SETTINGS}, got {setting!r}")
     if not has_sampler_logp or setting == "none":

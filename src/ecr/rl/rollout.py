@@ -24,7 +24,15 @@ from ecr.rl.masks import mask_truncated
 from ecr.rl.rewards import CombinedReward, RewardOutput
 from ecr.rl.scorer import GroupScorer
 
-__all__ = ["GroupRewards", "PromptSource", "Rollout", "collect_rollout", "rollout_metrics"]
+__all__ = [
+    "GroupRewards",
+    "PromptSource",
+    "Rollout",
+    "collect_rollout",
+    "rollout_metrics",
+    "sample_rollout",
+    "score_rollout",
+]
 
 
 @dataclass
@@ -226,16 +234,17 @@ def _summed_timings(parts: Sequence[Rollout]) -> dict[str, float]:
     return out
 
 
-def collect_rollout(
+def sample_rollout(
     scorer: GroupScorer,
     batch: Mapping[str, Any],
     reward: CombinedReward,
     *,
     advantage_scale: AdvantageScale = "group",
     mask_truncated_completions: bool = False,
-    need_old_logp: bool = False,
 ) -> Rollout:
-    """Sample and score one rollout for a collated prompt batch (`collator("generate")` output, B prompts)."""
+    """Encode a collated prompt batch (`collator("generate")` output, B prompts) once, sample G completions per
+    prompt, reward them: no log-prob pass yet (`score_rollout`), so groups a filter drops never get one. The
+    batch is held as the rollout's one `PromptSource` until `score_rollout` (a copy reference encodes from it)."""
     backbone, group = scorer.policy, scorer.group_size
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -256,10 +265,10 @@ def collect_rollout(
     rewards = GroupRewards.of(reward(texts, labels))
     advantages = group_advantages(rewards.total, group, scale=advantage_scale).to(mask.device)
     timings["score"] = time.perf_counter() - t0
-    rollout = Rollout(
+    return Rollout(
         prompt=prompt,
         group_size=group,
-        sources=(PromptSource(batch),) if backbone.prompt_encoding_is_trainable() else (),
+        sources=(PromptSource(batch),),
         completion_ids=ids,
         mask=mask,
         truncated=truncated,
@@ -271,17 +280,53 @@ def collect_rollout(
         zero_std=zero_std_groups(rewards.total, group),
         timings=timings,
     )
-    if need_old_logp or scorer.filtered:  # a filtered sampler's q comes from this pass's logits
+
+
+def score_rollout(scorer: GroupScorer, rollout: Rollout, *, need_old_logp: bool = False) -> Rollout:
+    """The sampling-time log-probs of a sampled rollout's rows (after any group filter): old log-probs (μ > 1, or
+    a filtered sampler, whose q comes from the same logits) and the reference's (β > 0). The policy has not
+    changed since sampling, so this equals scoring at sampling time. The collated batches are dropped unless
+    the encoding trains (update passes re-encode them): the buffer then holds no media tensors."""
+    backbone, prompt = scorer.policy, rollout.prompt
+    ids, mask = rollout.completion_ids, rollout.mask
+    timings = dict(rollout.timings)
+    old_logp = entropy = sampler_logp = ref_logp = None
+    if need_old_logp or scorer.filtered:
         t0 = time.perf_counter()
         scores = scorer.old_scores(prompt, ids, mask)
-        rollout.old_logp, rollout.entropy = scores.logprobs, scores.entropy
-        rollout.sampler_logp = scores.sampler_logprobs  # None when no filter is on
+        old_logp, entropy, sampler_logp = scores.logprobs, scores.entropy, scores.sampler_logprobs
         timings["old_logp"] = time.perf_counter() - t0
     if scorer.reference != "none":
         t0 = time.perf_counter()
-        rollout.ref_logp = scorer.reference_logprobs(prompt, batch, ids, mask)
+        own = None
+        if scorer.reference == "copy":  # the copy's own prompt encoding, of the rows held
+            assert scorer.reference_copy is not None
+            with torch.no_grad():
+                own = EncodedPrompt.concat([src.encode(scorer.reference_copy) for src in rollout.sources])
+        ref_logp = scorer.reference_logprobs(prompt, ids, mask, own_prompt=own)
         timings["reference"] = time.perf_counter() - t0
-    return rollout
+    sources = rollout.sources if backbone.prompt_encoding_is_trainable() else ()
+    return replace(
+        rollout, old_logp=old_logp, entropy=entropy, sampler_logp=sampler_logp, ref_logp=ref_logp,
+        sources=sources, timings=timings,
+    )  # fmt: skip
+
+
+def collect_rollout(
+    scorer: GroupScorer,
+    batch: Mapping[str, Any],
+    reward: CombinedReward,
+    *,
+    advantage_scale: AdvantageScale = "group",
+    mask_truncated_completions: bool = False,
+    need_old_logp: bool = False,
+) -> Rollout:
+    """Sample and score one rollout for a collated prompt batch, every group kept (`sample_rollout`, then
+    `score_rollout`)."""
+    sampled = sample_rollout(
+        scorer, batch, reward, advantage_scale=advantage_scale, mask_truncated_completions=mask_truncated_completions
+    )
+    return score_rollout(scorer, sampled, need_old_logp=need_old_logp)
 
 
 def rollout_metrics(rollouts: Rollout | Sequence[Rollout]) -> dict[str, float]:

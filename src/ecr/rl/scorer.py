@@ -15,7 +15,6 @@ policy:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -121,19 +120,19 @@ class GroupScorer:
             return self.scores(prompt, ids, mask, filters=self.sampling.filters())
 
     def reference_logprobs(
-        self, prompt: EncodedPrompt, batch: Mapping[str, Any], ids: torch.Tensor, mask: torch.Tensor
+        self, prompt: EncodedPrompt, ids: torch.Tensor, mask: torch.Tensor, own_prompt: EncodedPrompt | None = None
     ) -> torch.Tensor | None:
-        """Reference log-probs [B·G, C] (None without a reference); `batch` is the collated prompt batch a copy
-        reference encodes with its own weights."""
+        """Reference log-probs [B·G, C] (None without a reference); `own_prompt` [B] is the same prompts encoded
+        by a copy reference with its own weights (required for "copy")."""
         if self.reference == "none":
             return None
         with torch.no_grad():
             if self.reference == "adapter":
                 with self.policy.adapter_disabled():
                     return self.scores(prompt, ids, mask).logprobs
-            assert self.reference_copy is not None
-            own = self.reference_copy.encode_prompt(batch)  # [B]
-            return self.scores(own, ids, mask, backbone=self.reference_copy).logprobs
+            if self.reference_copy is None or own_prompt is None:
+                raise ValueError("a copy reference needs its own encoding of the prompts (own_prompt)")
+            return self.scores(own_prompt, ids, mask, backbone=self.reference_copy).logprobs
 
     def sync_reference(self) -> None:
         """Copy the policy's weights into a copy reference (`ref_model_sync_steps`); no-op otherwise."""

@@ -77,7 +77,7 @@ def test_bad_settings_are_refused() -> None:
 
 
 def test_the_setting_resolves_to_trls_default_only_with_sampler_logprobs() -> None:
-    assert resolve_correction("auto", has_sampler_logp=True) == "sequence_mask"  # TRL's default mode
+    assert resolve_correction("auto", has_sampler_logp=True) == "token_truncate"  # a filter's mismatch
     assert resolve_correction("auto", has_sampler_logp=False) is None  # π's own samples: nothing to correct
     assert resolve_correction("none", has_sampler_logp=True) is None
     assert resolve_correction("token_truncate", has_sampler_logp=True) == "token_truncate"
@@ -99,8 +99,8 @@ def test_policy_weights_multiply_the_correction_by_the_entropy_mask_and_log_its_
     # no sampler log-probs (or "none"): the entropy mask alone, nothing logged
     assert policy_weights(old, None, mask, keep)[0] is keep and policy_weights(old, None, mask, keep)[1] == {}
     assert policy_weights(old, sampler, mask, None, setting="none") == (None, {})
-    auto, _ = policy_weights(old, sampler, mask, None)  # auto = sequence_mask, C_max 3: row ratios 2 and 0.5
-    assert torch.allclose(auto, torch.tensor([[2.0] * 3, [0.5] * 3], dtype=F64))
+    auto, _ = policy_weights(old, sampler, mask, None)  # auto = token_truncate, C_max 3
+    assert torch.allclose(auto, torch.tensor([[3.0, 0.5, 1.0], [1.0, 2.0, 0.25]], dtype=F64))
     with pytest.raises(ValueError, match="needs the sampling-time log-probs"):
         policy_weights(None, sampler, mask)
 

@@ -11,7 +11,15 @@ from ecr.models import EncodedPrompt
 from ecr.models.backbone import SamplingFilters, TokenScores
 from ecr.rl.advantages import group_advantages, zero_std_groups
 from ecr.rl.rewards import CombinedReward, RewardSpec
-from ecr.rl.rollout import GroupRewards, PromptSource, Rollout, collect_rollout, rollout_metrics
+from ecr.rl.rollout import (
+    GroupRewards,
+    PromptSource,
+    Rollout,
+    collect_rollout,
+    rollout_metrics,
+    sample_rollout,
+    score_rollout,
+)
 from ecr.rl.scorer import GroupScorer, SamplingSettings
 
 
@@ -166,6 +174,7 @@ class FakePolicy:
 
     def __init__(self) -> None:
         self.scored: list[SamplingFilters] = []
+        self.scored_rows: list[int] = []
 
     def encode_prompt(self, batch) -> EncodedPrompt:
         return _prompt(len(batch["meta"]["ids"]))
@@ -185,6 +194,7 @@ class FakePolicy:
 
     def score_completions(self, prompt, ids, mask, *, filters, **kwargs) -> TokenScores:
         self.scored.append(filters)
+        self.scored_rows.append(ids.shape[0])
         q = torch.full(ids.shape, -0.5) if filters.active else None
         return TokenScores(torch.full(ids.shape, -1.0), torch.ones(ids.shape), sampler_logprobs=q)
 
@@ -215,3 +225,20 @@ def test_the_rollout_records_the_sampler_logprobs_only_with_a_filter_on(sampling
     policy.scored.clear()
     assert scorer.scores(r.prompt, r.completion_ids, r.mask).sampler_logprobs is None  # the update pass: π only
     assert policy.scored == [SamplingFilters()]
+
+
+def test_log_prob_passes_run_on_the_kept_groups_only() -> None:
+    """A group filter (zero spread, dynamic sampling) runs before `score_rollout`: the sampling-time pass scores
+    the kept rows only, and the collated batch is dropped once scored (a frozen encoding keeps no media)."""
+    policy = FakePolicy()
+    scorer = GroupScorer(cast(Any, policy), group_size=2, sampling=SamplingSettings(max_new_tokens=3))
+    batch = {"input_ids": torch.zeros(3, 3), "meta": {"ids": ["a", "b", "c"], "label": ["x"] * 3}}
+    values = [0.0, 1.0, 5.0, 5.0, 0.0, 1.0]  # by completion c0..c5: the middle group has no spread
+    reward = CombinedReward([RewardSpec("r", lambda texts, labels: [values[int(t[1:])] for t in texts])])
+    sampled = sample_rollout(scorer, batch, reward)
+    assert sampled.zero_std.tolist() == [False, True, False] and sampled.old_logp is None and policy.scored == []
+    kept = sampled.keep_groups(~sampled.zero_std)
+    assert [s.rows.tolist() for s in kept.sources] == [[0, 2]]
+    scored = score_rollout(scorer, kept, need_old_logp=True)
+    assert policy.scored_rows == [4] and scored.old_logp.shape == (4, 3) and scored.sources == ()
+    assert "old_logp" in scored.timings and "old_logp" not in sampled.timings
