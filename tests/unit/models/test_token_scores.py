@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ecr.models import PolicyConfig, load_policy
-from ecr.models.backbone import SamplingDistribution, chunked_token_scores, gather_logprobs
+from ecr.models.scoring import SamplingDistribution, chunked_token_scores, gather_logprobs
 
 
 def _reference(hidden, head, ids, temperature, suppressed=()):
