@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up (scripts/setup.sh), builds the documentation site strictly, and runs the default test suite: fast unit +
-# integration tests on the CPU.
+# Sets up (scripts/setup.sh), builds the documentation site strictly, type-checks src/ecr (mypy) and runs the
+# default test suite: fast unit + integration tests on the CPU.
 # Slow tests: add `-m slow`; GPU tests (tests/gpu) skip themselves without CUDA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +17,11 @@ if ! NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$site/sit
 fi
 rm -rf "$site"
 echo "[test] docs: mkdocs build --strict ok"
+# Static types ([tool.mypy] in pyproject.toml: src/ecr, every function annotated); its report only on failure.
+if ! types=$(.venv/bin/mypy 2>&1); then
+  echo "$types" >&2
+  echo "[test] mypy found type errors in src/ecr" >&2
+  exit 1
+fi
+echo "[test] types: mypy ok"
 exec .venv/bin/python -m pytest "$@"

@@ -82,9 +82,10 @@ def help_key(argv: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def print_help_cached(argv: Sequence[str], build: Callable[[], None]) -> None:
+def print_help_cached(argv: Sequence[str], build: Callable[[], object]) -> None:
     """Print the help `build()` prints for `argv` (it exits with SystemExit 0, as argparse does), from the cache
-    when present; otherwise run `build`, store what it printed and re-raise its exit. Errors are not cached."""
+    when present; otherwise run `build`, store what it printed and re-raise its exit. Errors are not cached;
+    whatever `build` returns (it exits first) is ignored."""
     path = cache_dir() / "help" / f"{help_key(argv)}.txt"
     if path.is_file():
         print(path.read_text(encoding="utf-8"), end="")

@@ -11,7 +11,7 @@ release files, at 0 here); the 28 GoEmotions classes are in the order of the rel
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ecr.errors import LabelError
@@ -108,7 +108,7 @@ class LabelSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __iter__(self):  # noqa: ANN204 - iterator over label names
+    def __iter__(self) -> Iterator[str]:
         return iter(self.labels)
 
     def __contains__(self, label: object) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Protocol
 
 from ecr.errors import ConfigError
 from ecr.extras import require
@@ -29,8 +29,14 @@ def split_official(text: str) -> list[str]:
     return [s.strip() for s in _OFFICIAL.split(text) if s.strip()]
 
 
+class Segmenter(Protocol):
+    """What the splitter uses of `pysbd.Segmenter` (pysbd ships no type hints)."""
+
+    def segment(self, text: str) -> list[str]: ...
+
+
 @lru_cache(maxsize=1)
-def _segmenter():  # noqa: ANN202 - pysbd has no type hints
+def _segmenter() -> Segmenter:
     pysbd = require("pysbd", "the pysbd sentence splitter (splitter: pysbd)")
     return pysbd.Segmenter(language="en", clean=False)
 

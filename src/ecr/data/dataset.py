@@ -49,9 +49,10 @@ class ClipDataset(Dataset):
 
     def decode(self, record: ClipRecord) -> DecodedClip:
         """Decoded clip of a record, from the cache when it holds an entry for these exact settings."""
-        key = self.cache.key(record, num_frames=self.num_frames, sample_rate=self.sample_rate) if self.cache else None
-        if key is not None:
-            hit = self.cache.load(key)  # type: ignore[union-attr]
+        cache = self.cache
+        key = cache.key(record, num_frames=self.num_frames, sample_rate=self.sample_rate) if cache else None
+        if cache and key is not None:
+            hit = cache.load(key)
             if hit is not None:
                 self.cache_hits += 1
                 return hit
@@ -64,8 +65,8 @@ class ClipDataset(Dataset):
             audio_path=record.audio,
         )
         self.decode_count += 1
-        if key is not None:
-            self.cache.save(key, clip)  # type: ignore[union-attr]
+        if cache and key is not None:
+            cache.save(key, clip)
         return clip
 
     def __getitem__(self, index: int) -> ClipSample | ClipFailure:

@@ -18,12 +18,15 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from ecr.data.types import DecodedClip
 from ecr.errors import ClipError
+
+if TYPE_CHECKING:  # torchcodec loads FFmpeg on import: only when a clip is decoded
+    from torchcodec.decoders import AudioDecoder, VideoDecoder, VideoStreamMetadata
 
 # How far the first audio sample may start after the requested window start before the pair counts as out of
 # sync (AAC priming and container rounding give a few ms; a stream starting later is not the same moment).
@@ -41,7 +44,7 @@ def segment_midpoints(start: float, end: float, num_frames: int) -> torch.Tensor
     return start + (torch.arange(num_frames, dtype=torch.float64) + 0.5) * step
 
 
-def _open_video(path: Path):  # noqa: ANN202 - torchcodec VideoDecoder
+def _open_video(path: Path) -> VideoDecoder:
     from torchcodec.decoders import VideoDecoder
 
     if not path.is_file():
@@ -54,7 +57,7 @@ def _open_video(path: Path):  # noqa: ANN202 - torchcodec VideoDecoder
         raise ClipError(str(path), "unreadable", f"cannot open a video stream: {_short(err)}") from err
 
 
-def _open_audio(path: Path, sample_rate: int):  # noqa: ANN202 - torchcodec AudioDecoder
+def _open_audio(path: Path, sample_rate: int) -> AudioDecoder:
     from torchcodec.decoders import AudioDecoder, get_container_metadata
 
     if not path.is_file():
@@ -81,18 +84,18 @@ def _short(err: BaseException) -> str:
     return (_CPP_LOCATION.sub("", text).strip(" ,:") or text)[:300]
 
 
-def check_complete(path: Path, meta: object, tolerance: float) -> None:
+def check_complete(path: Path, meta: VideoStreamMetadata, tolerance: float) -> None:
     """A truncated file still decodes, as a shorter clip: compare the decoded stream with what the container
     declares (frame count, else duration: the stream's, or the container's when the stream has none, as in MKV)."""
     from torchcodec.decoders import get_container_metadata
 
-    declared, found = meta.num_frames_from_header, meta.num_frames_from_content  # type: ignore[attr-defined]
+    declared, found = meta.num_frames_from_header, meta.num_frames_from_content
     if declared and found is not None and found < declared - MISSING_FRAMES_TOLERANCE:
         raise ClipError(
             str(path), "truncated", f"the video stream holds {found} of the {declared} frames its header declares"
         )
-    end = meta.end_stream_seconds_from_content  # type: ignore[attr-defined]
-    declared_s = meta.duration_seconds_from_header  # type: ignore[attr-defined]
+    end = meta.end_stream_seconds_from_content
+    declared_s = meta.duration_seconds_from_header
     if declared_s is None:
         declared_s = get_container_metadata(str(path)).duration_seconds_from_header
     if end is not None and declared_s is not None and end < declared_s - tolerance:
@@ -172,7 +175,7 @@ def decode_clip(
     )
 
 
-def _video_span(path: Path, meta: Any, tolerance: float) -> tuple[float, float]:
+def _video_span(path: Path, meta: VideoStreamMetadata, tolerance: float) -> tuple[float, float]:
     """[begin, end) seconds of the video stream (torchcodec metadata `meta`); `ClipError` when it is empty or
     incomplete (`check_complete`)."""
     v_begin = float(meta.begin_stream_seconds or 0.0)
@@ -185,7 +188,7 @@ def _video_span(path: Path, meta: Any, tolerance: float) -> tuple[float, float]:
 
 
 def _window_audio(
-    path: Path, adec: Any, w_start: float, w_end: float, sample_rate: int, tolerance: float
+    path: Path, adec: AudioDecoder, w_start: float, w_end: float, sample_rate: int, tolerance: float
 ) -> torch.Tensor:
     """Mono float32 samples [S] of [w_start, w_end) from audio decoder `adec`; `ClipError` when they are missing,
     start late or fall short of the window (`check_audio_duration`)."""

@@ -13,7 +13,7 @@ the resumed pass continues with exactly the batches the interrupted one had not 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -92,13 +92,15 @@ class ResumableDataLoader(DataLoader):
         self._position = 0  # batches of that pass taken from the sampler up to the last one handed out
         self._resume: tuple[int, int] | None = None  # (epoch, batches) to skip, from load_state_dict
 
+    # A generator, not torch's `_BaseDataLoaderIter`: Lightning only iterates it (a deliberate override).
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         # A generator: nothing runs until the first next(), i.e. after Lightning's set_epoch for this epoch.
         self._epoch = int(getattr(self.sampler, "epoch", 0))
         offset = 0
-        if self._resume is not None and self._resume[0] == self._epoch:
+        sampler = self.sampler  # load_state_dict resumes only an EpochSampler with a batch size
+        if self._resume is not None and self._resume[0] == self._epoch and isinstance(sampler, EpochSampler):
             offset = self._resume[1]
-            self.sampler.skip_next(offset * self.batch_size)  # type: ignore[attr-defined, operator]
+            sampler.skip_next(offset * (self.batch_size or 0))
         self._resume = None
         self._position = offset
         failures: list[ClipFailure] = []
@@ -133,17 +135,21 @@ class ResumableDataLoader(DataLoader):
             "epoch": self._epoch,
             "batches": self._position,
             "batch_size": int(self.batch_size or 0),
-            "num_samples": len(self.sampler),  # type: ignore[arg-type]
+            "num_samples": self._num_samples(),
         }
+
+    def _num_samples(self) -> int:
+        """Indices the sampler gives per pass (0 for a sampler without a length)."""
+        return len(self.sampler) if isinstance(self.sampler, Sized) else 0
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume the pass described by `state` on the next iteration over the same epoch."""
         batches = int(state.get("batches", 0))
         if batches == 0 or batches >= len(self):  # nothing taken yet, or a complete pass: start afresh
             return
-        here = {"batch_size": int(self.batch_size or 0), "num_samples": len(self.sampler)}  # type: ignore[arg-type]
+        here = {"batch_size": int(self.batch_size or 0), "num_samples": self._num_samples()}
         saved = {k: state.get(k) for k in here}
-        if not isinstance(self.sampler, EpochSampler) or saved != here:
+        if not isinstance(self.sampler, EpochSampler) or not self.batch_size or saved != here:
             rank_zero_warn(
                 f"ResumableDataLoader: cannot resume mid-epoch (saved {saved} after {batches} batches, now {here} "
                 f"with a {type(self.sampler).__name__}); epoch {state.get('epoch')} restarts from its start"

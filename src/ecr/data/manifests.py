@@ -156,7 +156,7 @@ def read_dataset(
     if format in ("dfew", "mafw"):
         reader = read_dfew if format == "dfew" else read_mafw
         lset = labels if labels is not None else (DFEW if format == "dfew" else MAFW)
-        records = [r for split in ("train", "test") for r in reader(root, fold, split, lset, errors=errors)]  # type: ignore[arg-type]
+        records = [r for split in ("train", "test") for r in reader(root, fold, split, lset, errors=errors)]
         return drop_duplicate_ids(records, errors)
     if format not in ("custom", "emer"):
         raise ManifestError(f"unknown dataset format {format!r}; expected custom, dfew, mafw or emer")

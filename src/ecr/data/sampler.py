@@ -15,9 +15,19 @@ load it asks the sampler to drop that many batches' worth of indices from the fr
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence, Sized
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.utils.data import DistributedSampler
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
+    from torch.utils.data import Dataset
+
+
+def trainer_shard(trainer: Trainer | None) -> tuple[int, int]:
+    """(number of processes, this process's rank) of the Trainer's run; (1, 0) without a Trainer."""
+    return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
 
 class EpochSampler(DistributedSampler):
@@ -32,14 +42,17 @@ class EpochSampler(DistributedSampler):
     """
 
     def __init__(self, dataset: Sized, *, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
+        # torch annotates a Dataset, but the sampler only takes its len()
+        super().__init__(
+            cast("Dataset[Any]", dataset), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed
+        )
         self._skip = 0
 
     @classmethod
-    def for_trainer(cls, dataset: Sized, trainer: object | None, *, shuffle: bool, seed: int) -> EpochSampler:
+    def for_trainer(cls, dataset: Sized, trainer: Trainer | None, *, shuffle: bool, seed: int) -> EpochSampler:
         """Sharded over the Trainer's processes (Lightning keeps DistributedSamplers as they are and calls
         their `set_epoch`); one shard without a Trainer."""
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)  # type: ignore[attr-defined]
+        world, rank = trainer_shard(trainer)
         return cls(dataset, shuffle=shuffle, seed=seed, num_replicas=world, rank=rank)
 
     def skip_next(self, count: int) -> None:

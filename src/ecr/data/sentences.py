@@ -17,14 +17,14 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from ecr.data.loader import ResumableDataLoader
-from ecr.data.sampler import EpochSampler, WeightedEpochSampler
+from ecr.data.sampler import EpochSampler, WeightedEpochSampler, trainer_shard
 from ecr.errors import ConfigError, LabelError, ManifestError
 from ecr.labels import LabelSet, resolve_label_space
 from ecr.rows import BadRow, iter_rows
@@ -73,7 +73,7 @@ def read_sentence_rows(path: str | Path, space: LabelSet) -> list[SentenceRow]:
         split = row.get("split")
         if split is not None and split not in ("train", "val"):
             raise ManifestError(f"{where}: field 'split' must be 'train' or 'val', got {split!r}")
-        rows.append(row)  # type: ignore[arg-type]
+        rows.append(cast(SentenceRow, row))  # JSON, validated field by field above
     if not rows:
         raise ManifestError(f"{path}: no labelled sentences")
     return rows
@@ -118,9 +118,10 @@ class SentenceDataset(Dataset):
         hard = torch.zeros(self.num_classes)
         hard[[self.index[x] for x in row["labels"]]] = 1.0
         target = hard
-        if self.soft_targets and row.get("probs"):
+        probs = row.get("probs")
+        if self.soft_targets and probs:
             target = torch.zeros(self.num_classes)
-            for name, p in row["probs"].items():  # type: ignore[union-attr]
+            for name, p in probs.items():
                 target[self.index[name]] = min(max(p, 0.0), 1.0)
         return {"text": row["text"], "target": target, "hard": hard}
 
@@ -218,7 +219,7 @@ class SentenceDataModule(LightningDataModule):
             counts = self.label_counts().clamp(min=1).float()
             index = {n: i for i, n in enumerate(self.label_names)}
             weights = [float((1.0 / counts[[index[x] for x in r["labels"]]]).max()) for r in self.train_rows]
-            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            world, rank = trainer_shard(trainer)
             sampler: EpochSampler = WeightedEpochSampler(weights, seed=self.seed, num_replicas=world, rank=rank)
         else:
             sampler = EpochSampler.for_trainer(ds, trainer, shuffle=True, seed=self.seed)

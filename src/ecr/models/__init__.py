@@ -10,7 +10,7 @@ from ecr.lazy import lazy_exports
 _EXPORTS = {
     "EncodedPrompt": "backbone",
     "PolicyBackbone": "backbone",
-    "gather_logprobs": "backbone",
+    "gather_logprobs": "scoring",
     "InputSettings": "config",
     "LoraSettings": "config",
     "PolicyConfig": "config",

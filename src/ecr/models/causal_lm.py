@@ -29,7 +29,7 @@ class TextCollator(ChatCollator):
 
     text_field: str = "text"
 
-    def _messages(self, sample: Mapping[str, Any], target: str | None):
+    def _messages(self, sample: Mapping[str, Any], target: str | None) -> list[dict[str, Any]]:
         if self.text_field not in sample:
             raise ConfigError(f"{sample.get('id', '?')}: text sample has no {self.text_field!r} field")
         instruction = instruction_for(self.instruction, sample.get("label"))

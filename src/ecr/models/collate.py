@@ -19,7 +19,7 @@ Collators are plain picklable objects (a processor + settings): DataLoader worke
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,8 @@ from ecr.models.backbone import CollateMode
 from ecr.prompts import format_target
 
 IGNORE_INDEX = -100
+# A family's chat messages of one sample: (sample, assistant target or None for the prompt only) -> messages.
+MessagesFn = Callable[[Mapping[str, Any], str | None], Sequence[Mapping[str, Any]]]
 
 
 def check_media_tokens(
@@ -115,9 +117,12 @@ class ChatCollator:
     def tokenizer(self) -> Any:
         return getattr(self.processor, "tokenizer", self.processor)
 
-    def _texts(self, messages_fn, samples: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[int]]]:
+    def _texts(
+        self, messages_fn: MessagesFn, samples: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[str], list[list[int]]]:
         """Full texts to tokenise and, in train mode, the token ids of each assistant turn."""
-        texts, suffixes = [], []
+        texts: list[str] = []
+        suffixes: list[list[int]] = []
         for s in samples:
             prompt = self.processor.apply_chat_template(
                 messages_fn(s, None), add_generation_prompt=True, tokenize=False
@@ -139,7 +144,9 @@ class ChatCollator:
         """Tokenizer options (a processor receives them as `text_kwargs`, so audio/video ignore them)."""
         return {"padding": True, "padding_side": "right" if self.mode == "train" else "left"}
 
-    def _finish(self, batch: dict[str, Any], suffixes: list[list[int]], samples: Sequence[Mapping[str, Any]]):
+    def _finish(
+        self, batch: dict[str, Any], suffixes: list[list[int]], samples: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
         ids = [s["id"] for s in samples]
         length = batch["input_ids"].shape[1]
         if self.max_length and length > self.max_length:

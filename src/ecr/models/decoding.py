@@ -8,20 +8,13 @@ decoder body and its position layout.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from ecr.models.backbone import (
-    EncodedPrompt,
-    SamplingDistribution,
-    SamplingFilters,
-    TokenScores,
-    chunked_token_scores,
-    completion_positions,
-    eval_mode,
-)
+from ecr.models.backbone import EncodedPrompt, completion_positions, eval_mode
 from ecr.models.completions import completion_mask
+from ecr.models.scoring import SamplingDistribution, SamplingFilters, TokenScores, chunked_token_scores
 
 
 def activation_checkpointing(model: object) -> bool:
@@ -31,6 +24,13 @@ def activation_checkpointing(model: object) -> bool:
     if flag is None:
         flag = getattr(model, "is_gradient_checkpointing", False)
     return bool(flag)
+
+
+@runtime_checkable
+class Generates(Protocol):
+    """A model with HF's `generate` (transformers types it against its own protocol, not `nn.Module`)."""
+
+    def generate(self, *args: Any, **kwargs: Any) -> torch.Tensor: ...
 
 
 class HFDecoding:
@@ -246,6 +246,8 @@ class HFDecoding:
                     "attention_mask": prompt.attention_mask,
                     **prompt.generate_kwargs,
                 }
+            if not isinstance(model, Generates):
+                raise TypeError(f"{type(model).__name__} has no generate(): not a generative HF model")
             out = model.generate(**inputs, use_cache=True, **generation_kwargs)
         return out[:, prompt.input_ids.shape[1] :]
 

@@ -14,7 +14,7 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -24,6 +24,11 @@ from ecr.hub import resolve_pretrained
 from ecr.models.backbone import CollateMode
 from ecr.models.config import PolicyConfig
 from ecr.models.decoding import HFDecoding
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+    from typing_extensions import TypeIs
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,12 @@ META_KEYS = ("meta", "labels")
 def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
     """The tensors of a collated batch that the model's forward takes."""
     return {k: v for k, v in batch.items() if k not in META_KEYS}
+
+
+def peft_wrapped(model: object) -> TypeIs[PeftModel]:
+    """Whether `model` is a peft wrapper (LoRA or a loaded adapter), told by its API so that a plain model never
+    imports peft."""
+    return hasattr(model, "get_base_model")
 
 
 def quantization_config(cfg: PolicyConfig, skip_modules: list[str]) -> Any | None:
@@ -183,10 +194,17 @@ class HFBackbone(HFDecoding):
         return peft_model
 
     @property
-    def base_model(self) -> torch.nn.Module:
+    def hf_model(self) -> PreTrainedModel | PeftModel:
+        """The loaded model as `load()` stores it: a transformers model, or the peft wrapper around one."""
+        return cast("PreTrainedModel | PeftModel", self._require_model())  # `model` is declared an nn.Module
+
+    @property
+    def base_model(self) -> PreTrainedModel:
         """The underlying transformers model (LoRA layers, if any, are injected in place)."""
-        model = self._require_model()
-        return model.get_base_model() if hasattr(model, "get_base_model") else model
+        model = self.hf_model
+        if peft_wrapped(model):
+            return cast("PreTrainedModel", model.get_base_model())  # peft annotates it as an nn.Module
+        return model
 
     def _require_model(self) -> torch.nn.Module:
         if self.model is None:
@@ -212,8 +230,8 @@ class HFBackbone(HFDecoding):
         A prompt encoded with the adapter on stays valid here as long as the towers and embeddings are frozen
         (LoRA sits in the language model only); with a trained tower, encode the reference prompt inside too.
         """
-        model = self._require_model()
-        if not hasattr(model, "disable_adapter"):
+        model = self.hf_model
+        if not peft_wrapped(model):
             raise ConfigError("adapter_disabled() needs a LoRA policy (policy.lora.enabled or policy.adapter)")
         with model.disable_adapter():
             yield
@@ -228,13 +246,13 @@ class HFBackbone(HFDecoding):
         merged=True folds LoRA into the weights (needs an unquantised model: see `ecr.export`).
         """
         out = Path(out_dir)
-        model = self._require_model()
-        if merged and hasattr(model, "merge_and_unload"):
+        model = self.hf_model
+        if merged and peft_wrapped(model) and hasattr(model, "merge_and_unload"):
             if self.config.quantization != "none":
                 raise ConfigError("merging LoRA into quantised weights is lossy: reload with quantization=none")
             model = model.merge_and_unload()
             self.model = model
-        model.save_pretrained(out)
+        model.save_pretrained(str(out))  # peft takes a str
         self.processor.save_pretrained(out)
         return out
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from ecr.models.collate import ChatCollator, check_media_tokens
 from ecr.models.hf import HFBackbone, module_regex
 from ecr.models.registry import register_backbone
 from ecr.prompts import build_messages, instruction_for
+
+if TYPE_CHECKING:
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
 _LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -120,7 +123,7 @@ class OmniCollator(ChatCollator):
         """True when the batch uses the audio-in-video layout (asked for, and both media are fed)."""
         return self.audio_in_video and self.use_video and self.use_audio
 
-    def _messages(self, sample: Mapping[str, Any], target: str | None):
+    def _messages(self, sample: Mapping[str, Any], target: str | None) -> list[dict[str, Any]]:
         return build_messages(
             instruction=instruction_for(self.instruction, sample.get("label")),
             video=self.use_video,
@@ -262,6 +265,11 @@ class QwenOmniBackbone(HFBackbone):
 
         return AutoProcessor.from_pretrained(path, local_files_only=True)
 
+    @property
+    def thinker(self) -> Qwen2_5OmniThinkerForConditionalGeneration:
+        """The loaded thinker, typed (`model_class` loads it; the generic base types it `PreTrainedModel`)."""
+        return cast("Qwen2_5OmniThinkerForConditionalGeneration", self.base_model)
+
     def thinker_config(self) -> Any:
         """The thinker's config: the loaded model's, else read from the folder (no weights; full Omni
         checkpoints nest it as `thinker_config`)."""
@@ -289,7 +297,7 @@ class QwenOmniBackbone(HFBackbone):
     def check_media(self, batch: Mapping[str, Any]) -> None:
         """Placeholders vs features with the MODEL's geometry (the thinker checks video only, audio never),
         and the layout vs the `use_audio_in_video` flag (a mismatch would mis-position every media token)."""
-        thinker = self.base_model
+        thinker = self.thinker
         ids = batch["input_ids"]
         clip_ids = batch.get("meta", {}).get("ids") or [f"sample {i}" for i in range(ids.shape[0])]
         if batch.get("video_grid_thw") is not None:
@@ -306,7 +314,7 @@ class QwenOmniBackbone(HFBackbone):
             clip_ids,
             video_token_id=thinker.config.video_token_id,
             audio_token_id=thinker.config.audio_token_id,
-            merge_size=thinker.config.vision_config.spatial_merge_size,
+            merge_size=thinker.spatial_merge_size,
             audio_tokens=lambda lengths: thinker.model.audio_tower._get_feat_extract_output_lengths(lengths)[1],
         )
 
@@ -317,7 +325,7 @@ class QwenOmniBackbone(HFBackbone):
     def encode_prompt(self, batch: Mapping[str, Any]) -> EncodedPrompt:
         """Media features merged into the embeddings of a left-padded prompt batch (encoders run once)."""
         self.check_media(batch)
-        thinker = self.base_model
+        thinker = self.thinker
         cfg = thinker.config
         ids = batch["input_ids"]
         mask = batch["attention_mask"]
@@ -361,7 +369,7 @@ class QwenOmniBackbone(HFBackbone):
         return super().generate(prompt, **generation_kwargs)
 
     def _decoder(self) -> torch.nn.Module:
-        return self.base_model.model  # the thinker's language model (3-D m-RoPE positions)
+        return self.thinker.model  # the thinker's language model (3-D m-RoPE positions)
 
     def _decoder_positions(self, position_ids: torch.Tensor) -> torch.Tensor:
         return position_ids

@@ -31,7 +31,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -52,6 +52,9 @@ from ecr.models.verifier_folder import (
     missing_verifier_files,
     read_meta,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "DEFAULT_MAX_LABELS",
@@ -93,7 +96,7 @@ class Verifier(Protocol):
         ...
 
 
-def build_student(student: str, label_names: Sequence[str]) -> tuple[nn.Module, Any]:
+def build_student(student: str, label_names: Sequence[str]) -> tuple[PreTrainedModel, Any]:
     """A fresh multi-label classifier (pretrained encoder + new head over `label_names`) and its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -153,7 +156,7 @@ class HFVerifier(nn.Module):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: PreTrainedModel,
         tokenizer: Any,
         label_names: Sequence[str],
         *,

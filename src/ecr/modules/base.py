@@ -13,8 +13,9 @@ collator the CLI hands to the DataModule) is `ecr.modules.policy.StagePolicy`; p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import LightningModule
@@ -27,6 +28,10 @@ from ecr.modules.optim import (
     all_finite,
     configure_optimization,
 )
+
+if TYPE_CHECKING:
+    from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
+    from torch.nn.modules.module import _IncompatibleKeys
 
 
 class StageModule(LightningModule):
@@ -52,7 +57,7 @@ class StageModule(LightningModule):
         """Optimizer steps of the whole fit (the schedule's length); a stage with manual optimisation overrides it."""
         return max(1, int(self.trainer.estimated_stepping_batches))
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         return configure_optimization(
             self.named_parameters(), self.optimization, self.optimizer_factory, self.total_optimizer_steps()
         )
@@ -107,7 +112,9 @@ class StageModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.guard.nonfinite_skips = int((checkpoint.get("ecr_stage") or {}).get("nonfinite_skips", 0))
 
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> _IncompatibleKeys:
         """Load a trainable-only state dict; strict = every kept tensor present and nothing unknown."""
         self.configure_model()  # idempotent; e.g. ddp_spawn handing rank 0's weights back to the main process
         missing, unexpected = check_trainable(self, state_dict, strict)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,9 @@ def keep_trainable(module: torch.nn.Module, checkpoint: dict[str, Any]) -> None:
     }
 
 
-def check_trainable(module: torch.nn.Module, state_dict: dict[str, Any], strict: bool) -> tuple[list[str], list[str]]:
+def check_trainable(
+    module: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool
+) -> tuple[list[str], list[str]]:
     """(missing, unexpected) keys of a trainable-only state dict; strict = a ConfigError unless both are empty."""
     missing = sorted(trainable_keys(module) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(torch.nn.Module.state_dict(module)))

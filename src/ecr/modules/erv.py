@@ -83,6 +83,9 @@ def report_label_support(support: dict[str, int]) -> None:
 class ERVModule(StageModule):
     """Multi-label sentence classifier distilled from teacher labels (see module docstring)."""
 
+    threshold: torch.Tensor  # buffers (register_buffer): τ, saved with the weights
+    pos_weight: torch.Tensor | None  # BCE positive weights [C] from the training labels (not saved)
+
     def __init__(
         self,
         student: str | Path = "minilm",
@@ -120,6 +123,9 @@ class ERVModule(StageModule):
         student = os.fspath(student)  # hparams go into checkpoints: no Path (torch.load(weights_only=True))
         self.save_hyperparameters(ignore=["optimizer", "optimization"])
         self.hparams.update(self.optimization_hparams())  # plain dicts only (weights-only checkpoint loading)
+        self.student, self.task, self.mapping = student, task, mapping
+        self.use_pos_weight, self.pos_weight_max = pos_weight, pos_weight_max
+        self.max_labels, self.max_length, self.freeze_embeddings = max_labels, max_length, freeze_embeddings
         self.grid = tuple(threshold_grid or DEFAULT_GRID)
         if not self.grid or any(not 0.0 < t < 1.0 for t in self.grid):
             raise ConfigError(f"threshold_grid must hold values in (0, 1), got {self.grid}")
@@ -144,12 +150,12 @@ class ERVModule(StageModule):
             raise ConfigError(f"ERVModule labels {self.label_names} differ from the DataModule's {dm_labels}")
         if stage == "fit" and dm is not None and hasattr(dm, "label_counts"):
             report_label_support(dict(zip(self.label_names, dm.label_counts().tolist(), strict=True)))
-            if self.hparams.pos_weight:
-                self.pos_weight = pos_weights(dm.label_counts(), len(dm.train_rows), self.hparams.pos_weight_max)
+            if self.use_pos_weight:
+                self.pos_weight = pos_weights(dm.label_counts(), len(dm.train_rows), self.pos_weight_max)
 
     def _mapping(self) -> dict[str, str] | None:
         assert self.label_names is not None
-        task, mapping = self.hparams.task, self.hparams.mapping
+        task, mapping = self.task, self.mapping
         if task is None and mapping is None:
             return None
         if mapping is None:
@@ -166,19 +172,19 @@ class ERVModule(StageModule):
                 "ERVModule.configure_model: the label space is unknown (run setup first or set label_space)"
             )
         mapping = self._mapping()  # a task label outside the label space fails here, before any weights load
-        model, tokenizer = build_student(self.hparams.student, self.label_names)
+        model, tokenizer = build_student(self.student, self.label_names)
         model.train()  # from_pretrained returns eval mode (dropout off); Lightning switches modes per loop from here
-        if self.hparams.freeze_embeddings:
+        if self.freeze_embeddings:
             model.get_input_embeddings().requires_grad_(False)
         self.verifier = HFVerifier(
             model,
             tokenizer,
             self.label_names,
             threshold=float(self.threshold),
-            max_labels=self.hparams.max_labels,
+            max_labels=self.max_labels,
             mapping=mapping,
-            task=self.hparams.task,
-            max_length=self.hparams.max_length,
+            task=self.task,
+            max_length=self.max_length,
         )
 
     # -- steps -------------------------------------------------------------------------------------------------
@@ -207,17 +213,17 @@ class ERVModule(StageModule):
         self.val_targets.reset()
         c = len(self.label_names or [])
         probs, targets = probs.reshape(-1, c), targets.reshape(-1, c)
-        scores = threshold_scores(probs, targets, self.grid, self.hparams.max_labels)  # [G]
+        scores = threshold_scores(probs, targets, self.grid, self.max_labels)  # [G]
         best = int(scores.argmax())
         tau = self.grid[best]
         if not self.trainer.sanity_checking:
             self.threshold.fill_(tau)
             if self.verifier is not None:
                 self.verifier.threshold = tau
-        preds = decide(probs, tau, self.hparams.max_labels).int()
+        preds = decide(probs, tau, self.max_labels).int()
         t = targets.int()
         per_class = multilabel_f1_score(preds, t, num_labels=c, average="none")
-        default = threshold_scores(probs, targets, [DEFAULT_THRESHOLD], self.hparams.max_labels)[0]
+        default = threshold_scores(probs, targets, [DEFAULT_THRESHOLD], self.max_labels)[0]
         self.log_dict(
             {
                 "val/macro_f1": scores[best],
@@ -236,7 +242,7 @@ class ERVModule(StageModule):
         """Write the verifier folder (weights, tokenizer, erv.json with labels, τ and mapping)."""
         assert self.verifier is not None, "configure_model() has not run"
         self.verifier.threshold = float(self.threshold)
-        return self.verifier.save(dirpath, extra={"student": self.hparams.student, **dict(extra or {})})
+        return self.verifier.save(dirpath, extra={"student": self.student, **dict(extra or {})})
 
 
 class ExportVerifier(Callback):

@@ -35,24 +35,25 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from ecr.errors import ConfigError
+from ecr.labels import LabelSet
 from ecr.metrics import RecognitionMetrics
 from ecr.models import PolicyConfig
 from ecr.modules.base import StageModule
 from ecr.modules.checkpointing import restore_rng, save_rng
-from ecr.modules.grpo_draw import MicroBatch, draw_micro_batch, trained_metrics
+from ecr.modules.grpo_draw import MicroBatch, draw_micro_batch
+from ecr.modules.grpo_logs import completion_table, trained_metrics
 from ecr.modules.grpo_settings import GRPO_OPTIMIZATION, GRPOSettings
 from ecr.modules.optim import OptimizationSettings, OptimizerFactory, weight_norm
 from ecr.modules.policy import StagePolicy
 from ecr.prompts import extract_answer
 from ecr.rl.entropy import entropy_bonus, gathered_entropies, high_entropy_mask
-from ecr.rl.loss import accumulation_scale, grpo_loss
+from ecr.rl.loss import LossStats, accumulation_scale, grpo_loss
 from ecr.rl.off_policy import policy_weights
 from ecr.rl.reward_config import DEFAULT_TERMS, RewardTerm, build_reward
 from ecr.rl.rewards import CombinedReward
 from ecr.rl.rollout import Rollout, rollout_metrics
 from ecr.rl.scorer import GroupScorer, SamplingSettings, build_scorer
 from ecr.rl.spread import ZeroSpreadMonitor
-from ecr.rows import markdown_table
 
 # logged name -> `ecr.rl.loss.LossStats` field, averaged over the micro-batches of an optimizer step
 LOSS_STATS = {
@@ -129,6 +130,7 @@ class GRPOModule(StageModule):
         label_set = getattr(datamodule, "label_set", None)
         if label_set is None:
             raise ConfigError("GRPOModule needs a DataModule with a `label_set` (e.g. ecr.data.ClipDataModule)")
+        self.label_set: LabelSet = label_set
         if self.reward is None:
             eos = self.backbone.eos_texts()
             self.reward = build_reward(
@@ -226,7 +228,9 @@ class GRPOModule(StageModule):
         self.log_dict(logged, batch_size=1)
         return keep, weights
 
-    def _optimizer_step(self, optimizer, scheduler, loss: float, stats: list, entropies: list, seconds: float) -> None:
+    def _optimizer_step(
+        self, optimizer: Any, scheduler: Any, loss: float, stats: list[LossStats], entropies: list[float], took: float
+    ) -> None:
         s = self.settings
         norm = torch.tensor(weight_norm(p.grad for p in self.parameters() if p.grad is not None))
         finite = math.isfinite(loss) and bool(torch.isfinite(norm))
@@ -241,7 +245,7 @@ class GRPOModule(StageModule):
             scheduler.step()
         mean = lambda name: sum(float(getattr(st, name)) for st in stats) / len(stats)  # noqa: E731
         values = {f"train/{k}": mean(name) for k, name in LOSS_STATS.items()}
-        values.update({"train/loss": loss, "train/grad_norm": float(norm), "train/time/update": seconds})
+        values.update({"train/loss": loss, "train/grad_norm": float(norm), "train/time/update": took})
         self.log_dict({**values, "train/entropy": sum(entropies) / len(entropies)}, batch_size=1)
         self.log("kl", values["train/kl"], prog_bar=True, logger=False, batch_size=1)
         self._sync_reference()
@@ -267,15 +271,7 @@ class GRPOModule(StageModule):
         logger = getattr(self, "logger", None)
         if not every or self.global_step % every or logger is None or not hasattr(logger.experiment, "add_text"):
             return
-        r = buffer[0]
-        terms = list(r.rewards.terms)
-        rows = [
-            [r.clip_ids[i], r.labels[i], r.texts[i], *[f"{r.rewards.terms[t][i]:.2f}" for t in terms],
-             f"{float(r.advantages[i]):.2f}"]
-            for i in range(len(r.texts))
-        ]  # fmt: skip
-        table = markdown_table(["clip", "label", "completion", *terms, "advantage"], rows)
-        logger.experiment.add_text("completions", table, global_step=self.global_step)
+        logger.experiment.add_text("completions", completion_table(buffer[0]), global_step=self.global_step)
 
     # --------------------------------------------------------------------------------------- validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -291,7 +287,7 @@ class GRPOModule(StageModule):
         n = len(texts)
         self.log_dict({f"val/reward/{k}": sum(v) / n for k, v in out.terms.items()}, batch_size=n, sync_dist=True)
         self.log("val/reward", sum(out.total) / n, batch_size=n, sync_dist=True, prog_bar=True)
-        label_set = self.trainer.datamodule.label_set  # type: ignore[attr-defined]
+        label_set = self.label_set
         answers = [label_set.normalize(extract_answer(text)) for text in texts]
         preds = [label_set.labels.index(a) if a is not None else -1 for a in answers]
         assert self.val_recognition is not None

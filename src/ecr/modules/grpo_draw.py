@@ -94,30 +94,3 @@ def draw_micro_batch(module: GRPOModule, dataloader_iter: Iterator[Any]) -> Micr
     if not any_rank(module, trained is not None):
         return MicroBatch(drawn, None, filled)
     return MicroBatch(drawn, score(module, trained if trained is not None else drawn[0].inert()), filled)
-
-
-def trained_metrics(micro: MicroBatch, short_steps: int) -> dict[str, float]:
-    """What the trained part of a micro-batch logs beside the drawn rollouts' `rollout_metrics`: the share of
-    zero-spread groups left in it, its informative completions and, with dynamic sampling, the draws made, the
-    groups kept, whether the step came up short and the running count of short steps."""
-    trained = micro.trained
-    informative = 0  # completions of groups with spread that have an active token (an inert stand-in: none)
-    if trained is not None:
-        spread = (~trained.zero_std).repeat_interleave(trained.group_size)  # [N]
-        informative = int((spread & trained.mask.bool().any(-1).to(spread.device)).sum())
-    values = {
-        "train/frac_zero_std_trained": float(trained.zero_std.float().mean()) if trained is not None else 1.0,
-        "train/informative_completions": float(informative),
-    }
-    for name in ("old_logp", "reference"):  # the log-prob passes ran once, on the trained rows
-        if trained is not None and name in trained.timings:
-            values[f"train/time/{name}"] = trained.timings[name]
-    if micro.filled is not None:
-        f = micro.filled
-        values.update({
-            "train/dynamic/rounds": float(f.rounds),
-            "train/dynamic/groups": float(f.num_kept),
-            "train/dynamic/short": float(f.short),
-            "train/dynamic/short_steps": float(short_steps + int(f.short)),
-        })  # fmt: skip
-    return values

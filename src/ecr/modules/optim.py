@@ -19,11 +19,14 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ecr.errors import ConfigError, TrainingDivergedError
+
+if TYPE_CHECKING:
+    from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 
@@ -46,7 +49,9 @@ class OptimizationSettings:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
     @classmethod
-    def of(cls, given: OptimizationSettings | Mapping[str, Any] | None, default: OptimizationSettings):
+    def of(
+        cls, given: OptimizationSettings | Mapping[str, Any] | None, default: OptimizationSettings
+    ) -> OptimizationSettings:
         """`given` (settings, or a dict of the fields that differ from the stage's `default`) as settings."""
         if isinstance(given, OptimizationSettings):
             return given
@@ -59,7 +64,8 @@ def decay_groups(named: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: 
     With `weight_decay == 0` the split changes nothing, so it is one group (and the learning rate is logged as
     plain `lr`, not `lr/pg1`, `lr/pg2`). The decayed group carries no value of its own: the optimizer's applies.
     """
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in named:
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
@@ -73,7 +79,7 @@ def configure_optimization(
     settings: OptimizationSettings,
     factory: OptimizerFactory | None,
     total_steps: int,
-) -> dict[str, Any]:
+) -> OptimizerLRSchedulerConfig:
     """Lightning's `configure_optimizers` answer: the optimizer over the trainable parameters and the per-step
     schedule (warmup over `warmup_ratio` of `total_steps`, then `settings.scheduler`)."""
     from transformers import get_scheduler

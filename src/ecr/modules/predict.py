@@ -293,14 +293,17 @@ class PredictModule(LightningModule):
             dist.all_gather_object(gathered, loader_ids(self.trainer.test_dataloaders))
             self._owned = owned_ids(gathered, self.trainer.global_rank)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        """Generate as predict does, update the test metrics (each clip once), return the rows for the writer."""
+    def test_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Generate as predict does, update the test metrics (each clip once), return the rows for the writer
+        (`{"rows": [...]}`: Lightning's test_step returns a mapping)."""
         assert self.label_set is not None
         rows = self.rows(batch)
         counted = [r for r in rows if r["id"] not in self._counted and (self._owned is None or r["id"] in self._owned)]
         self._counted |= {r["id"] for r in counted}
         if not counted:
-            return rows
+            return {"rows": rows}
         labels = self.label_set.labels
         pred = class_ids([r["prediction"] for r in counted], labels)  # [B']
         explained = None
@@ -310,7 +313,7 @@ class PredictModule(LightningModule):
             explained = class_ids([j if isinstance(j, str) else None for j in judged], labels)  # [B']
         target = class_ids([r["label"] for r in counted], labels)  # [B']
         self.test_metrics.update(pred, target, explained, [r.get("labels") for r in counted])
-        return rows
+        return {"rows": rows}
 
     def on_test_epoch_end(self) -> None:
         """Sync the metrics over ranks, log test/* and keep the report the writer puts in metrics.json."""

@@ -53,9 +53,10 @@ def batch_seed(seed: int, first_id: str) -> int:
 
 
 def check_best_of_n(
-    num_samples: int, rerank: str, generation: GenerationSettings, verifier: str | None
+    num_samples: int, rerank: Rerank, generation: GenerationSettings, verifier: str | None
 ) -> tuple[int, Rerank]:
-    """Validated (num_samples, rerank); a ConfigError naming the option otherwise."""
+    """Validated (num_samples, rerank); a ConfigError naming the option otherwise (`rerank` is checked too: a
+    Python caller may pass any string)."""
     if rerank not in ("none", "verifier"):
         raise ConfigError(f"rerank: {rerank!r} is not none or verifier")
     if num_samples < 1:
@@ -69,7 +70,7 @@ def check_best_of_n(
         raise ConfigError(f"num_samples: {num_samples} candidates per clip need a rule to keep one: rerank: verifier")
     if rerank == "verifier" and verifier is None:
         raise ConfigError("rerank: verifier scores candidates with the verifier: set `verifier:` to its folder")
-    return num_samples, rerank  # type: ignore[return-value]
+    return num_samples, rerank
 
 
 __all__ = ["GenerationSettings", "Rerank", "batch_seed", "check_best_of_n"]

@@ -50,7 +50,7 @@ class SFTModule(StageModule):
     def setup(self, stage: str) -> None:
         """First check that every train/val row has an explanation: before the processor and the weights load."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if stage in ("fit", "validate") and hasattr(datamodule, "splits"):
+        if stage in ("fit", "validate") and datamodule is not None and hasattr(datamodule, "splits"):
             if datamodule.splits is None:
                 datamodule.setup(stage)
             require_explanations(datamodule.splits)

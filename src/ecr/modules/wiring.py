@@ -13,11 +13,19 @@ DataModule collates sentences itself) leaves the DataModule as it is.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ecr.errors import ConfigError
 
 D = TypeVar("D")
+
+
+@runtime_checkable
+class Collating(Protocol):
+    """A DataModule that serves its batches through a settable `collate_fn` (samples -> batch)."""
+
+    collate_fn: Callable[[list[Any]], Any] | None
 
 
 def connect(module: Any, datamodule: D) -> D:
@@ -25,7 +33,7 @@ def connect(module: Any, datamodule: D) -> D:
     collator = getattr(module, "collator", None)
     if collator is None or datamodule is None:
         return datamodule
-    if not hasattr(datamodule, "collate_fn"):
+    if not isinstance(datamodule, Collating):
         raise ConfigError(
             f"{type(datamodule).__name__} has no `collate_fn` attribute for {type(module).__name__}'s collator"
         )

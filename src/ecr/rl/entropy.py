@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -40,16 +41,16 @@ def high_entropy_mask(
 
 
 def gathered_entropies(
-    entropies: torch.Tensor, mask: torch.Tensor, all_gather: Callable[[torch.Tensor], torch.Tensor]
+    entropies: torch.Tensor, mask: torch.Tensor, all_gather: Callable[[torch.Tensor], Any]
 ) -> torch.Tensor:
     """Every rank's active-token entropies [K] (the `pool` of `high_entropy_mask` under DDP): each rank pads its
     own to the longest rank's count with −1 (entropies are ≥ 0), `all_gather` stacks them, the padding is dropped.
     entropies, mask [N, C]; `all_gather` is Lightning's `LightningModule.all_gather` (or any same-shape gather)."""
     local = entropies[mask.bool()].float()
-    sizes = all_gather(torch.tensor([local.numel()], device=local.device)).reshape(-1)
+    sizes = torch.as_tensor(all_gather(torch.tensor([local.numel()], device=local.device))).reshape(-1)
     padded = torch.full((int(sizes.max()),), -1.0, device=local.device)
     padded[: local.numel()] = local
-    gathered = all_gather(padded).reshape(-1)
+    gathered = torch.as_tensor(all_gather(padded)).reshape(-1)
     return gathered[gathered >= 0]
 
 

@@ -88,6 +88,14 @@ class ExplanationScore:
     capped: bool = False  # more than `max_sentences` sentences: only the first ones were scored
 
 
+class ExplanationOptions(ReaderOptions, total=False):
+    """`ExplanationReward`'s keyword settings beside the verifier and the label set (for a builder that passes
+    them through, e.g. `ecr.rl.rewards.default_rewards`)."""
+
+    penalty: float
+    label_word_allowance: float
+
+
 class ExplanationReward:
     """The ERV explanation reward, configured once (label mapping resolved and checked before training).
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 
@@ -98,7 +98,7 @@ def resolve_correction(setting: OffPolicySetting, has_sampler_logp: bool) -> Cor
         raise ConfigError(f"off_policy_correction must be one of {OFF_POLICY_SETTINGS}, got {setting!r}")
     if not has_sampler_logp or setting == "none":
         return None
-    return DEFAULT_MODE if setting == "auto" else cast(CorrectionMode, setting)
+    return DEFAULT_MODE if setting == "auto" else setting
 
 
 def policy_weights(

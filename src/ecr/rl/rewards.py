@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Unpack
 
 from ecr.errors import ConfigError, LabelError
 from ecr.labels import get_label_set
@@ -28,6 +29,7 @@ from ecr.models.sentence_reader import LabelSpec
 from ecr.models.verifier import Verifier
 from ecr.prompts import extract_answer, is_well_formed
 from ecr.rl.explanation_reward import (
+    ExplanationOptions,
     ExplanationReward,
     ExplanationScore,
     explanation_ratio,
@@ -135,7 +137,7 @@ def default_rewards(
     *,
     weights: Mapping[str, float] | None = None,
     strict_format: bool = False,
-    **explanation_kwargs: object,
+    **explanation_kwargs: Unpack[ExplanationOptions],
 ) -> CombinedReward:
     """The paper's reward: format + accuracy + explanation, weight 1 each unless `weights` says otherwise."""
     w = {"format": 1.0, "accuracy": 1.0, "explanation": 1.0, **dict(weights or {})}
@@ -146,7 +148,7 @@ def default_rewards(
         [
             RewardSpec("format", FormatReward(strict=strict_format), w["format"]),
             RewardSpec("accuracy", AccuracyReward(label_set), w["accuracy"]),
-            RewardSpec("explanation", ExplanationReward(verifier, label_set, **explanation_kwargs), w["explanation"]),  # type: ignore[arg-type]
+            RewardSpec("explanation", ExplanationReward(verifier, label_set, **explanation_kwargs), w["explanation"]),
         ]
     )
 

@@ -147,7 +147,13 @@ class Rollout:
         """The rollout restricted to the groups where `keep` (bool [B]) is true (`filter_zero_std_groups`)."""
         groups = keep.nonzero().flatten()  # [B']
         rows = keep.repeat_interleave(self.group_size).nonzero().flatten()  # [N']
-        pick = lambda t: None if t is None else t.index_select(0, rows.to(t.device))  # noqa: E731
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t.index_select(0, rows.to(t.device))
+
+        def pick_optional(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else pick(t)
+
         idx = rows.tolist()
         return replace(
             self,
@@ -162,10 +168,10 @@ class Rollout:
             rewards=self.rewards.select(rows),
             advantages=pick(self.advantages),
             zero_std=self.zero_std[keep],
-            old_logp=pick(self.old_logp),
-            ref_logp=pick(self.ref_logp),
-            entropy=pick(self.entropy),
-            sampler_logp=pick(self.sampler_logp),
+            old_logp=pick_optional(self.old_logp),
+            ref_logp=pick_optional(self.ref_logp),
+            entropy=pick_optional(self.entropy),
+            sampler_logp=pick_optional(self.sampler_logp),
         )
 
     def first_groups(self, count: int) -> Rollout:

@@ -22,7 +22,7 @@ import torch
 
 from ecr.errors import ConfigError
 from ecr.models import EncodedPrompt, PolicyBackbone, build_backbone
-from ecr.models.backbone import SamplingFilters, TokenScores
+from ecr.models.scoring import SamplingFilters, TokenScores
 
 ReferenceMode = Literal["auto", "adapter", "copy"]
 

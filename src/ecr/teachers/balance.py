@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ecr.errors import ConfigError
-from ecr.teachers.base import Missing, Teacher
+from ecr.teachers.base import Missing, Paraphraser, Teacher
 from ecr.teachers.label_report import LabelReport
 
 BalanceMode = Literal["none", "oversample", "paraphrase"]
@@ -35,9 +35,11 @@ def balance_rows(
         return rows
     if not 0.0 < ratio <= 1.0:
         raise ConfigError(f"balance_ratio must be in (0, 1], got {ratio}")
-    paraphrase = getattr(teacher, "paraphrase", None)
-    if mode == "paraphrase" and not callable(paraphrase):
-        raise ConfigError("balance='paraphrase' needs an LLM teacher (teacher=openai); use 'oversample' otherwise")
+    paraphraser = None  # set exactly in mode "paraphrase"
+    if mode == "paraphrase":
+        if not isinstance(teacher, Paraphraser):
+            raise ConfigError("balance='paraphrase' needs an LLM teacher (teacher=openai); use 'oversample' otherwise")
+        paraphraser = teacher
     rng = np.random.default_rng(seed)
     counts = Counter(lbl for r in rows for lbl in r["labels"])
     target = math.ceil(ratio * max(counts.values()))
@@ -48,17 +50,11 @@ def balance_rows(
         pool = [r for r in rows if label in r["labels"] and not r.get("augmented")]
         pool = [pool[i] for i in rng.permutation(len(pool))]
         new: list[dict[str, Any]] = []
-        if mode == "oversample" and need > 0:
+        if paraphraser is not None:
+            new = _paraphrased(pool, need, paraphraser, paraphrases_per_call, missing)
+        elif need > 0:
             new = [{**pool[i % len(pool)], "augmented": True, "source": f"{pool[i % len(pool)]['source']}+oversample"}
                    for i in range(need)]  # fmt: skip
-        for src in pool if mode == "paraphrase" else []:
-            if len(new) >= need:
-                break
-            got = paraphrase(src["text"], paraphrases_per_call)  # type: ignore[misc]  # each source asked once
-            if isinstance(got, Missing):
-                missing[got.reason] += 1
-                continue
-            new += [{**src, "text": t, "augmented": True, "source": f"{src['source']}+paraphrase"} for t in got]
         new = new[: max(need, 0)]
         out.extend(new)
         for r in new:
@@ -67,3 +63,20 @@ def balance_rows(
     for k, v in missing.items():
         report.augment_missing[k] = report.augment_missing.get(k, 0) + v
     return out
+
+
+def _paraphrased(
+    pool: list[dict[str, Any]], need: int, paraphraser: Paraphraser, n: int, missing: Counter[str]
+) -> list[dict[str, Any]]:
+    """Rows paraphrased from `pool` until `need` exist, each source asked once (`n` paraphrases a call); an
+    unanswered call is counted in `missing` by its reason."""
+    new: list[dict[str, Any]] = []
+    for src in pool:
+        if len(new) >= need:
+            break
+        got = paraphraser.paraphrase(src["text"], n)
+        if isinstance(got, Missing):
+            missing[got.reason] += 1
+            continue
+        new += [{**src, "text": t, "augmented": True, "source": f"{src['source']}+paraphrase"} for t in got]
+    return new

@@ -61,6 +61,15 @@ class Teacher(Protocol):
         ...
 
 
+@runtime_checkable
+class Paraphraser(Protocol):
+    """A teacher that can also rewrite a text (the LLM teacher): `balance='paraphrase'` asks it for new rows."""
+
+    def paraphrase(self, text: str, n: int) -> list[str] | Missing:
+        """`n` paraphrases of `text`, or why there are none."""
+        ...
+
+
 def map_into_space(word: str, space: LabelSet) -> str | None:
     """The label of `space` that `word` names, or None (see module docstring for the lookup order)."""
     w = clean_text(word)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,7 +72,9 @@ def _answer_labels(result: TeacherResult) -> list[str]:
     return list(result.labels)
 
 
-def _teacher_fn(judge: JudgeName, label_set: LabelSet, verifier: Path | None, emotion_map: dict | None):
+def _teacher_fn(
+    judge: JudgeName, label_set: LabelSet, verifier: Path | None, emotion_map: dict[str, str | None] | None
+) -> Callable[[list[str]], list[list[str]]] | None:
     """sentences -> label set per sentence, from the lexicon teacher or a verifier folder (None for `none`)."""
     if judge == "none":
         return None

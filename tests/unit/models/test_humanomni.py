@@ -15,10 +15,11 @@ from safetensors.torch import load_file, save_file
 from ecr.errors import ConfigError, MediaTokenMismatchError
 from ecr.fixtures.tiny_models import build_tiny_humanomni, tiny_command
 from ecr.models import PolicyConfig, build_backbone, load_policy
-from ecr.models.backbone import PolicyBackbone, gather_logprobs
+from ecr.models.backbone import PolicyBackbone
 from ecr.models.hf import model_inputs
 from ecr.models.humanomni import load_pretrained, skeleton
 from ecr.models.humanomni.processor import pad_batch
+from ecr.models.scoring import gather_logprobs
 
 RELEASED_PREFIXES = (
     "model.embed_tokens.", "model.layers.", "model.norm.", "model.vision_tower.vision_tower.vision_model.",

@@ -14,7 +14,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from ecr.models.backbone import SamplingDistribution, SamplingFilters, chunked_token_scores, filter_logits
+from ecr.models.scoring import SamplingDistribution, SamplingFilters, chunked_token_scores, filter_logits
 
 
 def _random_logits(gen: torch.Generator, trial: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from ecr.models import PolicyConfig, load_policy
-from ecr.models.backbone import SamplingFilters
+from ecr.models.scoring import SamplingFilters
 
 G = 3
 

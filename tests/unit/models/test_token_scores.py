@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ecr.models import PolicyConfig, load_policy
-from ecr.models.backbone import SamplingDistribution, chunked_token_scores, gather_logprobs
+from ecr.models.scoring import SamplingDistribution, chunked_token_scores, gather_logprobs
 
 
 def _reference(hidden, head, ids, temperature, suppressed=()):
@@ -44,11 +44,11 @@ def test_chunks_give_the_unchunked_values_and_gradients(chunk_tokens, temperatur
 
 
 def test_chunk_size_follows_the_logit_budget_and_bad_temperature_fails(monkeypatch) -> None:
-    import ecr.models.backbone as backbone
+    import ecr.models.scoring as scoring
 
     calls = []
     head = torch.nn.Linear(4, 10)
-    monkeypatch.setattr(backbone, "LOGIT_BUDGET", 20)  # 2 tokens of a 10-class vocabulary per chunk
+    monkeypatch.setattr(scoring, "LOGIT_BUDGET", 20)  # 2 tokens of a 10-class vocabulary per chunk
 
     def counting_head(x):
         calls.append(x.shape[0])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ecr.models import EncodedPrompt
-from ecr.models.backbone import SamplingFilters, TokenScores
+from ecr.models.scoring import SamplingFilters, TokenScores
 from ecr.rl.advantages import group_advantages, zero_std_groups
 from ecr.rl.rewards import CombinedReward, RewardSpec
 from ecr.rl.rollout import (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -25,6 +25,9 @@ from ecr.models.humanomni.config import HumanOmniQwen2Config, config_from, resol
 from ecr.models.humanomni.loading import HumanOmniLoader
 from ecr.models.humanomni.processor import HumanOmniCollator, HumanOmniProcessor, load_processor
 from ecr.models.registry import register_backbone
+
+if TYPE_CHECKING:
+    from ecr.models.humanomni.model import HumanOmniQwen2ForCausalLM
 
 _LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Modules whose parameters shape `encode_prompt`'s output (trainable ones make a cached encoding stale).
@@ -70,10 +73,15 @@ class HumanOmniBackbone(HFBackbone):
     def model_class(self) -> HumanOmniLoader:
         return HumanOmniLoader(**self.tower_options)
 
+    @property
+    def humanomni(self) -> HumanOmniQwen2ForCausalLM:
+        """The loaded model, typed (`model_class` loads it; the generic base types it `PreTrainedModel`)."""
+        return cast("HumanOmniQwen2ForCausalLM", self.base_model)
+
     def model_config(self) -> HumanOmniQwen2Config:
         """The loaded model's config, else the folder's with its towers resolved (no weights read)."""
         if self.model is not None:
-            return self.base_model.config
+            return self.humanomni.config
         if self._hf_config is None:
             cfg = config_from(self.path)
             opts = self.tower_options
@@ -105,8 +113,7 @@ class HumanOmniBackbone(HFBackbone):
 
     def encode_prompt(self, batch: Mapping[str, Any]) -> EncodedPrompt:
         """Towers, router and projectors run once; their tokens replace the placeholders (1-D positions)."""
-        model = self.base_model
-        spliced = model.splice(
+        spliced = self.humanomni.splice(
             batch["input_ids"], batch["attention_mask"], batch.get("images"), batch.get("audios"), batch.get("prompts")
         )
         # media rows hold the pad id: a valid token for generation's logits processors (the embeddings rule)
@@ -125,7 +132,7 @@ class HumanOmniBackbone(HFBackbone):
         return any(p.requires_grad for m in ENCODING_MODULES for p in model.get_submodule(m).parameters())
 
     def _decoder(self) -> torch.nn.Module:
-        return self.base_model.model
+        return self.humanomni.model
 
     def _decoder_positions(self, position_ids: torch.Tensor) -> torch.Tensor:
         return position_ids[0]

@@ -11,7 +11,7 @@ cannot find. Here every tensor has one source, and a missing one is an error:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -24,6 +24,9 @@ from ecr.models.humanomni.config import (
     tower_folder,
 )
 from ecr.models.humanomni.model import HumanOmniQwen2ForCausalLM
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 TOWER_PREFIXES = {
     "vision": "model.vision_tower.vision_tower.",
@@ -56,7 +59,11 @@ def _load_tower(model: HumanOmniQwen2ForCausalLM, kind: str, folder: Path) -> No
         "audio": model.model.audio_tower.audio_tower,
         "router": model.model.bert_model,
     }[kind]
-    cls = {"vision": SiglipVisionModel, "audio": WhisperForAudioClassification, "router": BertModel}[kind]
+    cls: type[PreTrainedModel] = {
+        "vision": SiglipVisionModel,
+        "audio": WhisperForAudioClassification,
+        "router": BertModel,
+    }[kind]
     # A full SigLIP (text + vision) or Whisper (encoder + decoder) folder makes transformers list the other half
     # as unexpected: expected here, and coverage of what we need is checked below instead.
     verbosity = hf_logging.get_verbosity()
@@ -99,9 +106,9 @@ def load_pretrained(
         config.towers_from_checkpoint = towers_from_checkpoint
     folders = resolve_towers(config, folder, vision_tower=vision_tower, audio_tower=audio_tower, router=router)
     hf_kwargs.setdefault("local_files_only", True)
-    model, info = HumanOmniQwen2ForCausalLM.from_pretrained(
-        folder, config=config, output_loading_info=True, **hf_kwargs
-    )
+    loaded = HumanOmniQwen2ForCausalLM.from_pretrained(folder, config=config, output_loading_info=True, **hf_kwargs)
+    # transformers annotates the model alone; output_loading_info=True returns (model, loading info)
+    model, info = cast("tuple[HumanOmniQwen2ForCausalLM, dict[str, list[str]]]", loaded)
     missing = [k for k in info["missing_keys"] if not any(k.startswith(p) for p in IGNORED_PREFIXES)]
     unexpected = [k for k in info["unexpected_keys"] if not any(k.startswith(p) for p in IGNORED_PREFIXES)]
     if unexpected:

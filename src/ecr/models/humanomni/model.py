@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen2ForCausalLM, Qwen2Model
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
 
 from ecr.errors import ConfigError, MediaTokenMismatchError
@@ -34,6 +35,9 @@ from ecr.models.humanomni.projector import (
     route_mix,
     slow_fast_compress,
 )
+
+if TYPE_CHECKING:
+    from transformers import SiglipVisionModel
 
 IMAGE_TOKEN_INDEX = -200
 VIDEO_TOKEN_INDEX = -201
@@ -80,7 +84,7 @@ class SiglipTower(nn.Module):
     """Holds SigLIP under `vision_model`, the attribute path of the released keys
     (`model.vision_tower.vision_tower.vision_model.*`; transformers 5 flattened `SiglipVisionModel` itself)."""
 
-    def __init__(self, vision_model: nn.Module) -> None:
+    def __init__(self, vision_model: SiglipVisionModel) -> None:
         super().__init__()
         self.vision_model = vision_model
 
@@ -212,7 +216,10 @@ def splice_media(
             raise MediaTokenMismatchError(f"the prompt has an <{what}> placeholder but no {what} tensor was given")
         if not n and feats is not None:
             raise MediaTokenMismatchError(f"a {what} tensor was given but the prompt has no <{what}> placeholder")
-    sizes = {VIDEO_TOKEN_INDEX: video.shape[1] if n_video else 1, AUDIO_TOKEN_INDEX: audio.shape[1] if n_audio else 1}
+    sizes = {  # a tensor is given exactly when its placeholder is there (checked above)
+        VIDEO_TOKEN_INDEX: video.shape[1] if video is not None else 1,
+        AUDIO_TOKEN_INDEX: audio.shape[1] if audio is not None else 1,
+    }
     ids = expand_rows(input_ids, input_ids, sizes)  # [B, L']
     mask = expand_rows(attention_mask, input_ids, sizes)
     embeds = embed(ids.clamp(min=0))  # [B, L', H]; media rows are overwritten below
@@ -231,6 +238,7 @@ class HumanOmniQwen2ForCausalLM(Qwen2ForCausalLM):
     """`HumanOmniQwen2ForCausalLM` of the released folders: `model` (LM + media modules) and `lm_head`."""
 
     config_class = HumanOmniQwen2Config
+    config: HumanOmniQwen2Config
 
     def __init__(self, config: HumanOmniQwen2Config) -> None:
         Qwen2PreTrainedModel.__init__(self, config)  # not Qwen2ForCausalLM.__init__: no throw-away Qwen2Model
@@ -267,7 +275,7 @@ class HumanOmniQwen2ForCausalLM(Qwen2ForCausalLM):
         audios: torch.Tensor | None = None,
         prompts: Mapping[str, torch.Tensor] | None = None,
         **kwargs: Any,
-    ):
+    ) -> CausalLMOutputWithPast:
         """Qwen2's forward, after splicing media when `input_ids` carry placeholders (or media are given)."""
         has_media = images is not None or audios is not None
         if inputs_embeds is None and input_ids is not None and (has_media or bool((input_ids < 0).any())):
@@ -275,8 +283,9 @@ class HumanOmniQwen2ForCausalLM(Qwen2ForCausalLM):
                 attention_mask = torch.ones_like(input_ids)
             spliced = self.splice(input_ids, attention_mask, images, audios, prompts, labels)
             input_ids, inputs_embeds, attention_mask = None, spliced.inputs_embeds, spliced.attention_mask
-            labels = spliced.labels
-            position_ids = spliced.position_ids if position_ids is None else position_ids
+            # transformers annotates ids as LongTensor, a class no tensor operation is typed to return
+            labels = cast("torch.LongTensor | None", spliced.labels)
+            position_ids = cast("torch.LongTensor", spliced.position_ids) if position_ids is None else position_ids
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
