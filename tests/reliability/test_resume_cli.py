@@ -192,6 +192,26 @@ def test_sft_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- GRPO (demo)
+def _grpo_override(tiny: Path, manifest: Path, cache: Path, model: dict[str, Any]):  # noqa: ANN202
+    """The override of configs/demo/grpo.yaml for the tiny policy on the six clips: `model` adds to its init_args
+    (rewards, verifier, grpo settings); 8 new tokens, batch 2, 6 steps, a checkpoint every step."""
+
+    def override(tmp: Path, records: Path, kill: tuple[int, str] | None = None) -> Path:
+        config = {
+            "model": {"init_args": {"policy": {"model": str(tiny)}, "sampling": {"max_new_tokens": 8}, **model}},
+            "data": {"init_args": {"root": str(manifest.parent), "manifest": str(manifest), "batch_size": 2,
+                                   "cache_dir": str(cache), "val_fraction": 0.0}},
+            "trainer": {"max_steps": 6, "limit_val_batches": 0, "default_root_dir": str(tmp / "runs"),
+                        "enable_progress_bar": False,
+                        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                                   "init_args": {"save_dir": str(tmp / "runs"), "name": "tb"}},
+                        "callbacks": _callbacks(records, kill)},
+        }  # fmt: skip
+        return _write(tmp / ("kill.yaml" if kill else "run.yaml"), config)
+
+    return override
+
+
 def test_grpo_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
     """`ecr fit --config configs/demo/grpo.yaml … --ckpt_path last` after a kill -9 one batch into epoch 1: the same
     batches, sampled rewards (the RNG state is in the checkpoint) and learning rates as an uninterrupted run."""
@@ -203,22 +223,10 @@ def test_grpo_demo_config_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
     verifier = build_tiny_classifier(tmp_path / "verifier", resolve_label_space("dfew"))
     manifest = _six_training_clips(tmp_path)
 
-    def override(tmp: Path, records: Path, kill: tuple[int, str] | None = None) -> Path:
-        config = {
-            "model": {"init_args": {"policy": {"model": str(tiny)}, "verifier": str(verifier),
-                                    "rewards": [{"name": "format"}, {"name": "explanation"},
-                                                {"name": "vowels", "function": "faults:vowel_share"}],
-                                    "sampling": {"max_new_tokens": 8}, "grpo": {"log_completions_every_n_steps": 2}}},
-            "data": {"init_args": {"root": str(manifest.parent), "manifest": str(manifest), "batch_size": 2,
-                                   "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.0}},
-            "trainer": {"max_steps": 6, "limit_val_batches": 0, "default_root_dir": str(tmp / "runs"),
-                        "enable_progress_bar": False,
-                        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                                   "init_args": {"save_dir": str(tmp / "runs"), "name": "tb"}},
-                        "callbacks": _callbacks(records, kill)},
-        }  # fmt: skip
-        return _write(tmp / ("kill.yaml" if kill else "run.yaml"), config)
-
+    model = {"verifier": str(verifier), "grpo": {"log_completions_every_n_steps": 2},
+             "rewards": [{"name": "format"}, {"name": "explanation"},
+                         {"name": "vowels", "function": "faults:vowel_share"}]}  # fmt: skip
+    override = _grpo_override(tiny, manifest, tmp_path / "cache", model)
     full, pieces = _full_then_killed_and_resumed(
         tmp_path, CONFIGS / "demo" / "grpo.yaml", override, _one_batch_into_epoch_1
     )
@@ -235,23 +243,12 @@ def test_grpo_with_dynamic_sampling_resumes_exactly_after_kill_9(tmp_path: Path)
     tiny = build_tiny_omni(tmp_path / "tiny", hidden_size=64)
     manifest = _six_training_clips(tmp_path)
 
-    def override(tmp: Path, records: Path, kill: tuple[int, str] | None = None) -> Path:
-        config = {
-            "model": {"init_args": {"policy": {"model": str(tiny)}, "verifier": None,
-                                    "rewards": [{"name": "vowels", "function": "faults:vowels_unless_calm"}],
-                                    "sampling": {"max_new_tokens": 8},
-                                    "grpo": {"dynamic_sampling": True, "max_resample_rounds": 2,
-                                             "log_completions_every_n_steps": 0}}},
-            "data": {"init_args": {"root": str(manifest.parent), "manifest": str(manifest), "batch_size": 2,
-                                   "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.0}},
-            "trainer": {"max_steps": 6, "limit_val_batches": 0, "default_root_dir": str(tmp / "runs"),
-                        "enable_progress_bar": False,
-                        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                                   "init_args": {"save_dir": str(tmp / "runs"), "name": "tb"}},
-                        "callbacks": _callbacks(records, kill)},
-        }  # fmt: skip
-        return _write(tmp / ("kill.yaml" if kill else "run.yaml"), config)
-
+    model = {
+        "verifier": None,
+        "rewards": [{"name": "vowels", "function": "faults:vowels_unless_calm"}],
+        "grpo": {"dynamic_sampling": True, "max_resample_rounds": 2, "log_completions_every_n_steps": 0},
+    }
+    override = _grpo_override(tiny, manifest, tmp_path / "cache", model)
     full, pieces = _full_then_killed_and_resumed(tmp_path, CONFIGS / "demo" / "grpo.yaml", override, lambda f: 3)
     assert len(full) == 6 and any(r["rounds"] > 1 for r in full[:4])  # steps drew extra batches before the kill
     _assert_same_run(full, pieces)
