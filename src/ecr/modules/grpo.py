@@ -160,6 +160,8 @@ class GRPOModule(StageModule):
         """max_steps, else ⌈batches / accumulation⌉ · μ over the fit (one step per pass over a rollout buffer)."""
         if self.trainer.max_steps and self.trainer.max_steps > 0:
             return int(self.trainer.max_steps)
+        if self.settings.dynamic_sampling:  # a step draws several batches: the schedule would be stretched
+            rank_zero_warn("dynamic_sampling without trainer.max_steps: the lr schedule assumes one batch per step")
         batches = max(1, int(self.trainer.estimated_stepping_batches))
         return math.ceil(batches / self.settings.gradient_accumulation_steps) * self.settings.num_iterations
 
