@@ -58,12 +58,18 @@ def run(dynamic: bool, steps: int, out: Path) -> dict[str, float]:
     informative = series("train/informative_completions")
     rounds = series("train/dynamic/rounds")
     seconds = informative[-1].wall_time - informative[0].wall_time
+    phases = [t for t in acc.Tags()["scalars"] if t.startswith("train/time/") and t != "train/time/update"]
+    sampling = sum(statistics.mean(e.value for e in series(t)[1:]) for t in phases)  # summed over a step's draws
+    draws = statistics.mean(e.value for e in rounds[1:]) if rounds else 1.0
     return {
         "frac_zero_std_sampled": statistics.mean(e.value for e in series("train/frac_zero_std")),
         "frac_zero_std_trained": statistics.mean(e.value for e in series("train/frac_zero_std_trained")),
         "draws_per_step": statistics.mean(e.value for e in rounds) if rounds else 1.0,
         "informative_per_step": statistics.mean(e.value for e in informative),
         "informative_per_s": sum(e.value for e in informative[1:]) / seconds,
+        "sampling_s_per_draw": sampling / draws,
+        "update_s_per_step": statistics.mean(e.value for e in series("train/time/update")[1:]),
+        "wall_s_per_step": seconds / (len(informative) - 1),
         "steps": float(len(informative)),
     }
 
