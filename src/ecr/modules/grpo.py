@@ -1,7 +1,9 @@
 """Stage 3, GRPO: reinforcement learning of the policy with format + accuracy + explanation (ERV) rewards.
 
-One `training_step` = one micro-batch of B prompts: `ecr.rl.rollout.collect_rollout` encodes their media once,
-samples G completions per prompt, scores them (rewards, group advantages, old/reference log-probs). After
+One `training_step` = one micro-batch of B prompts (`ecr.modules.grpo_draw`): `ecr.rl.rollout.sample_rollout`
+encodes their media once, samples G completions per prompt and rewards them (group advantages); groups may be
+dropped (`filter_zero_std_groups`) or drawn until B have reward spread (`dynamic_sampling`); `score_rollout` then
+takes the old/reference log-probs of the groups kept. After
 `gradient_accumulation_steps` micro-batches the buffered rollouts are trained on `num_iterations` (μ) times,
 one optimizer step per pass, with `ecr.rl.loss.grpo_loss` (docs/method.md §4). Optimisation is manual:
 Lightning's automatic optimisation divides every loss by `accumulate_grad_batches`, which is wrong for the
