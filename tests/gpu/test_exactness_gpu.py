@@ -76,7 +76,8 @@ def test_encode_once_equals_the_plain_forward(policy, samples, device, dtype):
         inputs["input_ids"] = torch.cat([batch["input_ids"], ids], 1)
         inputs["attention_mask"] = torch.cat([batch["attention_mask"], mask], 1)
         logits = bb.model(**inputs).logits[:, batch["input_ids"].shape[1] - 1 : -1]
-        plain = torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None])[..., 0]
+        # the distribution the scorer normalises over: the media placeholder ids are never sampled (suppressed)
+        plain = bb.sampling_distribution().policy_log_probs(logits).gather(-1, ids[..., None])[..., 0]
         repeated = bb.token_logprobs(
             prompt.repeat_interleave(G), ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)
         )
@@ -117,7 +118,8 @@ def test_shared_prefix_scores_equal_the_per_row_pass(policy, samples, device, dt
     bb = _policy(policy, device, dtype)
     with torch.no_grad():
         prompt = bb.encode_prompt(_batch(bb, samples, device))
-        ids = torch.randint(10, 100, (3 * G, 5), device=device)
+        allowed = torch.tensor([i for i in range(100) if i not in bb.media_token_ids()], device=device)
+        ids = allowed[torch.randint(0, len(allowed), (3 * G, 5), device=device)]  # no suppressed media id
         mask = torch.ones_like(ids)
         mask[1, 3:] = 0  # an early EOS
         plain = bb.score_completions(prompt, ids, mask, group_size=G, share_prefix=False)

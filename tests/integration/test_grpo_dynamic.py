@@ -2,7 +2,9 @@
 
 One optimizer step with `dynamic_sampling` draws prompt batches until a batch of groups with reward spread is
 held; the step must equal a plain step on exactly those groups (prompts of different lengths joined into one
-batch), on one process and with two DDP processes, and a DDP rank that finds no such group must not hang.
+batch), on one process and with two DDP processes, and a DDP rank that finds no such group must not hang. The
+step draws its batches from the dataloader itself, under the precision plugin's autocast: collation must not run
+in bf16.
 """
 
 from __future__ import annotations
@@ -10,10 +12,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 from support.equivalence import assert_same_update, one_step
+from support.tiny import SMALL, clip_data
 
 from ecr.fixtures import synthesize
+from ecr.models import PolicyConfig
+from ecr.modules.grpo import GRPOModule
+from ecr.modules.wiring import connect
+from ecr.rl.rewards import CombinedReward, RewardSpec
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +78,23 @@ def test_a_ddp_rank_with_no_informative_group_trains_nothing_and_does_not_hang(t
     (mixed_clips / "happy.jsonl").write_text((mixed_clips / "kept.jsonl").read_text().splitlines()[0] + "\n")
     alone = one_step(tiny, mixed_clips, tmp_path / "alone.pt", batch_size=1, manifest="happy.jsonl", **common)
     assert_same_update(ddp, alone)
+
+
+def _flat_for_angry(texts: list[str], labels: list[str]) -> list[float]:
+    return [0.5 if label == "angry" else len(text) % 3 for text, label in zip(texts, labels, strict=True)]
+
+
+def test_batches_drawn_in_the_step_are_collated_outside_autocast(tiny, mixed_clips, tmp_path) -> None:
+    """bf16-mixed on the CPU, no DataLoader workers: the step's own draws collate in the main process while the
+    precision plugin's autocast is on; Whisper's feature extractor then fails on bf16 ("unsupported ScalarType
+    BFloat16") unless the draw turns autocast off, as Lightning's own fetch (before the step) is."""
+    policy = PolicyConfig(model=str(tiny), lora={"r": 4, "dropout": 0.0}, inputs=SMALL)
+    grpo = {"dynamic_sampling": True, "max_resample_rounds": 1, "log_completions_every_n_steps": 0}
+    module = GRPOModule(policy, sampling={"max_new_tokens": 4}, grpo=grpo)
+    module.reward = CombinedReward([RewardSpec("r", _flat_for_angry)])
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, precision="bf16-mixed", max_steps=1, limit_val_batches=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=connect(module, clip_data(mixed_clips, 2, "dynamic.jsonl")))
+    assert trainer.global_step == 1 and trainer.callback_metrics["train/dynamic/rounds"] >= 1

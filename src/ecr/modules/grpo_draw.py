@@ -37,8 +37,10 @@ class MicroBatch:
 def next_rollout(module: GRPOModule, dataloader_iter: Iterator[Any]) -> Rollout | None:
     """The next prompt batch of the epoch sampled and rewarded, not yet scored (None when the epoch has no batch
     left): the log-prob passes run on the groups that are trained only (`score`)."""
-    try:
-        batch, _, _ = next(dataloader_iter)
+    try:  # the step runs under the precision plugin's autocast; decoding and collating (a feature extractor's
+        # STFT in bf16 fails) must not: Lightning fetches a batch before the step, outside it
+        with torch.autocast(module.device.type, enabled=False):
+            batch, _, _ = next(dataloader_iter)
     except StopIteration:
         return None
     trainer = module.trainer
