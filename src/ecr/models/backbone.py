@@ -76,10 +76,10 @@ class EncodedPrompt:
         return replace(self, inputs_embeds=self.inputs_embeds.detach())
 
     @staticmethod
-    def concat(parts: Sequence[EncodedPrompt], pad_id: int = 0) -> EncodedPrompt:
+    def concat(parts: Sequence[EncodedPrompt]) -> EncodedPrompt:
         """The rows of several encodings as one batch (dynamic sampling joins the groups of several draws).
 
-        Prompts are left-padded to the longest (ids `pad_id`, embeddings 0, attention 0, positions 1: padding is
+        Prompts are left-padded to the longest (ids 0, embeddings 0, attention 0, positions 1: padding is
         masked, its values never reach a real token); `generate_kwargs` tensors are joined on dim 0, their
         trailing dims right-padded with 0 (per-sample audio feature masks differ in length between batches).
         """
@@ -103,7 +103,7 @@ class EncodedPrompt:
             return torch.cat([t.new_full(shape, value), t], dim=dim)
 
         return EncodedPrompt(
-            input_ids=torch.cat([left(p.input_ids, pad_id, 1) for p in parts]),  # [ΣB, P]
+            input_ids=torch.cat([left(p.input_ids, 0, 1) for p in parts]),  # [ΣB, P]
             inputs_embeds=torch.cat([left(p.inputs_embeds, 0.0, 1) for p in parts]),  # [ΣB, P, H]
             attention_mask=torch.cat([left(p.attention_mask, 0, 1) for p in parts]),  # [ΣB, P]
             position_ids=torch.cat([left(p.position_ids, 1, 2) for p in parts], dim=1),  # [D, ΣB, P]

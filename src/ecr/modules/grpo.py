@@ -261,9 +261,9 @@ class GRPOModule(StageModule):
 
     # ----------------------------------------------------------------------------------------- logging
     def _log_rollout(self, micro: MicroBatch) -> None:
+        self.dynamic_short_steps += int(micro.filled is not None and micro.filled.short)
         values = {f"train/{k}": v for k, v in rollout_metrics(micro.drawn).items()}
         values.update(trained_metrics(micro, self.dynamic_short_steps))
-        self.dynamic_short_steps = int(values.get("train/dynamic/short_steps", 0))
         self.log_dict(values, batch_size=1)
         self.log("reward", values["train/reward"], prog_bar=True, logger=False, batch_size=1)
         g, t = self.settings.num_generations, self.sampling.temperature

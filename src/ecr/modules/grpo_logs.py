@@ -23,7 +23,7 @@ def completion_table(r: Rollout) -> str:
 def trained_metrics(micro: MicroBatch, short_steps: int) -> dict[str, float]:
     """What the trained part of a micro-batch logs beside the drawn rollouts' `rollout_metrics`: the share of
     zero-spread groups left in it, its informative completions and, with dynamic sampling, the draws made, the
-    groups kept, whether the step came up short and the running count of short steps."""
+    groups kept, whether the step came up short and `short_steps`, the run's count of short steps so far."""
     trained = micro.trained
     informative = 0  # completions of groups with spread that have an active token (an inert stand-in: none)
     if trained is not None:
@@ -42,6 +42,6 @@ def trained_metrics(micro: MicroBatch, short_steps: int) -> dict[str, float]:
             "train/dynamic/rounds": float(f.rounds),
             "train/dynamic/groups": float(f.num_kept),
             "train/dynamic/short": float(f.short),
-            "train/dynamic/short_steps": float(short_steps + int(f.short)),
+            "train/dynamic/short_steps": float(short_steps),
         })  # fmt: skip
     return values

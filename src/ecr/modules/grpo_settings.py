@@ -128,7 +128,7 @@ class GRPOSettings:
                 raise ConfigError(f"{name} must be a finite ratio >= 0 or None, got {bound}")
         if low is not None and high is not None and low >= high:
             raise ConfigError(f"off_policy_clip_min ({low}) must be less than off_policy_clip_max ({high})")
-        if mode.endswith("truncate") and low is None and high is None:
+        if (mode.endswith("truncate") or mode == "auto") and low is None and high is None:  # auto = token_truncate
             raise ConfigError(f"off_policy_correction={mode} needs off_policy_clip_min or off_policy_clip_max")
 
     def loss_options(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ policy:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -47,6 +48,12 @@ class SamplingSettings:
     sampler's."""
     min_new_tokens: int = 0
     """Shortest completion (benchmarks force fixed lengths with it). Not part of the scored distribution either."""
+
+    def unscored(self) -> list[str]:
+        """The settings on that reshape what `generate` samples but that no log-prob pass (and no correction)
+        accounts for: GRPO's log-probs are then not the sampler's."""
+        return [name for name, on in (("repetition_penalty", self.repetition_penalty != 1.0),
+                                      ("min_new_tokens", self.min_new_tokens > 0)) if on]  # fmt: skip
 
     def filters(self) -> SamplingFilters:
         """The top-k/top-p/min-p truncation `generate` applies (the sampler's q differs from π when it is on)."""
@@ -155,6 +162,13 @@ def build_scorer(
 ) -> GroupScorer:
     """The scorer of a loaded policy: reference "auto" = the adapter when LoRA is on, else a copy (β = 0: none).
     A copy is loaded here, once, on `reference_device`, frozen and in eval mode."""
+    if unscored := sampling.unscored():
+        warnings.warn(
+            f"sampling.{' and '.join(unscored)} reshape what GRPO samples but are not part of its log-probs and no "
+            "off-policy correction covers them: the importance ratios and the KL are not the sampler's",
+            UserWarning,
+            stacklevel=2,
+        )
     scorer = GroupScorer(policy, group_size, sampling, chunk_tokens=chunk_tokens, share_prefix=share_prefix)
     if beta == 0:
         return scorer

@@ -31,6 +31,10 @@ def test_the_off_policy_defaults_are_trls() -> None:
             {"off_policy_correction": "token_truncate", "off_policy_clip_max": None},
             "off_policy_correction=token_truncate needs off_policy_clip_min or off_policy_clip_max",
         ),
+        (  # auto resolves to token_truncate under a filter
+            {"off_policy_clip_max": None},
+            "off_policy_correction=auto needs off_policy_clip_min or off_policy_clip_max",
+        ),
     ],
 )
 def test_bad_off_policy_settings_are_refused_naming_the_field(kw: dict, message: str) -> None:

@@ -20,7 +20,7 @@ from ecr.rl.rollout import (
     sample_rollout,
     score_rollout,
 )
-from ecr.rl.scorer import GroupScorer, SamplingSettings
+from ecr.rl.scorer import GroupScorer, SamplingSettings, build_scorer
 
 
 def _prompt(b: int, p: int = 3) -> EncodedPrompt:
@@ -242,3 +242,15 @@ def test_log_prob_passes_run_on_the_kept_groups_only() -> None:
     scored = score_rollout(scorer, kept, need_old_logp=True)
     assert policy.scored_rows == [4] and scored.old_logp.shape == (4, 3) and scored.sources == ()
     assert "old_logp" in scored.timings and "old_logp" not in sampled.timings
+
+
+def test_sampling_settings_no_log_prob_pass_accounts_for_are_named_when_the_scorer_is_built() -> None:
+    """The repetition penalty and min_new_tokens reshape what `generate` samples, and neither the scorer nor the
+    off-policy correction covers them: building the scorer says so instead of training on the wrong ratios."""
+    assert SamplingSettings().unscored() == [] and SamplingSettings(top_k=5).unscored() == []
+    both = SamplingSettings(repetition_penalty=1.1, min_new_tokens=2)
+    assert both.unscored() == ["repetition_penalty", "min_new_tokens"]
+    policy = cast(Any, FakePolicy())
+    with pytest.warns(UserWarning, match="repetition_penalty and min_new_tokens reshape what GRPO samples"):
+        build_scorer(policy, group_size=2, sampling=both, chunk_tokens=None, share_prefix=True, beta=0.0,
+                     reference="auto", reference_device=None)  # fmt: skip
